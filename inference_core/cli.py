@@ -1,0 +1,70 @@
+"""What both engines' `python -m ...` entry points share: checks, exit codes, resume hints.
+
+Exit codes: 0 done, 2 bad configuration or input, 3 items left without generations,
+128+N stopped by signal N (re-run the same command to resume).
+"""
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Callable
+
+from hydra.core.override_parser.overrides_parser import OverridesParser
+
+from .config import CONF_DIR, ConfigError
+from .dataset import InputError
+from .engine import Engine
+from .job import Job, prepare_job
+from .pipeline import SkippedItemsError, run_job
+from .resume import RunMismatch
+from .signals import Interrupted
+
+log = logging.getLogger(__name__)
+CHOICE_GROUPS = ("dataset", "ablation", "model", "engine", "sampling", "experiment", "debug")
+
+
+def check_group_choices(argv: list[str]) -> None:
+    """Unknown `dataset=...`/`ablation=...` choices: one line with the choices, exit 2.
+
+    Hydra would also refuse them, but with exit code 1 like any other failure.
+    """
+    overrides = [a for a in argv if "=" in a and not a.startswith("-")]
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+    except Exception:  # leave syntax errors to Hydra's own message
+        return
+    for override in parsed:
+        group = override.key_or_group
+        if group not in CHOICE_GROUPS or override.is_sweep_override() or override.is_delete():
+            continue
+        value = override.value()
+        choices = sorted(p.stem for p in Path(CONF_DIR, group).glob("*.yaml"))
+        if isinstance(value, str) and value not in choices:
+            print(f"error: unknown {group} '{value}'; choices: {', '.join(choices)}", file=sys.stderr)
+            sys.exit(2)
+
+
+def run_cli(job_of: Callable[[], Job], start_engine: Callable[[Job], Engine],
+            merge: bool = True) -> int:
+    """Run one job and turn every expected failure into one log line and an exit code."""
+    job = None
+    try:
+        job = job_of()
+        output_dir = run_job(job, start_engine, merge)
+    except (ConfigError, InputError, RunMismatch) as err:
+        log.error("%s", err)
+        return 2
+    except SkippedItemsError as err:
+        log.error("%s", err)
+        return 3
+    except Interrupted as err:
+        log.error("%s: finished users are kept in %s; run the same command again to resume",
+                  err, job.output_dir if job else "the output folder")
+        return 128 + err.signum
+    print(f"output: {output_dir}")
+    return 0
+
+
+def job_from(cfg, shard: tuple[int, int] | None = None) -> Callable[[], Job]:
+    return lambda: prepare_job(cfg, shard)

@@ -1,0 +1,119 @@
+"""From the composed Hydra config to typed settings, and the checks made before a model loads."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+from omegaconf import DictConfig, OmegaConf
+
+from .dataset import TEST_FILE, TRAIN_FILE
+from .engine import SamplingSettings
+from .prompts import Ablation, PromptStyle
+
+CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+
+
+class ConfigError(ValueError):
+    """A setting that cannot work; reported in one line before anything loads (exit code 2)."""
+
+
+def register_resolvers() -> None:
+    """`${basename:...}` names runs after their checkpoint or data folder."""
+    OmegaConf.register_new_resolver(
+        "basename", lambda p: Path(str(p).rstrip("/")).name if p else "none", replace=True)
+
+
+def sampling_settings(cfg: DictConfig) -> SamplingSettings:
+    s = cfg.sampling
+    return SamplingSettings(
+        num_samples=int(s.num_samples), temperature=float(s.temperature), top_p=float(s.top_p),
+        top_k=int(s.top_k), max_tokens=int(s.max_tokens), seed=int(s.seed),
+        min_tokens=int(s.get("min_tokens", 1)), stop=tuple(cfg.dataset.get("stop") or ()))
+
+
+def ablation(cfg: DictConfig) -> Ablation:
+    a = cfg.ablation
+    return Ablation(str(a.name), bool(a.profile), bool(a.history), bool(a.context))
+
+
+def prompt_style(cfg: DictConfig) -> PromptStyle:
+    d = cfg.dataset
+    return PromptStyle(str(d.instruction), str(d.history_header), int(d.history_context_turns))
+
+
+@dataclass(frozen=True)
+class ModelFacts:
+    """What config.json says about the checkpoint (read without loading any weights)."""
+
+    max_position_embeddings: int | None
+    num_attention_heads: int | None
+
+    @classmethod
+    def read(cls, model_path: Path) -> "ModelFacts":
+        data = orjson.loads((model_path / "config.json").read_bytes())
+        text = data.get("text_config") or data  # multimodal checkpoints nest the LM's config
+        return cls(text.get("max_position_embeddings"), text.get("num_attention_heads"))
+
+
+def gpu_count() -> int:
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def check_data_folder(cfg: DictConfig) -> Path:
+    folder = Path(str(cfg.dataset.path)).resolve()
+    missing = [f for f in (TRAIN_FILE, TEST_FILE) if not (folder / f).is_file()]
+    if missing:
+        raise ConfigError(f"dataset.path={folder} lacks {' and '.join(missing)}")
+    return folder
+
+
+def check_model_folder(path: str) -> Path:
+    folder = Path(path).expanduser().resolve()
+    if not (folder / "config.json").is_file():
+        what = "does not exist" if not folder.exists() else "has no config.json"
+        raise ConfigError(f"model.path={folder} {what}")
+    return folder
+
+
+def check_sampling(cfg: DictConfig, max_model_len: int) -> None:
+    s = cfg.sampling
+    if int(s.num_samples) < 1:
+        raise ConfigError(f"sampling.num_samples={s.num_samples} must be at least 1")
+    if float(s.temperature) == 0 and int(s.num_samples) > 1:
+        raise ConfigError("sampling.temperature=0 (greedy) gives one sample: set sampling.num_samples=1")
+    if int(s.max_tokens) >= max_model_len:
+        raise ConfigError(f"sampling.max_tokens={s.max_tokens} leaves no room for a prompt in "
+                          f"max_model_len={max_model_len}")
+
+
+def check_parallelism(engine_cfg: Any, facts: ModelFacts) -> None:
+    tp = int(engine_cfg.get("tensor_parallel_size") or 1)
+    pp = int(engine_cfg.get("pipeline_parallel_size") or 1)
+    dp = int(engine_cfg.get("data_parallel_size") or 1)
+    wanted = tp * pp * dp
+    if wanted > 1:
+        have = gpu_count()
+        if wanted > have:
+            raise ConfigError(f"engine.tensor_parallel_size={tp} x pipeline_parallel_size={pp} x "
+                              f"data_parallel_size={dp} needs {wanted} GPUs; {have} found")
+    if facts.num_attention_heads and facts.num_attention_heads % tp:
+        raise ConfigError(f"engine.tensor_parallel_size={tp} does not divide the model's "
+                          f"{facts.num_attention_heads} attention heads")
+
+
+def effective_max_model_len(cfg: DictConfig, facts: ModelFacts) -> int:
+    value = cfg.engine.get("max_model_len") or facts.max_position_embeddings
+    if not value:
+        raise ConfigError("engine.max_model_len is unset and the model's config.json has no "
+                          "max_position_embeddings: set engine.max_model_len")
+    return int(value)
+
+
+def absolute(path: str) -> str:
+    """Spawned engine workers do not share our cwd assumptions: hand them absolute paths."""
+    return str(Path(os.path.expanduser(path)).resolve())

@@ -1,0 +1,59 @@
+"""The one small interface every engine implements (vLLM, Transformers).
+
+An engine takes token-id prompts and sampling settings and yields finished completions as they
+finish, in any order. It never knows what a dataset or a user is.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Iterator, Protocol, Sequence
+
+
+@dataclass(frozen=True)
+class SamplingSettings:
+    num_samples: int
+    temperature: float
+    top_p: float
+    top_k: int
+    max_tokens: int
+    seed: int
+    min_tokens: int = 1
+    stop: tuple[str, ...] = ()
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.__dict__.items()}
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    request_id: str
+    token_ids: tuple[int, ...]
+    num_samples: int
+
+
+@dataclass(frozen=True)
+class Completion:
+    """All samples of one request, once the last of them has finished."""
+
+    request_id: str
+    texts: tuple[str, ...]
+    finish_reasons: tuple[str, ...]
+    output_tokens: tuple[int, ...]
+    prompt_tokens: int
+
+
+class Engine(Protocol):
+    name: str
+    load_seconds: float
+
+    def generate(self, requests: Sequence[GenerationRequest],
+                 sampling: SamplingSettings) -> Iterator[Completion]:
+        """Submit every request at once; yield each completion as it finishes."""
+        ...
+
+    def stats(self) -> dict[str, Any]:
+        """The engine's own metrics and facts for the summary (device, parallelism, versions)."""
+        ...
+
+    def close(self) -> None:
+        ...

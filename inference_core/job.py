@@ -1,0 +1,112 @@
+"""One run's settings, resolved and checked from the Hydra config before any model loads."""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from . import config as conf
+from .dataset import TEST_FILE
+from .engine import SamplingSettings
+from .model_store import ensure_default_model, offline_hub
+from .prompts import Ablation, PromptStyle
+
+
+@dataclass(frozen=True)
+class Job:
+    output_dir: Path
+    dataset_name: str
+    dataset_path: Path
+    references_file: str | None
+    model_path: Path
+    model_name: str
+    chat_template_kwargs: dict[str, Any]
+    engine_name: str
+    engine_cfg: dict[str, Any]
+    max_model_len: int
+    sampling: SamplingSettings
+    blank_retries: int
+    ablation: Ablation
+    style: PromptStyle
+    max_users: int | None
+    overwrite: bool
+    allow_skips: bool
+    evaluate: bool
+    shard_count: int
+    shard_index: int
+
+    def identity(self) -> dict[str, Any]:
+        """What makes two runs the same run: resuming is only allowed when all of it matches."""
+        return {
+            "checkpoint": str(self.model_path),
+            "model_name": self.model_name,
+            "dataset": self.dataset_name,
+            "dataset_path": str(self.dataset_path),
+            "test_file_sha256": file_digest(self.dataset_path / TEST_FILE),
+            "ablation_config": self.ablation.name,
+            "ablation_parts": {"profile": self.ablation.profile, "history": self.ablation.history,
+                               "context": self.ablation.context},
+            "prompt_style": self.style.__dict__,
+            "chat_template_kwargs": self.chat_template_kwargs,
+            "max_model_len": self.max_model_len,
+            "max_users": self.max_users,
+            "sampling_params": self.sampling.as_dict(),
+        }
+
+
+def file_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def prepare_job(cfg: DictConfig, shard: tuple[int, int] | None = None) -> Job:
+    """Every check that needs no model weights; raises ConfigError with one clear line.
+
+    `shard` = (count, index) overrides cfg.shard (torchrun ranks set it from the environment).
+    """
+    offline_hub()
+    dataset_path = conf.check_data_folder(cfg)
+    if int(cfg.sampling.num_samples) < 1:
+        raise conf.ConfigError(f"sampling.num_samples={cfg.sampling.num_samples} must be at least 1")
+    if cfg.model.path:
+        model_path = conf.check_model_folder(str(cfg.model.path))
+    else:
+        model_path = ensure_default_model(conf.absolute(str(cfg.cache_dir)))
+    facts = conf.ModelFacts.read(model_path)
+    max_model_len = conf.effective_max_model_len(cfg, facts)
+    conf.check_sampling(cfg, max_model_len)
+    engine_cfg = OmegaConf.to_container(cfg.engine, resolve=True)
+    conf.check_parallelism(engine_cfg, facts)
+    engine_cfg["max_model_len"] = max_model_len
+    count, index = shard or (int(cfg.shard.count), int(cfg.shard.index))
+    if not 0 <= index < count:
+        raise conf.ConfigError(f"shard.index={index} must be in [0, shard.count={count})")
+    model = OmegaConf.to_container(cfg.model, resolve=True)
+    return Job(
+        output_dir=Path(conf.absolute(str(cfg.output_dir))),
+        dataset_name=str(cfg.dataset.name),
+        dataset_path=dataset_path,
+        references_file=cfg.dataset.get("references_file"),
+        model_path=model_path,
+        model_name=str(cfg.model.name),
+        chat_template_kwargs=dict(model.get("chat_template_kwargs") or {}),
+        engine_name=str(cfg.engine.name),
+        engine_cfg=engine_cfg,
+        max_model_len=max_model_len,
+        sampling=conf.sampling_settings(cfg),
+        blank_retries=int(cfg.sampling.get("blank_retries", 0)),
+        ablation=conf.ablation(cfg),
+        style=conf.prompt_style(cfg),
+        max_users=cfg.get("max_users"),
+        overwrite=bool(cfg.get("overwrite", False)),
+        allow_skips=bool(cfg.get("allow_skips", False)),
+        evaluate=bool(cfg.get("evaluate", True)),
+        shard_count=count,
+        shard_index=index,
+    )

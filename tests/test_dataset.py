@@ -1,0 +1,87 @@
+"""Loading messy benchmark files: warn and coerce where the meaning is plain, skip otherwise."""
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from conftest import DATA, dialogue_item, user_record, write_dataset
+from inference_core.dataset import InputError, load_dataset
+from inference_core.records import Location
+
+
+def test_sample_datasets_load_with_history_oldest_first():
+    for name in ("Chameleons", "DMSC"):
+        data = load_dataset(name, DATA / name)
+        assert len(data.users) >= 6 and not data.skipped
+        assert any(len(u.items) > 1 for u in data.users)
+        for user in data.users:
+            stamps = [h.timestamp for h in user.history if h.timestamp]
+            assert stamps == sorted(stamps)
+
+
+def test_history_comes_from_train_by_user_hash_and_sorts_by_timestamp(tmp_path):
+    train = [user_record("a", "DANTE", [dialogue_item("second", ("R", "q"), timestamp="2002"),
+                                        dialogue_item("first", ("R", "q"), timestamp="2001")]),
+             user_record("b", "RANDAL", [dialogue_item("not mine", ("D", "q"))])]
+    test = [user_record("a", "DANTE", [dialogue_item(None, ("R", "hi"))])]
+    data = load_dataset("x", write_dataset(tmp_path, train, test))
+    (user,) = data.users
+    assert [h.text for h in user.history] == ["first", "second"]
+
+
+def test_malformed_records_warn_with_file_record_and_field(tmp_path, caplog):
+    test = [
+        user_record("ok", "A", [dialogue_item(None, ("R", "hello"))]),
+        {"user_hash": "no-task", "user": {"profile": {"name": "B"}}},
+        "not an object",
+        user_record("nulls", "C", [{"context": [{"source": "R", "content": None},
+                                                {"source": "R", "content": 42}],
+                                    "continuation_prefix": "C: "}]),
+        user_record("string-ctx", "D", [{"context": "just a string", "continuation_prefix": 7}]),
+        user_record("bad-ctx", "E", [{"context": {"a": 1}}, "item that is text"]),
+        user_record(12345, "F", [dialogue_item(None, ("R", "numeric id"))]),
+    ]
+    with caplog.at_level(logging.WARNING):
+        data = load_dataset("x", write_dataset(tmp_path, [], test))
+    log = caplog.text
+    assert "test_leaderboard.json[1].task: missing" in log
+    assert "test_leaderboard.json[2]: record is a str" in log
+    assert "test_leaderboard.json[3].task.task_behavior_collections[0].data[0].context[0].content" in log
+    assert "number 42 used as text" in log
+    users = {u.user_hash: u for u in data.users}
+    assert set(users) == {"ok", "no-task", "nulls", "string-ctx", "bad-ctx", "12345"}
+    assert [t.content for t in users["nulls"].items[0].context] == ["42"]
+    assert users["string-ctx"].items[0].context[0].content == "just a string"
+    assert users["string-ctx"].items[0].prefix == "7"
+    skipped = {(s.location, s.reason.split(",")[0]) for s in data.skipped}
+    assert (Location(5, 0, 0), "context is neither a list nor text") in skipped
+    assert (Location(5, 0, 1), "item is a str") in {(l, r.split(",")[0]) for l, r in skipped}
+    assert (Location(2, -1, -1), "record has no usable user_hash") in skipped
+
+
+def test_same_user_in_several_records_is_one_user_with_all_items(tmp_path):
+    test = [user_record("dup", "A", [dialogue_item(None, ("R", "one"))]),
+            user_record("other", "B", [dialogue_item(None, ("R", "two"))]),
+            user_record("dup", "A", [dialogue_item(None, ("R", "three"))])]
+    data = load_dataset("x", write_dataset(tmp_path, [], test))
+    assert [u.user_hash for u in data.users] == ["dup", "other"]
+    assert [i.location for i in data.users[0].items] == [Location(0, 0, 0), Location(2, 0, 0)]
+
+
+@pytest.mark.parametrize("content,message", [(b"{not json", "not valid JSON"),
+                                             (b'{"a": 1}', "expected a JSON array")])
+def test_unreadable_files_raise_one_error_naming_the_file(tmp_path, content, message):
+    write_dataset(tmp_path, [], [])
+    (tmp_path / "test_leaderboard.json").write_bytes(content)
+    with pytest.raises(InputError, match=message) as err:
+        load_dataset("x", tmp_path)
+    assert "test_leaderboard.json" in str(err.value)
+
+
+def test_references_file_fills_missing_references(tmp_path):
+    test = [user_record("a", "A", [dialogue_item(None, ("R", "q")), dialogue_item("given", ("R", "q"))])]
+    write_dataset(tmp_path, [], test)
+    (tmp_path / "references.json").write_text('{"0/0/0": "from file", "0/0/1": "ignored"}')
+    (user,) = load_dataset("x", tmp_path, "references.json").users
+    assert [i.reference for i in user.items] == ["from file", "given"]

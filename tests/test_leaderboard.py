@@ -1,0 +1,172 @@
+"""evaluate_run and the leaderboard builder on tiny fabricated run folders."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from inference_core import evaluate, leaderboard
+from inference_core.evaluate import evaluate_run
+from inference_core.leaderboard import collect_rows, write_leaderboard
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def make_run(root: Path, name: str, dataset: str, model: str, ablation: str,
+             users: dict[str, list[dict[str, Any]]], samples_per_s: float) -> Path:
+    """A run folder shaped like the pipeline's: summary plus users/<name>.json."""
+    run_dir = root / name
+    (run_dir / "users").mkdir(parents=True)
+    total = sum(len(it["generated_samples"]) for items in users.values() for it in items)
+    summary = {
+        "checkpoint": f"/models/{model}", "model_name": model, "dataset": dataset,
+        "ablation_config": ablation, "engine": "vllm", "num_users": len(users),
+        "num_data_items": sum(len(v) for v in users.values()), "num_samples_per_item": 2,
+        "total_samples": total, "prompt_tokens": 100, "generated_tokens": 50,
+        "inference_time_seconds": 2.0, "throughput_samples_per_sec": samples_per_s,
+        "output_tokens_per_sec": 25.0, "timestamp": "2025-01-01T00:00:00",
+    }
+    (run_dir / "inference_summary.json").write_bytes(orjson.dumps(summary))
+    for user_hash, items in users.items():
+        doc = {"user_hash": user_hash, "profile_name": None, "dataset": dataset,
+               "ablation": ablation, "items": items}
+        (run_dir / "users" / f"{user_hash}.json").write_bytes(orjson.dumps(doc))
+    return run_dir
+
+
+def item(samples: list[str], reference: str | None = None, record: int = 0) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "location": {"record": record, "collection": 0, "item": 1}, "prompt_tokens": 80,
+        "truncated": False, "generated_samples": samples,
+        "finish_reasons": ["stop"] * (len(samples) - 1) + ["length"],
+        "output_tokens": [len(s) for s in samples],
+    }
+    if reference is not None:
+        out["reference"] = reference
+    return out
+
+
+@pytest.fixture
+def runs(tmp_path: Path) -> Path:
+    root = tmp_path / "outputs"
+    make_run(root / "b", "dmsc-run", "DMSC", "qwen-b", "profile_and_history",
+             {"u1": [item(["这部电影非常好看", "一般"], "这部电影非常好看")],
+              "u2": [item(["剧情很好", "很好很好"], "剧情不错", record=1)]}, 4.0)
+    make_run(root / "a", "cham-hist", "Chameleons", "llama-a", "profile_and_history",
+             {"u1": [item(["the cat sat on the mat", "a dog ran"], "the cat sat on the mat")]}, 2.5)
+    make_run(root / "a", "cham-none", "Chameleons", "llama-a", "no_profile",
+             {"u1": [item(["a b a", "a b"])]}, 3.0)  # no references at all
+    return root
+
+
+def test_evaluate_run_writes_metrics_and_one_parquet_row_per_sample(runs: Path) -> None:
+    import datasets
+
+    run_dir = runs / "b" / "dmsc-run"
+    metrics = evaluate_run(run_dir)
+    assert metrics == orjson.loads((run_dir / "metrics.json").read_bytes())
+    assert metrics["num_users"] == 2 and metrics["num_scored_items"] == 2
+    assert metrics["bleu_tokenize"] == "zh" and metrics["num_length_finishes"] == 2
+    table = datasets.Dataset.from_parquet(str(run_dir / "samples.parquet"))
+    assert table.num_rows == 4
+    assert list(table.column_names) == list(evaluate.SAMPLE_COLUMNS)
+    df = table.to_pandas()
+    first = df.iloc[0].to_dict()
+    assert first["user_hash"] == "u1" and first["text"] == "这部电影非常好看"
+    assert first["reference"] == "这部电影非常好看" and first["finish_reason"] == "stop"
+    assert first["sample_index"] == 0 and first["prompt_tokens"] == 80
+    assert list(df["record"]) == [0, 0, 1, 1]
+    assert not [p for p in run_dir.iterdir() if p.name.endswith(".tmp")]  # no temp leftovers
+
+
+def test_parquet_reference_column_is_null_string_without_references(runs: Path) -> None:
+    import pandas as pd
+
+    run_dir = runs / "a" / "cham-none"
+    metrics = evaluate_run(run_dir)
+    assert metrics["num_scored_items"] == 0 and metrics["chrf_mean_of_n"] is None
+    df = pd.read_parquet(run_dir / "samples.parquet")
+    assert len(df) == 2 and df["reference"].isna().all()
+    assert df["profile_name"].isna().all()
+
+
+def test_evaluate_cli(runs: Path, tmp_path: Path) -> None:
+    run_dir = runs / "a" / "cham-hist"
+    assert evaluate.main([str(run_dir)]) == 0
+    assert (run_dir / "metrics.json").is_file() and (run_dir / "samples.parquet").is_file()
+    assert evaluate.main([str(tmp_path / "nope")]) == 1
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_leaderboard_rows_sorted_and_metrics_computed(runs: Path, tmp_path: Path) -> None:
+    out = tmp_path / "board"
+    assert leaderboard.main([str(runs), "--out", str(out)]) == 0
+    for name in ("dmsc-run", "cham-hist", "cham-none"):  # computed because they were missing
+        assert next(runs.rglob(name)).joinpath("metrics.json").is_file()
+
+    rows = read_csv(out / "leaderboard.csv")
+    assert [(r["dataset"], r["model"], r["ablation"]) for r in rows] == [
+        ("Chameleons", "llama-a", "no_profile"),
+        ("Chameleons", "llama-a", "profile_and_history"),
+        ("DMSC", "qwen-b", "profile_and_history"),
+    ]
+    none, hist, dmsc = rows
+    assert none["chrf_mean_of_n"] == "" and float(none["distinct_1"]) == pytest.approx(0.4)
+    assert float(hist["rouge_l_best_of_n"]) == pytest.approx(100)
+    assert float(hist["rouge_l_mean_of_n"]) == pytest.approx(50)
+    assert dmsc["users"] == "2" and dmsc["samples"] == "4" and dmsc["engine"] == "vllm"
+    assert float(dmsc["samples_per_s"]) == 4.0
+    # by hand, LCS over characters: u1 samples 100 and 0; u2 剧情很好 vs 剧情不错 = 2/4 -> 50, and 0
+    assert float(dmsc["rouge_l_best_of_n"]) == pytest.approx((100 + 50) / 2)
+    assert float(dmsc["rouge_l_mean_of_n"]) == pytest.approx((50 + 25) / 2)
+
+    md = (out / "leaderboard.md").read_text()
+    lines = [ln for ln in md.splitlines() if ln.startswith("| ")]
+    header = "| dataset | model | ablation | engine | users | samples | samples/s | output tok/s"
+    assert lines[0].startswith(header)
+    assert lines[1].startswith(
+        "| Chameleons | llama-a | no_profile | vllm | 1 | 2 | 3.00 | 25.00 | - |"
+    )
+    assert lines[1].endswith("| 0.400 | 0.667 | 4.0 |")  # chars: (5 + 3) / 2
+    assert lines[2].startswith("| Chameleons | llama-a | profile_and_history |")
+    assert lines[3].startswith("| DMSC | qwen-b | profile_and_history | vllm | 2 | 4 | 4.00 |")
+
+
+def test_leaderboard_png_opens(runs: Path, tmp_path: Path) -> None:
+    from PIL import Image
+
+    paths = write_leaderboard(collect_rows([runs]), tmp_path / "board")
+    data = paths["png"].read_bytes()
+    assert data.startswith(PNG_MAGIC)
+    with Image.open(paths["png"]) as img:
+        img.verify()
+    import matplotlib.image as mpimg
+
+    pixels = mpimg.imread(paths["png"])
+    assert pixels.shape[0] > 100 and pixels.shape[1] > 100
+    assert not [p for p in paths["png"].parent.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_existing_metrics_are_reused(runs: Path) -> None:
+    run_dir = runs / "a" / "cham-none"
+    metrics = evaluate_run(run_dir)
+    metrics["distinct_1"] = 0.123  # a marker: reused means not recomputed
+    (run_dir / "metrics.json").write_bytes(orjson.dumps(metrics))
+    rows = {r.ablation: r for r in collect_rows([runs / "a"])}
+    assert rows["no_profile"].distinct_1 == 0.123
+    rows = {r.ablation: r for r in collect_rows([runs / "a"], recompute=True)}
+    assert rows["no_profile"].distinct_1 == pytest.approx(0.4)
+
+
+def test_empty_root_still_writes_files(tmp_path: Path) -> None:
+    paths = write_leaderboard(collect_rows([tmp_path]), tmp_path / "board")
+    assert paths["png"].read_bytes().startswith(PNG_MAGIC)
+    assert read_csv(paths["csv"]) == []

@@ -1,0 +1,58 @@
+"""Writers: file names no id can steer, atomic JSON, the filled leaderboard."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import orjson
+import pytest
+
+from inference_core.records import Location
+from inference_core.writers import (fill_leaderboard, safe_user_filename, user_file_path,
+                                    write_json_atomic)
+
+HOSTILE_IDS = ["../../etc/passwd", "a/b\\c:d*?", "", "x" * 500, "用户😀", ".", "..", "CON",
+               "a b", "a_b", "a-b", "A/B", "a\x00b"]
+
+
+def test_hostile_ids_stay_inside_users_and_never_share_a_file(tmp_path):
+    names = set()
+    for user_hash in HOSTILE_IDS:
+        path = user_file_path(tmp_path, user_hash)
+        assert path.parent == tmp_path / "users"
+        name = path.name
+        assert "/" not in name and "\\" not in name and not name.startswith(".")
+        assert len(name.encode()) < 100
+        names.add(name)
+    assert len(names) == len(HOSTILE_IDS)
+
+
+def test_safe_name_is_stable_and_readable():
+    assert safe_user_filename("c3f1ab") == safe_user_filename("c3f1ab")
+    assert safe_user_filename("c3f1ab").startswith("c3f1ab-")
+
+
+def test_atomic_write_replaces_whole_file_and_leaves_no_temp(tmp_path):
+    path = tmp_path / "sub" / "f.json"
+    write_json_atomic(path, {"a": 1})
+    write_json_atomic(path, {"b": [1, 2]})
+    assert orjson.loads(path.read_bytes()) == {"b": [1, 2]}
+    assert os.listdir(path.parent) == ["f.json"]
+
+
+def test_failed_write_keeps_the_old_file(tmp_path):
+    path = tmp_path / "f.json"
+    write_json_atomic(path, {"a": 1})
+    with pytest.raises(TypeError):
+        write_json_atomic(path, {"a": object()})
+    assert orjson.loads(path.read_bytes()) == {"a": 1}
+    assert os.listdir(tmp_path) == ["f.json"]
+
+
+def test_fill_leaderboard_adds_continuations_only():
+    raw = [{"user_hash": "u", "task": {"task_behavior_collections": [
+        {"data": [{"context": [], "x": 1}, {"context": []}]}]}}]
+    filled = fill_leaderboard(raw, {Location(0, 0, 1): ["a", "b"]})
+    items = filled[0]["task"]["task_behavior_collections"][0]["data"]
+    assert items[0] == {"context": [], "x": 1}
+    assert items[1] == {"context": [], "continuations": ["a", "b"]}
