@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import time
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -32,7 +33,9 @@ def claim_output_dir(output_dir: Path, identity: dict[str, Any], overwrite: bool
                 shutil.rmtree(target)
             elif target.exists():
                 target.unlink()
-    elif path.is_file():
+    else:
+        remove_stale_temp_files(output_dir)
+    if not overwrite and path.is_file():
         previous = read_json(path)
         changed = sorted(k for k in identity.keys() | previous.keys()
                          if identity.get(k) != previous.get(k))
@@ -42,6 +45,17 @@ def claim_output_dir(output_dir: Path, identity: dict[str, Any], overwrite: bool
                 f"use another output_dir, or overwrite=true to start afresh")
     # Compare through JSON so tuples and lists read back equal next time.
     write_json_atomic(path, orjson.loads(orjson.dumps(identity)))
+
+
+def remove_stale_temp_files(output_dir: Path, age_seconds: float = 600) -> None:
+    """A killed run's unfinished writes. Young ones may belong to a shard writing right now."""
+    now = time.time()
+    for stale in output_dir.glob("**/.*.tmp"):
+        try:
+            if now - stale.stat().st_mtime > age_seconds:
+                stale.unlink()
+        except FileNotFoundError:
+            pass
 
 
 def is_finished(path: Path, user_hash: str, expected: set[str], num_samples: int) -> bool:
