@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Callable
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import DictConfig
 
 from .config import CONF_DIR, ConfigError
 from .dataset import InputError
@@ -45,13 +46,10 @@ def check_group_choices(argv: list[str]) -> None:
             sys.exit(2)
 
 
-def run_cli(job_of: Callable[[], Job], start_engine: Callable[[Job], Engine],
-            merge: bool = True) -> int:
-    """Run one job and turn every expected failure into one log line and an exit code."""
-    job = None
+def exit_code_of(action: Callable[[], object]) -> int:
+    """Run `action`; every expected failure becomes one log line and an exit code."""
     try:
-        job = job_of()
-        output_dir = run_job(job, start_engine, merge)
+        action()
     except (ConfigError, InputError, RunMismatch) as err:
         log.error("%s", err)
         return 2
@@ -59,12 +57,16 @@ def run_cli(job_of: Callable[[], Job], start_engine: Callable[[Job], Engine],
         log.error("%s", err)
         return 3
     except Interrupted as err:
-        log.error("%s: finished users are kept in %s; run the same command again to resume",
-                  err, job.output_dir if job else "the output folder")
+        log.error("%s: finished users are kept on disk; run the same command again to resume", err)
         return 128 + err.signum
-    print(f"output: {output_dir}")
     return 0
 
 
-def job_from(cfg, shard: tuple[int, int] | None = None) -> Callable[[], Job]:
-    return lambda: prepare_job(cfg, shard)
+def run_cli(cfg: DictConfig, start_engine: Callable[[Job], Engine],
+            shard: tuple[int, int] | None = None, merge: bool = True) -> int:
+    """Check the config, run this shard of the job, and say where the output went."""
+    def action() -> None:
+        output_dir = run_job(prepare_job(cfg, shard), start_engine, merge)
+        print(f"output: {output_dir}")
+
+    return exit_code_of(action)

@@ -1,17 +1,27 @@
 """`python -m inference_vllm [overrides]`: one vLLM engine over every prompt of a job."""
 from __future__ import annotations
 
+import logging
 import sys
 
 import hydra
 from omegaconf import DictConfig
 
-from inference_core.cli import check_group_choices, job_from, run_cli
+from inference_core.cli import check_group_choices, run_cli
 from inference_core.config import register_resolvers
 from inference_core.job import Job
 
+log = logging.getLogger("inference_vllm")
+
+
+ENGINES = ("vllm", "ray")
+
 
 def start_engine(job: Job):
+    if job.engine_name == "ray":  # vLLM workers under Ray Data (a Ray cluster, or local)
+        from .ray_engine import RayEngine
+
+        return RayEngine(str(job.model_path), job.engine_cfg, job.sampling.seed)
     from .engine import VLLMEngine
 
     return VLLMEngine(str(job.model_path), job.engine_cfg, job.sampling.seed)
@@ -19,7 +29,11 @@ def start_engine(job: Job):
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> None:
-    code = run_cli(job_from(cfg), start_engine)
+    if cfg.engine.name not in ENGINES:
+        log.error("engine=%s does not run here: use `python -m inference_hf` (or torchrun) "
+                  "for the Transformers engine; this entry runs %s", cfg.engine.name, ENGINES)
+        sys.exit(2)
+    code = run_cli(cfg, start_engine)
     if code:
         sys.exit(code)
 

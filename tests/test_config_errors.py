@@ -9,7 +9,7 @@ import pytest
 
 from conftest import REPO, compose
 from inference_core import config as conf
-from inference_core.cli import job_from, run_cli
+from inference_core.cli import run_cli
 
 
 def never_start(job):
@@ -28,7 +28,7 @@ def never_start(job):
 def test_bad_settings_exit_2_with_one_line(tmp_path, caplog, overrides, message):
     cfg = compose(f"output_dir={tmp_path / 'out'}", *overrides)
     with caplog.at_level(logging.ERROR):
-        assert run_cli(job_from(cfg), never_start) == 2
+        assert run_cli(cfg, never_start) == 2
     errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
     assert len(errors) == 1 and message in errors[0]
     assert not (tmp_path / "out").exists()  # nothing written

@@ -5,7 +5,7 @@ import orjson
 import pytest
 
 from conftest import DATA, compose, dialogue_item, user_record, write_dataset
-from inference_core.cli import job_from, run_cli
+from inference_core.cli import run_cli
 from test_vllm_pipeline import assert_complete_run, load
 
 pytestmark = pytest.mark.engine
@@ -13,7 +13,7 @@ TINY = ["sampling.max_tokens=8", "sampling.num_samples=2"]
 
 
 def cli(engine, *overrides: str) -> int:
-    return run_cli(job_from(compose(*overrides)), lambda job: engine)
+    return run_cli(compose(*overrides), lambda job: engine)
 
 
 def test_resume_regenerates_only_missing_or_broken_users(vllm_engine, tmp_path):

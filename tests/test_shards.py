@@ -1,0 +1,60 @@
+"""Shards: a deterministic, balanced split whose merge equals one unsharded run."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from conftest import DATA, REPO, compose
+from inference_core.job import prepare_job
+from inference_core.merge import main as merge_main
+from inference_core.pipeline import run_job
+from inference_core.shards import assign_shards
+from test_interrupts import finished
+from test_vllm_pipeline import assert_complete_run, load
+
+TINY = ["sampling.max_tokens=8", "sampling.num_samples=2"]
+TEST_FILE = DATA / "Chameleons" / "test_leaderboard.json"
+
+
+def test_assignment_is_deterministic_and_balanced():
+    tokens = {f"user{i}": 100 + (i * 37) % 400 for i in range(101)}
+    owner = assign_shards(tokens, 4)
+    assert owner == assign_shards(dict(reversed(list(tokens.items()))), 4)
+    loads = [sum(t for u, t in tokens.items() if owner[u] == s) for s in range(4)]
+    assert max(loads) - min(loads) <= max(tokens.values())
+    assert set(owner.values()) == {0, 1, 2, 3}
+
+
+@pytest.mark.engine
+def test_two_shards_then_merge_equal_one_unsharded_run(vllm_engine, tmp_path):
+    whole = run_job(prepare_job(compose(f"output_dir={tmp_path / 'whole'}", *TINY)),
+                    lambda job: vllm_engine)
+    out = tmp_path / "sharded"
+    for index in (1, 0):
+        run_job(prepare_job(compose(f"output_dir={out}", "shard.count=2", f"shard.index={index}",
+                                    *TINY)), lambda job: vllm_engine)
+        if index == 1:  # shard 0 has not run yet: nothing merged
+            assert not (out / "test_leaderboard.json").exists()
+            assert 0 < len(list((out / "users").iterdir())) < 8
+    summary = assert_complete_run(out, TEST_FILE, 2)
+    assert finished(out).keys() == finished(whole).keys()
+    assert summary["num_shards"] == 2 and [s["shard_index"] for s in summary["shards"]] == [0, 1]
+    assert sum(s["users_generated"] for s in summary["shards"]) == summary["num_users"]
+    (out / "test_leaderboard.json").unlink()
+    assert merge_main([str(out)]) == 0  # the merge by hand reads the shard count itself
+    assert_complete_run(out, TEST_FILE, 2)
+
+
+@pytest.mark.engine
+def test_submitit_local_launcher_runs_a_two_shard_sweep(tmp_path):
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "inference_vllm", "-m", "hydra/launcher=local",
+           f"hydra.sweep.dir={tmp_path / 'sweep'}", "shard.count=2", "shard.index=0,1",
+           f"output_dir={out}", "dataset=DMSC", *TINY]
+    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = assert_complete_run(out, DATA / "DMSC" / "test_leaderboard.json", 2)
+    assert summary["num_shards"] == 2
+    assert len(list((tmp_path / "sweep" / ".submitit").iterdir())) >= 2  # two submitit jobs
