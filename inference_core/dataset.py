@@ -133,11 +133,12 @@ def user_hash_of(record: Any, where: str, problems: Problems) -> str | None:
     return value
 
 
-def load_history(path: Path, problems: Problems) -> dict[str, list[HistoryItem]]:
+def load_history(records: list[Any], file_name: str, problems: Problems,
+                 ) -> dict[str, list[HistoryItem]]:
     """Every train item per user_hash, oldest first (items without a timestamp count as oldest)."""
     history: dict[str, list[HistoryItem]] = {}
-    for r_i, record in enumerate(read_json_array(path)):
-        where = f"{path.name}[{r_i}]"
+    for r_i, record in enumerate(records):
+        where = f"{file_name}[{r_i}]"
         user_hash = user_hash_of(record, where, problems)
         if user_hash is None:
             continue
@@ -196,15 +197,46 @@ def load_references(path: Path) -> dict[str, str]:
     return {str(k): v for k, v in data.items() if isinstance(v, str)}
 
 
+def holdout_last(train: list[Any], history: dict[str, list[HistoryItem]]) -> list[Any]:
+    """Each train user's newest item as a test record with its reference, taken out of history.
+
+    Lets any dataset be scored, even one whose test file has no references.
+    """
+    records, seen = [], set()
+    for record in train:
+        user_hash = record.get("user_hash") if isinstance(record, dict) else None
+        if not isinstance(user_hash, str) or user_hash in seen or not history.get(user_hash):
+            continue
+        seen.add(user_hash)
+        last = history[user_hash].pop()  # popped: the reference must not stay in the prompt
+        item = {"context": [{"source": t.source, "content": t.content} for t in last.context],
+                "continuation_prefix": last.prefix, "continuation": last.text,
+                "timestamp": last.timestamp}
+        task = record.get("task") if isinstance(record.get("task"), dict) else {}
+        records.append({"user_hash": user_hash, "user": record.get("user"), "task": {
+            "description": task.get("description"),
+            "task_behavior_collections": [{"type": "holdout", "type_desc": "", "data": [item]}]}})
+    return records
+
+
 def load_dataset(name: str, folder: str | Path, references_file: str | None = None,
-                 max_users: int | None = None) -> Dataset:
-    """Read both files and merge them into one UserRecord per test user, in test-file order."""
+                 max_users: int | None = None, holdout: str | None = None) -> Dataset:
+    """Read both files and merge them into one UserRecord per test user, in test-file order.
+
+    holdout="last" ignores the test file: each user's newest train item becomes the test item.
+    """
     folder = Path(folder)
     problems = Problems()
-    history = load_history(folder / TRAIN_FILE, problems)
+    train = read_json_array(folder / TRAIN_FILE)
+    history = load_history(train, TRAIN_FILE, problems)
     test_path = folder / TEST_FILE
-    raw_test = read_json_array(test_path)
-    references = load_references(folder / references_file) if references_file else {}
+    if holdout == "last":
+        raw_test, references = holdout_last(train, history), {}
+    elif holdout is None:
+        raw_test = read_json_array(test_path)
+        references = load_references(folder / references_file) if references_file else {}
+    else:
+        raise InputError(f"dataset.holdout={holdout!r}: only null or 'last' are known")
     users: dict[str, dict[str, Any]] = {}
     skipped: list[SkippedItem] = []
     for r_i, record in enumerate(raw_test):

@@ -9,7 +9,9 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from . import config as conf
-from .dataset import TEST_FILE
+from .dataset import TEST_FILE, TRAIN_FILE
+
+HOLDOUT_FILE = "holdout_test.json"
 from .engine import SamplingSettings
 from .model_store import ensure_default_model, offline_hub
 from .prompts import Ablation, PromptStyle
@@ -32,11 +34,17 @@ class Job:
     ablation: Ablation
     style: PromptStyle
     max_users: int | None
+    holdout: str | None
     overwrite: bool
     allow_skips: bool
     evaluate: bool
     shard_count: int
     shard_index: int
+
+    @property
+    def test_file(self) -> Path:
+        """The file the leaderboard fills: the dataset's, or the one a holdout derives."""
+        return self.output_dir / HOLDOUT_FILE if self.holdout else self.dataset_path / TEST_FILE
 
     def identity(self) -> dict[str, Any]:
         """What makes two runs the same run: resuming is only allowed when all of it matches."""
@@ -45,7 +53,9 @@ class Job:
             "model_name": self.model_name,
             "dataset": self.dataset_name,
             "dataset_path": str(self.dataset_path),
-            "test_file_sha256": file_digest(self.dataset_path / TEST_FILE),
+            "test_file": str(self.test_file),
+            "test_file_sha256": file_digest(self.dataset_path / (TRAIN_FILE if self.holdout else TEST_FILE)),
+            "holdout": self.holdout,
             "ablation_config": self.ablation.name,
             "ablation_parts": {"profile": self.ablation.profile, "history": self.ablation.history,
                                "context": self.ablation.context},
@@ -104,6 +114,7 @@ def prepare_job(cfg: DictConfig, shard: tuple[int, int] | None = None) -> Job:
         ablation=conf.ablation(cfg),
         style=conf.prompt_style(cfg),
         max_users=cfg.get("max_users"),
+        holdout=cfg.dataset.get("holdout"),
         overwrite=bool(cfg.get("overwrite", False)),
         allow_skips=bool(cfg.get("allow_skips", False)),
         evaluate=bool(cfg.get("evaluate", True)),

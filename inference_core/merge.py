@@ -69,7 +69,7 @@ def owns(raw_test: list[Any], loc: Location, user_hash: str) -> bool:
 def merge_run(output_dir: Path, count: int = 1) -> dict[str, Any]:
     """Write the leaderboard and the summary for the whole run; returns the summary."""
     identity = read_json(output_dir / IDENTITY_FILE)
-    raw_test = read_json_array(Path(identity["dataset_path"]) / LEADERBOARD_FILE)
+    raw_test = read_json_array(Path(identity["test_file"]))
     continuations, items = collect_user_files(output_dir, raw_test)
     write_json_atomic(output_dir / LEADERBOARD_FILE, fill_leaderboard(raw_test, continuations))
     reports = shard_reports(output_dir, count)

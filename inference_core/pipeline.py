@@ -73,7 +73,10 @@ def run_job(job: Job, start_engine: Callable[[Job], Engine], merge: bool = True)
     """Run this shard of one (dataset, ablation, checkpoint) job; returns the output folder."""
     claim_output_dir(job.output_dir, job.identity(), job.overwrite)
     start = time.perf_counter()
-    dataset = load_dataset(job.dataset_name, job.dataset_path, job.references_file, job.max_users)
+    dataset = load_dataset(job.dataset_name, job.dataset_path, job.references_file, job.max_users,
+                           job.holdout)
+    if job.holdout:  # the merge fills this derived test file, like any test file
+        write_json_atomic(job.test_file, dataset.raw_test)
     loaded = time.perf_counter()
     work = plan_shard(job, dataset, load_tokenizer(job.model_path))
     built = time.perf_counter()

@@ -9,6 +9,7 @@ from typing import Any, Iterable
 
 import orjson
 
+from .job import HOLDOUT_FILE
 from .writers import USERS_DIR, read_json, user_file_path, write_json_atomic
 
 log = logging.getLogger(__name__)
@@ -16,7 +17,7 @@ log = logging.getLogger(__name__)
 IDENTITY_FILE = "run.json"
 # What a run leaves besides .hydra/ (Hydra rewrites that itself): removed by overwrite=true.
 RUN_OUTPUTS = (USERS_DIR, "shards", "test_leaderboard.json", "inference_summary.json",
-               "metrics.json", "samples.parquet", IDENTITY_FILE)
+               "metrics.json", "samples.parquet", HOLDOUT_FILE, IDENTITY_FILE)
 
 
 class RunMismatch(ValueError):
