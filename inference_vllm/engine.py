@@ -13,9 +13,43 @@ log = logging.getLogger(__name__)
 NOT_ENGINE_ARGS = {"name", "extra"}
 
 
+# Our speculative-decoding keys (conf/engine/vllm.yaml), mapped onto vLLM's `speculative_config`.
+SPECULATIVE_KEYS = {"speculative", "num_speculative_tokens", "prompt_lookup_max",
+                    "prompt_lookup_min", "draft_model"}
+
+
+def speculative_config(engine_cfg: Mapping[str, Any]) -> dict[str, Any] | None:
+    """vLLM's `speculative_config` from `engine.speculative` (null | ngram | draft)."""
+    from inference_core.config import ConfigError, absolute
+
+    method = engine_cfg.get("speculative")
+    if method in (None, False, "null", "none"):
+        return None
+    tokens = int(engine_cfg.get("num_speculative_tokens") or 4)
+    if method == "ngram":
+        return {"method": "ngram", "num_speculative_tokens": tokens,
+                "prompt_lookup_max": int(engine_cfg.get("prompt_lookup_max") or 4),
+                "prompt_lookup_min": int(engine_cfg.get("prompt_lookup_min") or 2)}
+    if method == "draft":
+        draft = engine_cfg.get("draft_model")
+        if not draft:
+            raise ConfigError("engine.speculative=draft needs engine.draft_model (a checkpoint folder)")
+        return {"model": absolute(str(draft)), "num_speculative_tokens": tokens}
+    raise ConfigError(f"engine.speculative={method!r}: choose null, ngram or draft")
+
+
 def engine_args(engine_cfg: Mapping[str, Any]) -> dict[str, Any]:
-    """vLLM `LLM(...)` keyword arguments: our config under vLLM's own names, unset ones left out."""
-    args = {k: v for k, v in engine_cfg.items() if k not in NOT_ENGINE_ARGS and v is not None}
+    """vLLM `LLM(...)` keyword arguments: our config under vLLM's own names, unset ones left out.
+
+    `engine.speculative` and its keys become vLLM's `speculative_config`; an explicit
+    `engine.speculative_config` (or one in `engine.extra`) wins over them.
+    """
+    ours = NOT_ENGINE_ARGS | SPECULATIVE_KEYS
+    args = {k: v for k, v in engine_cfg.items() if k not in ours and v is not None}
+    if "speculative_config" not in args:
+        spec = speculative_config(engine_cfg)
+        if spec is not None:
+            args["speculative_config"] = spec
     args.update(engine_cfg.get("extra") or {})
     return args
 
