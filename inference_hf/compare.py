@@ -1,0 +1,113 @@
+"""`make compare`: both engines on the same prompts, greedy, one sample; one table.
+
+    python -m inference_hf.compare [--dataset Chameleons] [--ablation ...] [--max-tokens 32]
+                                   [--model-path DIR] [overrides...]
+
+Prints model load seconds, samples/s, output tokens/s and the share of items whose greedy
+outputs match exactly, and the machine it ran on.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from typing import Any, Sequence
+
+from inference_core.config import CONF_DIR, register_resolvers
+from inference_core.dataset import load_dataset
+from inference_core.engine import Engine, GenerationRequest
+from inference_core.job import Job, prepare_job
+from inference_core.pipeline import load_tokenizer
+from inference_core.prompts import PromptBuilder, build_prompts
+from inference_core.summary import describe_device, throughput
+
+log = logging.getLogger(__name__)
+
+
+def compose_job(args: argparse.Namespace) -> Job:
+    from hydra import compose, initialize_config_dir
+
+    overrides = [f"dataset={args.dataset}", f"ablation={args.ablation}",
+                 "sampling=greedy", f"sampling.max_tokens={args.max_tokens}", *args.overrides]
+    if args.model_path:
+        overrides += ["model=finetuned_8b", f"model.path={args.model_path}"]
+    register_resolvers()
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        return prepare_job(compose(config_name="config", overrides=overrides))
+
+
+def requests_of(job: Job) -> list[GenerationRequest]:
+    data = load_dataset(job.dataset_name, job.dataset_path, job.references_file, job.max_users)
+    builder = PromptBuilder(load_tokenizer(job.model_path), job.style, job.ablation,
+                            job.max_model_len - job.sampling.max_tokens, job.chat_template_kwargs)
+    prompts, _ = build_prompts(builder, data.users)
+    return [GenerationRequest(str(i), p.token_ids, 1) for i, p in enumerate(prompts)]
+
+
+def measure(engine: Engine, job: Job, requests: Sequence[GenerationRequest]) -> dict[str, Any]:
+    start = time.perf_counter()
+    done = {c.request_id: c for c in engine.generate(requests, job.sampling)}
+    seconds = time.perf_counter() - start
+    tokens = sum(sum(c.output_tokens) for c in done.values())
+    return {"engine": engine.name, "model_load_seconds": engine.load_seconds,
+            "seconds": seconds, "samples_per_sec": throughput(len(done), seconds),
+            "output_tokens_per_sec": throughput(tokens, seconds),
+            "texts": {rid: c.texts[0] for rid, c in done.items()}}
+
+
+def run(job: Job) -> list[dict[str, Any]]:
+    from inference_vllm.engine import VLLMEngine
+
+    from .engine import HFEngine
+
+    requests = requests_of(job)
+    rows = []
+    for make, cfg in ((VLLMEngine, job.engine_cfg), (HFEngine, hf_engine_cfg(job))):
+        engine = make(str(job.model_path), cfg, job.sampling.seed)
+        try:
+            rows.append(measure(engine, job, requests))
+        finally:
+            engine.close()
+    return rows
+
+
+def hf_engine_cfg(job: Job) -> dict[str, Any]:
+    from omegaconf import OmegaConf
+
+    cfg = OmegaConf.load(f"{CONF_DIR}/engine/hf.yaml")
+    cfg.max_model_len = job.max_model_len
+    return OmegaConf.to_container(cfg)
+
+
+def render(rows: list[dict[str, Any]]) -> str:
+    reference = rows[0]["texts"]
+    lines = [f"{'engine':<8} {'load s':>8} {'gen s':>8} {'samples/s':>10} {'out tok/s':>10} "
+             f"{'greedy match':>13}"]
+    for row in rows:
+        same = sum(row["texts"][k] == v for k, v in reference.items())
+        lines.append(f"{row['engine']:<8} {row['model_load_seconds']:>8.1f} {row['seconds']:>8.1f} "
+                     f"{row['samples_per_sec']:>10.2f} {row['output_tokens_per_sec']:>10.1f} "
+                     f"{f'{same}/{len(reference)} ({same / len(reference):.0%})':>13}")
+    device = describe_device()
+    lines.append(f"machine: {device['cpu']}, {device['cpu_count']} cores, "
+                 f"GPUs: {', '.join(device['gpus']) or 'none'}; {len(reference)} prompts")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m inference_hf.compare", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dataset", default="Chameleons")
+    parser.add_argument("--ablation", default="profile_and_history_and_context")
+    parser.add_argument("--max-tokens", type=int, default=32)
+    parser.add_argument("--model-path", default=None)
+    parser.add_argument("overrides", nargs="*", help="more Hydra overrides, e.g. max_users=3")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    print(render(run(compose_job(args))))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
