@@ -21,7 +21,7 @@ from .resume import claim_output_dir, expected_items, finished_users
 from .shards import assign_shards
 from .signals import stop_on_signals
 from .summary import describe_device, throughput, versions
-from .writers import safe_user_filename, user_file_path, write_json_atomic
+from .writers import read_json, safe_user_filename, user_file_path, write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -159,30 +159,50 @@ def write_user_file(job: Job, user: UserRecord, items: list[ItemResult]) -> None
     })
 
 
+CUMULATIVE = ("users_generated", "samples_generated", "generated_tokens_this_run",
+              "inference_time_seconds", "write_seconds", "sessions")
+
+
 def write_shard_report(job: Job, report: dict[str, Any], collector: Collector, work: ShardWork,
                        skipped: list[SkippedItem]) -> None:
-    """This shard's own figures; the merge adds them up across shards."""
-    seconds = report.get("inference_time_seconds", 0.0)
-    generated = len(collector.complete()) * job.sampling.num_samples
-    write_json_atomic(shard_report_path(job.output_dir, job.shard_index, job.shard_count), {
+    """This shard's own figures; the merge adds them up across shards.
+
+    Generation figures add up over the sessions that produced the shard's files (a resumed run
+    adds to the interrupted one's), so throughput describes the files, not only the last session.
+    """
+    path = shard_report_path(job.output_dir, job.shard_index, job.shard_count)
+    session = {
+        "users_generated": len({r.prompt.user_hash for r in collector.complete()}),
+        "samples_generated": len(collector.complete()) * job.sampling.num_samples,
+        "generated_tokens_this_run": collector.generated_tokens,
+        "inference_time_seconds": report.get("inference_time_seconds", 0.0),
+        "write_seconds": report.get("write_seconds", 0.0),
+        "sessions": 1,
+    }
+    total, previous = dict(session), {}
+    if work.resumed_users and path.is_file():
+        previous = read_json(path)
+        total = {k: previous.get(k, 0) + v for k, v in session.items()}
+    if "engine_stats" in report:
+        previous = {}  # this session's engine figures replace the earlier ones
+    seconds = total["inference_time_seconds"]
+    write_json_atomic(path, {
         "shard_index": job.shard_index,
         "shard_count": job.shard_count,
         "world_size": job.shard_count,
         "engine": report.get("engine", job.engine_name),
         "tensor_parallel_size": job.engine_cfg.get("tensor_parallel_size", 1),
-        "users_generated": len({r.prompt.user_hash for r in collector.complete()}),
+        **{k: round(v, 3) if isinstance(v, float) else v for k, v in total.items()},
         "resumed_users": work.resumed_users,
-        "samples_generated": generated,
-        "generated_tokens_this_run": collector.generated_tokens,
-        "inference_time_seconds": round(seconds, 3),
-        "model_load_seconds": round(report.get("model_load_seconds", 0.0), 3),
+        "last_session": {**session, "resumed_users": work.resumed_users},
+        "model_load_seconds": round(report.get("model_load_seconds",
+                                               previous.get("model_load_seconds", 0.0)), 3),
         "load_data_seconds": round(report["load_data_seconds"], 3),
         "build_prompts_seconds": round(report["build_prompts_seconds"], 3),
-        "write_seconds": round(report.get("write_seconds", 0.0), 3),
-        "throughput_samples_per_sec": throughput(generated, seconds),
-        "output_tokens_per_sec": throughput(collector.generated_tokens, seconds),
+        "throughput_samples_per_sec": throughput(total["samples_generated"], seconds),
+        "output_tokens_per_sec": throughput(total["generated_tokens_this_run"], seconds),
         "skipped_items": [s.as_dict() for s in skipped],
-        "engine_stats": report.get("engine_stats", {}),
+        "engine_stats": report.get("engine_stats", previous.get("engine_stats", {})),
         "device": describe_device(),
         "versions": versions(),
         "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),

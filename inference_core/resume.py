@@ -38,8 +38,9 @@ def claim_output_dir(output_dir: Path, identity: dict[str, Any], overwrite: bool
         remove_stale_temp_files(output_dir)
     if not overwrite and path.is_file():
         previous = read_json(path)
-        changed = sorted(k for k in identity.keys() | previous.keys()
-                         if identity.get(k) != previous.get(k))
+        # A key the earlier run did not record (written by an older version) cannot differ.
+        changed = sorted(k for k in previous.keys() | identity.keys()
+                         if k in previous and identity.get(k) != previous[k])
         if changed:
             raise RunMismatch(
                 f"{output_dir} holds a run with other settings ({', '.join(changed)}); "

@@ -50,11 +50,12 @@ def resolve_dtype(name: str | None, device: str) -> Any:
 
 
 def plan_batches(requests: Sequence[GenerationRequest], max_tokens: int, max_batch_tokens: int,
-                 max_batch_size: int) -> list[list[GenerationRequest]]:
+                 max_batch_size: int, min_fill: float = 0.5) -> list[list[GenerationRequest]]:
     """Longest prompts first, one num_samples per batch (num_return_sequences is per call).
 
     The budget counts the padded size, batch x (longest prompt + max_tokens) x samples, because
-    that is what the KV cache holds; it bounds the plain per-request sum from above.
+    that is what the KV cache holds; it bounds the plain per-request sum from above. A prompt
+    shorter than `min_fill` of the batch's longest starts a new batch: padding is computed too.
     """
     groups: dict[int, list[GenerationRequest]] = {}
     for r in sorted(requests, key=lambda r: len(r.token_ids), reverse=True):
@@ -65,7 +66,8 @@ def plan_batches(requests: Sequence[GenerationRequest], max_tokens: int, max_bat
         for r in group:
             width = len((batch or [r])[0].token_ids) + max_tokens
             if batch and (len(batch) >= max_batch_size
-                          or (len(batch) + 1) * width * n > max_batch_tokens):
+                          or (len(batch) + 1) * width * n > max_batch_tokens
+                          or len(r.token_ids) + max_tokens < min_fill * width):
                 batches.append(batch)
                 batch = []
             if not batch and (len(r.token_ids) + max_tokens) * n > max_batch_tokens:

@@ -115,6 +115,7 @@ def test_plan_batches_groups_by_samples_and_respects_the_budget() -> None:
         assert lengths == sorted(lengths, reverse=True)
         # Over budget only as a lone request too long for any batch.
         assert len(b) * (lengths[0] + 10) * b[0].num_samples <= 150 or len(b) == 1
+        assert lengths[-1] + 10 >= 0.5 * (lengths[0] + 10)  # padding stays under half a row
     assert [len(b[0].token_ids) for b in batches][0] == 300  # longest first: memory errors early
 
 
