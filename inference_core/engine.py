@@ -57,3 +57,22 @@ class Engine(Protocol):
 
     def close(self) -> None:
         ...
+
+
+class BorrowedEngine:
+    """An engine lent to a job that must not close it (one engine serving several jobs)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.name = engine.name
+        self.load_seconds = engine.load_seconds
+
+    def generate(self, requests: Sequence[GenerationRequest],
+                 sampling: SamplingSettings) -> Iterator[Completion]:
+        return self.engine.generate(requests, sampling)
+
+    def stats(self) -> dict[str, Any]:
+        return self.engine.stats()
+
+    def close(self) -> None:  # the lender closes it
+        pass

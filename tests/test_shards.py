@@ -12,7 +12,7 @@ from inference_core.merge import main as merge_main
 from inference_core.pipeline import run_job
 from inference_core.shards import assign_shards
 from test_interrupts import finished
-from test_vllm_pipeline import assert_complete_run, load
+from test_vllm_pipeline import assert_complete_run
 
 TINY = ["sampling.max_tokens=8", "sampling.num_samples=2"]
 TEST_FILE = DATA / "Chameleons" / "test_leaderboard.json"
