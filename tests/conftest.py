@@ -67,6 +67,16 @@ def vllm_engine(model_path: Path) -> Iterator[BorrowedEngine]:
     engine.close()
 
 
+def assert_well_formed(completion: Any, request: Any, n: int, max_tokens: int) -> None:
+    """What every engine's Completion holds: n non-blank samples with reasons and token counts."""
+    c = completion
+    assert len(c.texts) == len(c.finish_reasons) == len(c.output_tokens) == n
+    assert all(t.strip() for t in c.texts)
+    assert set(c.finish_reasons) <= {"stop", "length"}
+    assert all(1 <= k <= max_tokens for k in c.output_tokens)
+    assert c.prompt_tokens == len(request.token_ids)
+
+
 def compose(*overrides: str):
     """The composed Hydra config, exactly as the command line would build it."""
     from hydra import compose as hydra_compose, initialize_config_dir

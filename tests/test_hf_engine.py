@@ -7,6 +7,7 @@ from typing import Any, Iterator
 
 import pytest
 
+from conftest import assert_well_formed
 from inference_core.engine import Completion, GenerationRequest, SamplingSettings
 from inference_hf.engine import HFEngine, plan_batches
 
@@ -52,12 +53,7 @@ def test_sampling_returns_n_samples_per_request(hf_engine: HFEngine, tokenizer: 
     out = run(hf_engine, requests, SAMPLING)
     assert out.keys() == {r.request_id for r in requests}
     for r in requests:
-        c = out[r.request_id]
-        assert len(c.texts) == len(c.finish_reasons) == len(c.output_tokens) == 3
-        assert all(t.strip() for t in c.texts)
-        assert set(c.finish_reasons) <= {"stop", "length"}
-        assert all(1 <= k <= SAMPLING.max_tokens for k in c.output_tokens)
-        assert c.prompt_tokens == len(r.token_ids)
+        assert_well_formed(out[r.request_id], r, 3, SAMPLING.max_tokens)
     # num_return_sequences draws independent samples, not copies of one.
     assert any(len(set(c.texts)) > 1 for c in out.values())
 

@@ -11,7 +11,7 @@ from typing import Any, Iterator
 import pytest
 from omegaconf import OmegaConf
 
-from conftest import compose
+from conftest import assert_well_formed, compose
 from inference_core.config import ConfigError
 from inference_core.engine import Completion, GenerationRequest, SamplingSettings
 from inference_vllm.ray_engine import (NOT_ENGINE_ARGS, RayEngine, engine_kwargs,
@@ -130,12 +130,7 @@ def test_ray_engine_yields_n_samples_per_request(ray_engine: RayEngine, tokenize
     assert sorted(c.request_id for c in out) == [r.request_id for r in requests]
     by_id = {c.request_id: c for c in out}
     for r in requests:
-        c = by_id[r.request_id]
-        assert len(c.texts) == len(c.finish_reasons) == len(c.output_tokens) == 2
-        assert all(t.strip() for t in c.texts)
-        assert set(c.finish_reasons) <= {"stop", "length"}
-        assert all(1 <= k <= SAMPLING.max_tokens for k in c.output_tokens)
-        assert c.prompt_tokens == len(r.token_ids)
+        assert_well_formed(by_id[r.request_id], r, 2, SAMPLING.max_tokens)
     # Two rows of one prompt under one engine seed are two draws, not one copy.
     assert any(len(set(c.texts)) > 1 for c in out)
     stats = ray_engine.stats()
