@@ -30,8 +30,10 @@ NOT_ENGINE_ARGS = {"name", "extra", "address", "num_cpus", "concurrency", "batch
 
 def engine_kwargs(engine_cfg: Mapping[str, Any], seed: int) -> dict[str, Any]:
     """vLLM engine arguments for the Ray Data replicas: ours left out, unset ones left out."""
-    args = {k: v for k, v in engine_cfg.items() if k not in NOT_ENGINE_ARGS and v is not None}
-    args.update(engine_cfg.get("extra") or {})
+    from .engine import engine_args  # the same mapping as the plain vLLM engine
+
+    args = engine_args({k: v for k, v in engine_cfg.items()
+                        if k not in NOT_ENGINE_ARGS - {"name", "extra"}})
     args["seed"] = seed
     if engine_cfg.get("accelerator") is None:
         # CPU build: Ray Data's default executor ("uni", or "ray" for TP/PP > 1) asks Ray for GPUs;
