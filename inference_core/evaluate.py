@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
-import tempfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,13 +15,13 @@ from typing import Any
 import orjson
 
 from inference_core.metrics import ItemInput, compute_metrics
+from inference_core.writers import iter_user_files, read_json, write_atomic, write_bytes_atomic
 
 log = logging.getLogger(__name__)
 
 SUMMARY_FILE = "inference_summary.json"
 METRICS_FILE = "metrics.json"
 SAMPLES_FILE = "samples.parquet"
-USERS_DIR = "users"
 
 # Explicit column types: inferred types would be `null` for columns that happen to be all
 # None in a run (e.g. reference in a reference-free dataset), breaking concatenation later.
@@ -37,34 +35,9 @@ SAMPLE_COLUMNS = (
 )
 
 
-def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Call write(tmp) on a temp file next to path, then os.replace it into place.
-
-    Same folder so the rename stays on one filesystem and readers never see a half file.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; outputs are meant to be shared/read
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    atomic_write(path, lambda tmp: tmp.write_bytes(data))
-
-
-def read_json(path: Path) -> Any:
-    return orjson.loads(path.read_bytes())
-
-
 def iter_user_docs(run_dir: Path) -> Iterator[dict[str, Any]]:
     """User documents in file-name order, so outputs are deterministic."""
-    for path in sorted((run_dir / USERS_DIR).glob("*.json")):
+    for path in iter_user_files(run_dir):
         yield read_json(path)
 
 
@@ -111,7 +84,7 @@ def write_samples_parquet(rows: list[dict[str, Any]], path: Path) -> None:
     was_enabled = datasets.is_progress_bar_enabled()
     datasets.disable_progress_bars()
     try:
-        atomic_write(path, lambda tmp: table.to_parquet(str(tmp)))
+        write_atomic(path, lambda tmp: table.to_parquet(str(tmp)))
     finally:
         if was_enabled:
             datasets.enable_progress_bars()
@@ -157,7 +130,7 @@ def evaluate_run(run_dir: Path) -> dict[str, Any]:
         "num_length_finishes": sum(1 for r in run.rows if r["finish_reason"] == "length"),
     }
     metrics |= compute_metrics(run.items, run.dataset)
-    atomic_write_bytes(run_dir / METRICS_FILE, orjson.dumps(metrics, option=orjson.OPT_INDENT_2))
+    write_bytes_atomic(run_dir / METRICS_FILE, orjson.dumps(metrics, option=orjson.OPT_INDENT_2))
     write_samples_parquet(list(run.rows), run_dir / SAMPLES_FILE)
     return metrics
 

@@ -15,14 +15,8 @@ from dataclasses import astuple, dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from inference_core.evaluate import (
-    METRICS_FILE,
-    SUMMARY_FILE,
-    atomic_write,
-    atomic_write_bytes,
-    evaluate_run,
-    read_json,
-)
+from inference_core.evaluate import METRICS_FILE, SUMMARY_FILE, evaluate_run
+from inference_core.writers import read_json, write_atomic, write_bytes_atomic
 
 log = logging.getLogger(__name__)
 
@@ -203,7 +197,7 @@ def render_png(rows: Sequence[LeaderboardRow], path: Path) -> None:
         _grouped_bars(ax_s, subset, "samples_per_s", f"{dataset}: samples/s")
     fig.tight_layout()
     try:
-        atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
+        write_atomic(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
     finally:
         plt.close(fig)
 
@@ -211,8 +205,8 @@ def render_png(rows: Sequence[LeaderboardRow], path: Path) -> None:
 def write_leaderboard(rows: Sequence[LeaderboardRow], out_dir: Path) -> dict[str, Path]:
     """Write leaderboard.md, .csv and .png into out_dir; return their paths."""
     paths = {ext: out_dir / f"leaderboard.{ext}" for ext in ("md", "csv", "png")}
-    atomic_write_bytes(paths["md"], render_markdown(rows).encode())
-    atomic_write_bytes(paths["csv"], render_csv(rows).encode())
+    write_bytes_atomic(paths["md"], render_markdown(rows).encode())
+    write_bytes_atomic(paths["csv"], render_csv(rows).encode())
     render_png(rows, paths["png"])
     return paths
 

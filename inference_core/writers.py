@@ -10,7 +10,7 @@ import os
 import re
 import tempfile
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import orjson
 
@@ -20,24 +20,37 @@ USERS_DIR = "users"
 SLUG_CHARS = re.compile(r"[^A-Za-z0-9_-]+")
 
 
-def write_json_atomic(path: Path, obj: Any, indent: bool = True) -> None:
+def write_atomic(path: Path, write: Callable[[Path], None]) -> None:
+    """Call write(tmp) on a temporary file beside `path`, fsync it, then rename it into place.
+
+    Same folder so the rename stays on one filesystem and readers never see a half file.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    data = orjson.dumps(obj, option=orjson.OPT_INDENT_2 if indent else 0)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(name)
     try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
+        write(tmp)
+        with open(tmp, "rb") as handle:
             os.fsync(handle.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; outputs are read by others too
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    finally:
+        tmp.unlink(missing_ok=True)
     dir_fd = os.open(path.parent, os.O_RDONLY)
     try:
         os.fsync(dir_fd)  # the rename itself survives a crash
     finally:
         os.close(dir_fd)
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    write_atomic(path, lambda tmp: tmp.write_bytes(data))
+
+
+def write_json_atomic(path: Path, obj: Any, indent: bool = True) -> None:
+    # Serialized first: an object that cannot be written never touches the old file.
+    write_bytes_atomic(path, orjson.dumps(obj, option=orjson.OPT_INDENT_2 if indent else 0))
 
 
 def safe_user_filename(user_hash: str) -> str:
