@@ -15,11 +15,11 @@ from typing import Any
 import orjson
 
 from inference_core.metrics import ItemInput, compute_metrics
-from inference_core.writers import iter_user_files, read_json, write_atomic, write_bytes_atomic
+from inference_core.writers import (SUMMARY_FILE, iter_user_files, read_json, write_atomic,
+                                    write_bytes_atomic)
 
 log = logging.getLogger(__name__)
 
-SUMMARY_FILE = "inference_summary.json"
 METRICS_FILE = "metrics.json"
 SAMPLES_FILE = "samples.parquet"
 

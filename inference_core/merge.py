@@ -17,12 +17,11 @@ from .dataset import read_json_array
 from .records import Location
 from .resume import IDENTITY_FILE
 from .summary import throughput, versions
-from .writers import fill_leaderboard, iter_user_files, read_json, write_json_atomic
+from .writers import (LEADERBOARD_FILE, SUMMARY_FILE, fill_leaderboard, iter_user_files,
+                      read_json, write_json_atomic)
 
 log = logging.getLogger(__name__)
 
-LEADERBOARD_FILE = "test_leaderboard.json"
-SUMMARY_FILE = "inference_summary.json"
 SHARDS_DIR = "shards"
 REPORT_NAME = re.compile(r"(\d+)-of-(\d+)\.json")
 

@@ -159,10 +159,6 @@ def write_user_file(job: Job, user: UserRecord, items: list[ItemResult]) -> None
     })
 
 
-CUMULATIVE = ("users_generated", "samples_generated", "generated_tokens_this_run",
-              "inference_time_seconds", "write_seconds", "sessions")
-
-
 def write_shard_report(job: Job, report: dict[str, Any], collector: Collector, work: ShardWork,
                        skipped: list[SkippedItem]) -> None:
     """This shard's own figures; the merge adds them up across shards.
@@ -171,9 +167,10 @@ def write_shard_report(job: Job, report: dict[str, Any], collector: Collector, w
     adds to the interrupted one's), so throughput describes the files, not only the last session.
     """
     path = shard_report_path(job.output_dir, job.shard_index, job.shard_count)
+    complete = collector.complete()
     session = {
-        "users_generated": len({r.prompt.user_hash for r in collector.complete()}),
-        "samples_generated": len(collector.complete()) * job.sampling.num_samples,
+        "users_generated": len({r.prompt.user_hash for r in complete}),
+        "samples_generated": len(complete) * job.sampling.num_samples,
         "generated_tokens_this_run": collector.generated_tokens,
         "inference_time_seconds": report.get("inference_time_seconds", 0.0),
         "write_seconds": report.get("write_seconds", 0.0),

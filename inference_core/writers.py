@@ -17,6 +17,8 @@ import orjson
 from .records import Location
 
 USERS_DIR = "users"
+LEADERBOARD_FILE = "test_leaderboard.json"
+SUMMARY_FILE = "inference_summary.json"
 SLUG_CHARS = re.compile(r"[^A-Za-z0-9_-]+")
 
 

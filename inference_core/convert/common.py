@@ -14,10 +14,10 @@ from typing import IO, Any
 
 import orjson
 
+from ..dataset import TEST_FILE, TRAIN_FILE
+
 log = logging.getLogger(__name__)
 
-TRAIN_FILE = "train.json"
-TEST_FILE = "test_leaderboard.json"
 REFERENCES_FILE = "references.json"
 
 
