@@ -54,7 +54,8 @@ class Job:
             "dataset": self.dataset_name,
             "dataset_path": str(self.dataset_path),
             "test_file": str(self.test_file),
-            "test_file_sha256": file_digest(self.dataset_path / (TRAIN_FILE if self.holdout else TEST_FILE)),
+            "test_file_sha256": file_digest(
+                self.dataset_path / (TRAIN_FILE if self.holdout else TEST_FILE)),
             "holdout": self.holdout,
             "ablation_config": self.ablation.name,
             "ablation_parts": {"profile": self.ablation.profile, "history": self.ablation.history,
@@ -94,6 +95,9 @@ def prepare_job(cfg: DictConfig, shard: tuple[int, int] | None = None) -> Job:
     engine_cfg = OmegaConf.to_container(cfg.engine, resolve=True)
     conf.check_parallelism(engine_cfg, facts)
     engine_cfg["max_model_len"] = max_model_len
+    holdout = cfg.dataset.get("holdout")
+    if holdout not in (None, "last"):  # checked before run.json is written
+        raise conf.ConfigError(f"dataset.holdout={holdout!r}: choose null or last")
     count, index = shard or (int(cfg.shard.count), int(cfg.shard.index))
     if not 0 <= index < count:
         raise conf.ConfigError(f"shard.index={index} must be in [0, shard.count={count})")
@@ -114,7 +118,7 @@ def prepare_job(cfg: DictConfig, shard: tuple[int, int] | None = None) -> Job:
         ablation=conf.ablation(cfg),
         style=conf.prompt_style(cfg),
         max_users=cfg.get("max_users"),
-        holdout=cfg.dataset.get("holdout"),
+        holdout=holdout,
         overwrite=bool(cfg.get("overwrite", False)),
         allow_skips=bool(cfg.get("allow_skips", False)),
         evaluate=bool(cfg.get("evaluate", True)),

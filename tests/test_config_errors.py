@@ -24,6 +24,7 @@ def never_start(job):
     (["sampling.temperature=0"], "greedy"),
     (["engine.tensor_parallel_size=4"], "needs 4 GPUs; 0 found"),
     (["shard.count=2", "shard.index=2"], "shard.index=2 must be in [0, shard.count=2)"),
+    (["dataset.holdout=first"], "dataset.holdout='first': choose null or last"),
 ])
 def test_bad_settings_exit_2_with_one_line(tmp_path, caplog, overrides, message):
     cfg = compose(f"output_dir={tmp_path / 'out'}", *overrides)
