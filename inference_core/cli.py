@@ -15,9 +15,8 @@ from omegaconf import DictConfig
 
 from .config import CONF_DIR, ConfigError
 from .dataset import InputError
-from .engine import Engine
-from .job import Job, prepare_job
-from .pipeline import SkippedItemsError, run_job
+from .job import prepare_jobs
+from .pipeline import SkippedItemsError, StartEngine, run_jobs
 from .resume import RunMismatch
 from .signals import Interrupted
 
@@ -62,11 +61,11 @@ def exit_code_of(action: Callable[[], object]) -> int:
     return 0
 
 
-def run_cli(cfg: DictConfig, start_engine: Callable[[Job], Engine],
-            shard: tuple[int, int] | None = None, merge: bool = True) -> int:
-    """Check the config, run this shard of the job, and say where the output went."""
+def run_cli(cfg: DictConfig, start_engine: StartEngine, shard: tuple[int, int] | None = None,
+            merge: bool = True) -> int:
+    """Check the config, run this shard of the job(s), and say where the output went."""
     def action() -> None:
-        output_dir = run_job(prepare_job(cfg, shard), start_engine, merge)
-        print(f"output: {output_dir}")
+        for output_dir in run_jobs(prepare_jobs(cfg, shard), start_engine, merge):
+            print(f"output: {output_dir}")
 
     return exit_code_of(action)

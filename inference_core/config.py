@@ -14,6 +14,7 @@ from .engine import SamplingSettings
 from .prompts import Ablation, PromptStyle
 
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+LANGUAGES = ("en", "zh")  # what the metrics know how to tokenize
 
 
 class ConfigError(ValueError):
@@ -21,9 +22,10 @@ class ConfigError(ValueError):
 
 
 def register_resolvers() -> None:
-    """`${basename:...}` names runs after their checkpoint or data folder."""
+    """`${basename:PATH[,DEFAULT]}` names runs after their checkpoint or data folder."""
     OmegaConf.register_new_resolver(
-        "basename", lambda p: Path(str(p).rstrip("/")).name if p else "none", replace=True)
+        "basename", lambda p, default="none": Path(str(p).rstrip("/")).name if p else default,
+        replace=True)
 
 
 def sampling_settings(cfg: DictConfig) -> SamplingSettings:
@@ -37,6 +39,16 @@ def sampling_settings(cfg: DictConfig) -> SamplingSettings:
 def ablation(cfg: DictConfig) -> Ablation:
     a = cfg.ablation
     return Ablation(str(a.name), bool(a.profile), bool(a.history), bool(a.context))
+
+
+def dataset_language(cfg: DictConfig) -> str:
+    """`dataset.language`: en (whitespace words) or zh (characters); unset, DMSC means zh."""
+    from .metrics import language_for_dataset
+
+    language = cfg.dataset.get("language") or language_for_dataset(str(cfg.dataset.name))
+    if language not in LANGUAGES:
+        raise ConfigError(f"dataset.language={language!r}: choose one of {', '.join(LANGUAGES)}")
+    return str(language)
 
 
 def prompt_style(cfg: DictConfig) -> PromptStyle:

@@ -29,6 +29,8 @@ class GenerationRequest:
     request_id: str
     token_ids: tuple[int, ...]
     num_samples: int
+    # LoRA adapter folder to apply to this request (None: the base model alone).
+    adapter: str | None = None
 
 
 @dataclass(frozen=True)

@@ -129,7 +129,7 @@ def evaluate_run(run_dir: Path) -> dict[str, Any]:
         "num_truncated_prompts": run.num_truncated_prompts,
         "num_length_finishes": sum(1 for r in run.rows if r["finish_reason"] == "length"),
     }
-    metrics |= compute_metrics(run.items, run.dataset)
+    metrics |= compute_metrics(run.items, run.dataset, summary.get("language"))
     write_bytes_atomic(run_dir / METRICS_FILE, orjson.dumps(metrics, option=orjson.OPT_INDENT_2))
     write_samples_parquet(list(run.rows), run_dir / SAMPLES_FILE)
     return metrics

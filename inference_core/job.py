@@ -9,22 +9,27 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from . import config as conf
+from .adapters import Adapter, adapter_pairs, is_adapter, pair_config, read_adapter
 from .dataset import TEST_FILE, TRAIN_FILE
-
-HOLDOUT_FILE = "holdout_test.json"
 from .engine import SamplingSettings
 from .model_store import ensure_default_model, offline_hub
 from .prompts import Ablation, PromptStyle
+
+HOLDOUT_FILE = "holdout_test.json"
 
 
 @dataclass(frozen=True)
 class Job:
     output_dir: Path
     dataset_name: str
+    # "en" or "zh": how the metrics tokenize references and samples.
+    language: str
     dataset_path: Path
     references_file: str | None
+    # The checkpoint the engine loads: the base model when `adapter` is set.
     model_path: Path
     model_name: str
+    adapter: Adapter | None
     chat_template_kwargs: dict[str, Any]
     engine_name: str
     engine_cfg: dict[str, Any]
@@ -38,6 +43,7 @@ class Job:
     overwrite: bool
     allow_skips: bool
     evaluate: bool
+    report: bool
     shard_count: int
     shard_index: int
 
@@ -50,8 +56,10 @@ class Job:
         """What makes two runs the same run: resuming is only allowed when all of it matches."""
         return {
             "checkpoint": str(self.model_path),
+            "adapter": str(self.adapter.path) if self.adapter else None,
             "model_name": self.model_name,
             "dataset": self.dataset_name,
+            "language": self.language,
             "dataset_path": str(self.dataset_path),
             "test_file": str(self.test_file),
             "test_file_sha256": file_digest(
@@ -85,7 +93,14 @@ def prepare_job(cfg: DictConfig, shard: tuple[int, int] | None = None) -> Job:
     dataset_path = conf.check_data_folder(cfg)
     if int(cfg.sampling.num_samples) < 1:
         raise conf.ConfigError(f"sampling.num_samples={cfg.sampling.num_samples} must be at least 1")
-    if cfg.model.path:
+    adapter = None
+    if cfg.model.path and is_adapter(Path(str(cfg.model.path)).expanduser()):
+        adapter = read_adapter(Path(str(cfg.model.path)).expanduser().resolve(),
+                               cfg.model.get("base_path"))
+        model_path = adapter.base
+        if cfg.engine.name == "ray":
+            raise conf.ConfigError("engine=ray does not serve LoRA adapters yet: use engine=vllm")
+    elif cfg.model.path:
         model_path = conf.check_model_folder(str(cfg.model.path))
     else:
         model_path = ensure_default_model(conf.absolute(str(cfg.cache_dir)))
@@ -105,10 +120,12 @@ def prepare_job(cfg: DictConfig, shard: tuple[int, int] | None = None) -> Job:
     return Job(
         output_dir=Path(conf.absolute(str(cfg.output_dir))),
         dataset_name=str(cfg.dataset.name),
+        language=conf.dataset_language(cfg),
         dataset_path=dataset_path,
         references_file=cfg.dataset.get("references_file"),
         model_path=model_path,
         model_name=str(cfg.model.name),
+        adapter=adapter,
         chat_template_kwargs=dict(model.get("chat_template_kwargs") or {}),
         engine_name=str(cfg.engine.name),
         engine_cfg=engine_cfg,
@@ -122,6 +139,31 @@ def prepare_job(cfg: DictConfig, shard: tuple[int, int] | None = None) -> Job:
         overwrite=bool(cfg.get("overwrite", False)),
         allow_skips=bool(cfg.get("allow_skips", False)),
         evaluate=bool(cfg.get("evaluate", True)),
+        report=bool(cfg.get("report", True)),
         shard_count=count,
         shard_index=index,
     )
+
+
+def prepare_jobs(cfg: DictConfig, shard: tuple[int, int] | None = None) -> list[Job]:
+    """One job, or one per (adapter, ablation, dataset) pair of `model.adapters`, all checked.
+
+    The pairs share one engine; each writes the folder a separate run of it would write.
+    """
+    pairs = adapter_pairs(cfg)
+    if not pairs:
+        return [prepare_job(cfg, shard)]
+    jobs = [prepare_job(pair_config(cfg, pair), shard) for pair in pairs]
+    bases = {job.model_path for job in jobs}
+    if len(bases) > 1:
+        raise conf.ConfigError(f"model.adapters: one engine serves one base model, these adapters "
+                               f"need {len(bases)}: {', '.join(sorted(map(str, bases)))}")
+    folders: dict[Path, Path] = {}
+    for job in jobs:
+        if job.output_dir in folders:
+            raise conf.ConfigError(
+                f"model.adapters: {folders[job.output_dir]} and {job.adapter.path} would both "
+                f"write to {job.output_dir}; give them different names or ablations (and keep "
+                f"model.name, ablation.name and dataset.name in output_dir)")
+        folders[job.output_dir] = job.adapter.path
+    return jobs

@@ -1,6 +1,6 @@
-"""Build a leaderboard (markdown, CSV, PNG) from every run folder under some roots.
+"""Build a leaderboard (markdown, CSV, PNG, HTML) from every run folder under some roots.
 
-Usage: python -m inference_core.leaderboard ROOT [ROOT...] [--out DIR] [--recompute]
+Usage: python -m inference_core.leaderboard ROOT [ROOT...] [--out DIR] [--recompute] [--no-reports]
 """
 
 from __future__ import annotations
@@ -216,6 +216,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("roots", nargs="+", type=Path, metavar="ROOT")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output folder")
     parser.add_argument("--recompute", action="store_true", help="recompute every metrics.json")
+    parser.add_argument("--no-reports", action="store_true",
+                        help="do not write missing or stale report.html files of the runs")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     missing = [r for r in args.roots if not r.is_dir()]
@@ -225,6 +227,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not rows:
         log.warning("no run folders (with %s) under %s", SUMMARY_FILE, args.roots)
     paths = write_leaderboard(rows, args.out)
+    from inference_core.leaderboard_html import refresh_reports, write_leaderboard_html
+
+    if not args.no_reports:
+        refresh_reports(rows)  # before the page, so that every row can link to its report
+    paths["html"] = write_leaderboard_html(rows, args.out, paths["png"])
     log.info("wrote %d rows to %s", len(rows), ", ".join(map(str, paths.values())))
     print(render_markdown(rows))  # the table is the CLI's product; show it
     return 0

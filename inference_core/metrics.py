@@ -40,7 +40,7 @@ class ItemScores:
 
 
 def language_for_dataset(dataset: str | None) -> str:
-    """Return "zh" for Chinese datasets (DMSC), "en" otherwise."""
+    """The guess for runs that recorded no `dataset.language`: "zh" for DMSC, "en" otherwise."""
     return "zh" if (dataset or "").strip().lower() in CHINESE_DATASETS else "en"
 
 
@@ -172,9 +172,13 @@ def _reference_aggregates(scored: Sequence[ItemScores]) -> dict[str, float | Non
     return out
 
 
-def compute_metrics(items: Sequence[ItemInput], dataset: str | None) -> dict[str, Any]:
-    """Aggregate metrics over items; reference metrics are None when nothing has a reference."""
-    language = language_for_dataset(dataset)
+def compute_metrics(items: Sequence[ItemInput], dataset: str | None,
+                    language: str | None = None) -> dict[str, Any]:
+    """Aggregate metrics over items; reference metrics are None when nothing has a reference.
+
+    `language` ("en" or "zh", the run's `dataset.language`) wins over the guess from the name.
+    """
+    language = language or language_for_dataset(dataset)
     items = [i for i in items if i.samples]  # an item with no samples has nothing to score
     scored = [score_item(i, language) for i in items]
     all_samples = [s for i in items for s in i.samples]

@@ -3,13 +3,14 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from tqdm import tqdm
 
+from .adapters import Adapter
 from .collect import Collector, ItemResult
 from .dataset import load_dataset
 from .engine import Engine
@@ -69,8 +70,65 @@ def plan_shard(job: Job, dataset: Dataset, tokenizer: Any) -> ShardWork:
     return ShardWork(todo, len(done), skipped, sum(p.truncated for p in todo))
 
 
-def run_job(job: Job, start_engine: Callable[[Job], Engine], merge: bool = True) -> Path:
+@dataclass
+class JobRun:
+    """One job's working state while an engine serves it, possibly beside other jobs."""
+
+    job: Job
+    dataset: Dataset
+    work: ShardWork
+    collector: Collector
+    report: dict[str, Any]
+    users: dict[str, UserRecord] = field(default_factory=dict)
+    write_seconds: float = 0.0
+    last_completion: float = 0.0
+
+
+StartEngine = Callable[[Job, Sequence[Adapter]], Engine]
+
+
+def run_job(job: Job, start_engine: StartEngine, merge: bool = True) -> Path:
     """Run this shard of one (dataset, ablation, checkpoint) job; returns the output folder."""
+    return run_jobs([job], start_engine, merge)[0]
+
+
+def run_jobs(jobs: Sequence[Job], start_engine: StartEngine, merge: bool = True) -> list[Path]:
+    """Run this shard of each job through one engine (jobs share the base model).
+
+    Every job's requests go into the same engine call, each with its own LoRA adapter, and each
+    job writes its own folder exactly as a separate run would.
+    """
+    tokenizer = load_tokenizer(jobs[0].model_path)
+    runs = [open_run(job, tokenizer) for job in jobs]
+    todo = [r for r in runs if r.work.prompts]
+    if todo:
+        adapters = list({r.job.adapter.path: r.job.adapter for r in todo if r.job.adapter}.values())
+        engine = start_engine(todo[0].job, adapters)
+        try:
+            with stop_on_signals():
+                for group in same_sampling(todo):
+                    generate(engine, group)
+            shared = {"engine": engine.name, "model_load_seconds": engine.load_seconds,
+                      "engine_stats": engine.stats()}
+            if len(todo) > 1:
+                shared["engine_stats"]["shared_by_runs"] = [str(r.job.output_dir) for r in todo]
+            for r in todo:
+                r.report.update(shared)
+        finally:
+            engine.close()
+    refused = []
+    for r in runs:  # every folder gets its files, even when one of them has skipped items
+        try:
+            close_run(r, merge)
+        except SkippedItemsError as err:
+            refused.append(err)
+    if refused:
+        raise refused[0]
+    return [job.output_dir for job in jobs]
+
+
+def open_run(job: Job, tokenizer: Any) -> JobRun:
+    """Claim the folder, load the data, build this shard's prompts."""
     claim_output_dir(job.output_dir, job.identity(), job.overwrite)
     start = time.perf_counter()
     dataset = load_dataset(job.dataset_name, job.dataset_path, job.references_file, job.max_users,
@@ -78,31 +136,35 @@ def run_job(job: Job, start_engine: Callable[[Job], Engine], merge: bool = True)
     if job.holdout:  # the merge fills this derived test file, like any test file
         write_json_atomic(job.test_file, dataset.raw_test)
     loaded = time.perf_counter()
-    work = plan_shard(job, dataset, load_tokenizer(job.model_path))
+    work = plan_shard(job, dataset, tokenizer)
     built = time.perf_counter()
-    log.info("%d users, %d prompts to generate (%d truncated), %d users resumed, %d items skipped",
-             len(dataset.users), len(work.prompts), work.truncated, work.resumed_users,
-             len(work.skipped))
+    log.info("%s: %d users, %d prompts to generate (%d truncated), %d users resumed, %d items "
+             "skipped", job.output_dir.name, len(dataset.users), len(work.prompts), work.truncated,
+             work.resumed_users, len(work.skipped))
     references = {item.location: item.reference for u in dataset.users for item in u.items}
     collector = Collector(work.prompts, references, job.sampling.num_samples)
-    report: dict[str, Any] = {"load_data_seconds": loaded - start, "build_prompts_seconds": built - loaded}
-    if work.prompts:
-        engine = start_engine(job)
-        try:
-            with stop_on_signals():
-                report.update(generate(engine, job, dataset, collector))
-            report.update(engine=engine.name, model_load_seconds=engine.load_seconds,
-                          engine_stats=engine.stats())
-        finally:
-            engine.close()
-    skipped = work.skipped + [
+    return JobRun(job, dataset, work, collector,
+                  {"load_data_seconds": loaded - start, "build_prompts_seconds": built - loaded},
+                  {u.user_hash: u for u in dataset.users})
+
+
+def same_sampling(runs: Sequence[JobRun]) -> list[list[JobRun]]:
+    """Runs that can share one engine call (datasets may differ in their stop strings)."""
+    groups: dict[tuple[Any, int], list[JobRun]] = {}
+    for r in runs:
+        groups.setdefault((r.job.sampling, r.job.blank_retries), []).append(r)
+    return list(groups.values())
+
+
+def close_run(run: JobRun, merge: bool) -> None:
+    job = run.job
+    skipped = run.work.skipped + [
         SkippedItem(r.prompt.location, r.prompt.user_hash,
                     f"blank samples after {job.blank_retries} retries")
-        for r in collector.incomplete()]
-    write_shard_report(job, report, collector, work, skipped)
+        for r in run.collector.incomplete()]
+    write_shard_report(job, run.report, run.collector, run.work, skipped)
     if merge and len(shard_reports(job.output_dir, job.shard_count)) == job.shard_count:
         finish(job)
-    return job.output_dir
 
 
 def finish(job: Job) -> dict[str, Any]:
@@ -112,6 +174,10 @@ def finish(job: Job) -> dict[str, Any]:
         from .evaluate import evaluate_run
 
         evaluate_run(job.output_dir)
+    if job.report:
+        from .report import write_report_safely
+
+        write_report_safely(job.output_dir)  # logged, never fatal: the results are on disk
     if summary["skipped_items"] and not job.allow_skips:
         raise SkippedItemsError(
             f"{len(summary['skipped_items'])} items have no generations (reasons in "
@@ -119,32 +185,49 @@ def finish(job: Job) -> dict[str, Any]:
     return summary
 
 
-def generate(engine: Engine, job: Job, dataset: Dataset, collector: Collector) -> dict[str, float]:
-    """Every request at once; each user written the moment their last item finishes."""
-    users = {u.user_hash: u for u in dataset.users}
-    write_seconds = 0.0
+def generate(engine: Engine, runs: Sequence[JobRun]) -> None:
+    """Every request of every run at once; each user written the moment their last item finishes.
+
+    A run's inference time ends at its own last completion: in a shared call that is the wall
+    time this run needed, the other runs' work included.
+    """
+    sampling, retries = runs[0].job.sampling, runs[0].job.blank_retries
     start = time.perf_counter()
-    with tqdm(total=len(collector.items) * job.sampling.num_samples, desc="samples",
-              unit="sample", dynamic_ncols=True) as bar:
-        for round_ in range(job.blank_retries + 1):
-            requests = collector.requests()
+    for r in runs:
+        r.last_completion = start
+    total = sum(len(r.collector.items) for r in runs) * sampling.num_samples
+    with tqdm(total=total, desc="samples", unit="sample", dynamic_ncols=True) as bar:
+        for round_ in range(retries + 1):
+            requests = [replace(req, request_id=f"{i}/{req.request_id}",
+                                adapter=str(r.job.adapter.path) if r.job.adapter else None)
+                        for i, r in enumerate(runs) for req in r.collector.requests()]
             if not requests:
                 break
             if round_:
                 log.warning("round %d: %d items had blank samples; drawing them again",
                             round_, len(requests))
-            for completion in engine.generate(requests, job.sampling):
-                kept, done_user = collector.add(completion)
+            for completion in engine.generate(requests, sampling):
+                index, _, own_id = completion.request_id.partition("/")
+                run = runs[int(index)]
+                kept, done_user = run.collector.add(replace(completion, request_id=own_id))
                 bar.update(kept)
+                run.last_completion = time.perf_counter()
                 if done_user is not None:
-                    t = time.perf_counter()
-                    write_user_file(job, users[done_user], collector.user_items(done_user))
-                    write_seconds += time.perf_counter() - t
-    # A user with an item that never got all its samples keeps the finished items on disk.
-    for user, open_count in collector.open_items.items():
-        if open_count:
-            write_user_file(job, users[user], [r for r in collector.user_items(user) if r.full])
-    return {"inference_time_seconds": time.perf_counter() - start, "write_seconds": write_seconds}
+                    write_finished_user(run, done_user)
+    for run in runs:
+        # A user with an item that never got all its samples keeps the finished items on disk.
+        for user, open_count in run.collector.open_items.items():
+            if open_count:
+                write_user_file(run.job, run.users[user],
+                                [r for r in run.collector.user_items(user) if r.full])
+        run.report.update(inference_time_seconds=run.last_completion - start,
+                          write_seconds=run.write_seconds)
+
+
+def write_finished_user(run: JobRun, user_hash: str) -> None:
+    start = time.perf_counter()
+    write_user_file(run.job, run.users[user_hash], run.collector.user_items(user_hash))
+    run.write_seconds += time.perf_counter() - start
 
 
 def write_user_file(job: Job, user: UserRecord, items: list[ItemResult]) -> None:

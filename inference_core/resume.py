@@ -10,15 +10,15 @@ from typing import Any, Iterable
 import orjson
 
 from .job import HOLDOUT_FILE
-from .writers import (LEADERBOARD_FILE, SUMMARY_FILE, USERS_DIR, read_json, user_file_path,
-                      write_json_atomic)
+from .writers import (LEADERBOARD_FILE, REPORT_FILE, SUMMARY_FILE, USERS_DIR, read_json,
+                      user_file_path, write_json_atomic)
 
 log = logging.getLogger(__name__)
 
 IDENTITY_FILE = "run.json"
 # What a run leaves besides .hydra/ (Hydra rewrites that itself): removed by overwrite=true.
 RUN_OUTPUTS = (USERS_DIR, "shards", LEADERBOARD_FILE, SUMMARY_FILE,
-               "metrics.json", "samples.parquet", HOLDOUT_FILE, IDENTITY_FILE)
+               "metrics.json", "samples.parquet", REPORT_FILE, HOLDOUT_FILE, IDENTITY_FILE)
 
 
 class RunMismatch(ValueError):

@@ -19,6 +19,7 @@ from .records import Location
 USERS_DIR = "users"
 LEADERBOARD_FILE = "test_leaderboard.json"
 SUMMARY_FILE = "inference_summary.json"
+REPORT_FILE = "report.html"
 SLUG_CHARS = re.compile(r"[^A-Za-z0-9_-]+")
 
 

@@ -8,22 +8,24 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from typing import Sequence
 
 import hydra
 from omegaconf import DictConfig
 
 from inference_core.cli import check_group_choices, exit_code_of, run_cli
 from inference_core.config import register_resolvers
-from inference_core.job import Job, prepare_job
+from inference_core.adapters import Adapter
+from inference_core.job import Job, prepare_jobs
 from inference_core.pipeline import finish
 
 log = logging.getLogger("inference_hf")
 
 
-def start_engine(job: Job):
+def start_engine(job: Job, adapters: Sequence[Adapter] = ()):
     from .engine import HFEngine
 
-    return HFEngine(str(job.model_path), job.engine_cfg, job.sampling.seed)
+    return HFEngine(str(job.model_path), job.engine_cfg, job.sampling.seed, adapters)
 
 
 def worst_code_over_ranks(code: int) -> int:
@@ -51,7 +53,7 @@ def main(cfg: DictConfig) -> None:
         try:
             code = worst_code_over_ranks(run_cli(cfg, start_engine, (world, rank), merge=False))
             if rank == 0 and code == 0:
-                code = exit_code_of(lambda: finish(prepare_job(cfg, (world, 0))))
+                code = exit_code_of(lambda: [finish(j) for j in prepare_jobs(cfg, (world, 0))])
         finally:
             dist.destroy_process_group()
     if code:

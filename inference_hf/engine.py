@@ -10,8 +10,10 @@ import gc
 import logging
 import os
 import time
-from typing import Any, Iterator, Mapping, Sequence
+from contextlib import nullcontext
+from typing import Any, ContextManager, Iterator, Mapping, Sequence
 
+from inference_core.adapters import Adapter
 from inference_core.engine import Completion, GenerationRequest, SamplingSettings
 
 log = logging.getLogger(__name__)
@@ -57,11 +59,11 @@ def plan_batches(requests: Sequence[GenerationRequest], max_tokens: int, max_bat
     that is what the KV cache holds; it bounds the plain per-request sum from above. A prompt
     shorter than `min_fill` of the batch's longest starts a new batch: padding is computed too.
     """
-    groups: dict[int, list[GenerationRequest]] = {}
+    groups: dict[tuple[int, str | None], list[GenerationRequest]] = {}
     for r in sorted(requests, key=lambda r: len(r.token_ids), reverse=True):
-        groups.setdefault(r.num_samples, []).append(r)
+        groups.setdefault((r.num_samples, r.adapter), []).append(r)  # one adapter per batch too
     batches: list[list[GenerationRequest]] = []
-    for n, group in groups.items():
+    for (n, _), group in groups.items():
         batch: list[GenerationRequest] = []
         for r in group:
             width = len((batch or [r])[0].token_ids) + max_tokens
@@ -100,6 +102,21 @@ def generate_kwargs(sampling: SamplingSettings, num_samples: int, tokenizer: Any
     return kwargs
 
 
+def with_adapters(model: Any, adapters: Sequence[Adapter], names: Mapping[str, str]) -> Any:
+    """The base model wrapped by peft with every LoRA adapter loaded under its own name."""
+    if not adapters:
+        return model
+    from peft import PeftModel
+
+    for i, adapter in enumerate(adapters):
+        name = names[str(adapter.path)]
+        if i == 0:
+            model = PeftModel.from_pretrained(model, str(adapter.path), adapter_name=name)
+        else:
+            model.load_adapter(str(adapter.path), adapter_name=name)
+    return model
+
+
 def first_stop(text: str, stops: Sequence[str]) -> int | None:
     hits = [i for i in (text.find(s) for s in stops if s) if i >= 0]
     return min(hits) if hits else None
@@ -108,7 +125,8 @@ def first_stop(text: str, stops: Sequence[str]) -> int | None:
 class HFEngine:
     name = "hf"
 
-    def __init__(self, model_path: str, engine_cfg: Mapping[str, Any], seed: int) -> None:
+    def __init__(self, model_path: str, engine_cfg: Mapping[str, Any], seed: int,
+                 adapters: Sequence[Adapter] = ()) -> None:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -124,7 +142,9 @@ class HFEngine:
         self.tokenizer = AutoTokenizer.from_pretrained(model_path, trust_remote_code=trust)
         self.model = AutoModelForCausalLM.from_pretrained(
             model_path, dtype=self.dtype, attn_implementation="sdpa", trust_remote_code=trust,
-        ).to(self.device).eval()
+        ).to(self.device)
+        self.adapter_names = {str(a.path): f"adapter{i}" for i, a in enumerate(adapters)}
+        self.model = with_adapters(self.model, adapters, self.adapter_names).eval()
         self.load_seconds = time.perf_counter() - start
         self.eos_ids = self._eos_ids()
         self.pad_id = self._pad_id()
@@ -165,7 +185,7 @@ class HFEngine:
             mask[i, width - len(r.token_ids):] = 1
         kwargs = generate_kwargs(sampling, n, self.tokenizer, self.pad_id)
         start = time.perf_counter()
-        with torch.inference_mode():
+        with torch.inference_mode(), self._adapter(batch[0].adapter):
             out = self.model.generate(input_ids=ids.to(self.device),
                                       attention_mask=mask.to(self.device), **kwargs)
         self.batches += 1
@@ -175,6 +195,15 @@ class HFEngine:
         per_request = kwargs["num_return_sequences"]
         return [self._completion(r, rows[i * per_request:(i + 1) * per_request], n, sampling)
                 for i, r in enumerate(batch)]
+
+    def _adapter(self, adapter: str | None) -> ContextManager[Any]:
+        """Switch the peft model to this batch's adapter, or switch adapters off for the base."""
+        if not self.adapter_names:
+            return nullcontext()
+        if adapter is None:
+            return self.model.disable_adapter()
+        self.model.set_adapter(self.adapter_names[adapter])
+        return nullcontext()
 
     def _completion(self, request: GenerationRequest, rows: list[list[int]], n: int,
                     sampling: SamplingSettings) -> Completion:

@@ -3,12 +3,14 @@ from __future__ import annotations
 
 import logging
 import sys
+from typing import Sequence
 
 import hydra
 from omegaconf import DictConfig
 
 from inference_core.cli import check_group_choices, run_cli
 from inference_core.config import register_resolvers
+from inference_core.adapters import Adapter
 from inference_core.job import Job
 
 log = logging.getLogger("inference_vllm")
@@ -17,14 +19,14 @@ log = logging.getLogger("inference_vllm")
 ENGINES = ("vllm", "ray")
 
 
-def start_engine(job: Job):
+def start_engine(job: Job, adapters: Sequence[Adapter] = ()):
     if job.engine_name == "ray":  # vLLM workers under Ray Data (a Ray cluster, or local)
         from .ray_engine import RayEngine
 
         return RayEngine(str(job.model_path), job.engine_cfg, job.sampling.seed)
     from .engine import VLLMEngine
 
-    return VLLMEngine(str(job.model_path), job.engine_cfg, job.sampling.seed)
+    return VLLMEngine(str(job.model_path), job.engine_cfg, job.sampling.seed, adapters)
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")

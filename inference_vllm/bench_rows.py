@@ -108,7 +108,7 @@ def pipeline_row(name: str, engine: Any, job: Job) -> Row:
 
     watch = EngineWatch(engine.llm)
     start = time.perf_counter()
-    run_job(job, lambda _job: BorrowedEngine(engine))
+    run_job(job, lambda *_: BorrowedEngine(engine))
     end_to_end = time.perf_counter() - start
     report = read_json(shard_report_path(job.output_dir, 0, 1))
     summary = read_json(job.output_dir / SUMMARY_FILE)

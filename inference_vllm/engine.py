@@ -5,6 +5,8 @@ import logging
 import time
 from typing import Any, Iterator, Mapping, Sequence
 
+from inference_core.adapters import Adapter
+from inference_core.config import ConfigError
 from inference_core.engine import Completion, GenerationRequest, SamplingSettings
 
 log = logging.getLogger(__name__)
@@ -20,7 +22,7 @@ SPECULATIVE_KEYS = {"speculative", "num_speculative_tokens", "prompt_lookup_max"
 
 def speculative_config(engine_cfg: Mapping[str, Any]) -> dict[str, Any] | None:
     """vLLM's `speculative_config` from `engine.speculative` (null | ngram | draft)."""
-    from inference_core.config import ConfigError, absolute
+    from inference_core.config import absolute
 
     method = engine_cfg.get("speculative")
     if method in (None, False, "null", "none"):
@@ -66,13 +68,34 @@ def sampling_params(sampling: SamplingSettings, n: int) -> Any:
         output_kind=RequestOutputKind.FINAL_ONLY)  # only finished requests matter here
 
 
+# vLLM's LoRA slots come in these ranks only (vllm.config.lora.MaxLoRARanks).
+LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
+
+
+def lora_args(adapters: Sequence[Adapter]) -> dict[str, Any]:
+    """Engine arguments that let one batch mix every adapter (unless engine.extra sets them)."""
+    if not adapters:
+        return {}
+    rank = max(a.rank for a in adapters)
+    slot = next((r for r in LORA_RANKS if r >= rank), None)
+    if slot is None:
+        raise ConfigError(f"LoRA rank {rank} is above vLLM's largest ({LORA_RANKS[-1]})")
+    return {"enable_lora": True, "max_lora_rank": slot, "max_loras": len(adapters),
+            "max_cpu_loras": len(adapters)}
+
+
 class VLLMEngine:
     name = "vllm"
 
-    def __init__(self, model_path: str, engine_cfg: Mapping[str, Any], seed: int) -> None:
+    def __init__(self, model_path: str, engine_cfg: Mapping[str, Any], seed: int,
+                 adapters: Sequence[Adapter] = ()) -> None:
         from vllm import LLM
+        from vllm.lora.request import LoRARequest
 
-        self.args = engine_args(engine_cfg)
+        self.args = {**lora_args(adapters), **engine_args(engine_cfg)}
+        # Ids from 1: vLLM reserves 0 for "no adapter".
+        self.lora_requests = {str(a.path): LoRARequest(a.path.name, i, str(a.path))
+                              for i, a in enumerate(adapters, start=1)}
         log.info("starting vLLM on %s with %s", model_path, self.args)
         start = time.perf_counter()
         # Stats stay on so that LLM.get_metrics() reports prefix-cache hits and token counters.
@@ -93,7 +116,8 @@ class VLLMEngine:
                 if params is None:
                     params = params_by_n[r.num_samples] = sampling_params(sampling, r.num_samples)
                 request_id = f"{self.round}-{r.request_id}"
-                engine.add_request(request_id, {"prompt_token_ids": list(r.token_ids)}, params)
+                engine.add_request(request_id, {"prompt_token_ids": list(r.token_ids)}, params,
+                                   lora_request=self.lora_request(r.adapter))
                 pending[request_id] = r
             while engine.has_unfinished_requests():
                 for out in engine.step():
@@ -102,6 +126,13 @@ class VLLMEngine:
         finally:
             if pending:  # the consumer stopped early (a signal): drop what is left
                 engine.abort_request(list(pending))
+
+    def lora_request(self, adapter: str | None) -> Any:
+        if adapter is None:
+            return None
+        if adapter not in self.lora_requests:  # the engine was started without this adapter
+            raise ValueError(f"LoRA adapter {adapter} was not given to the engine at start")
+        return self.lora_requests[adapter]
 
     def stats(self) -> dict[str, Any]:
         from .metrics import engine_metrics

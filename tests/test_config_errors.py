@@ -12,7 +12,7 @@ from inference_core import config as conf
 from inference_core.cli import run_cli
 
 
-def never_start(job):
+def never_start(job, adapters):
     raise AssertionError("the engine must not start on a bad configuration")
 
 

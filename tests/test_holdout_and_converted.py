@@ -36,7 +36,7 @@ def test_holdout_moves_exactly_the_newest_item_and_never_leaks_it(tmp_path, toke
 def test_holdout_run_is_scored(vllm_engine, tmp_path):
     out = tmp_path / "out"
     run_job(prepare_job(compose("dataset=DMSC", "dataset.holdout=last", f"output_dir={out}",
-                                *TINY)), lambda job: vllm_engine)
+                                *TINY)), lambda job, adapters: vllm_engine)
     metrics = load(out / "metrics.json")
     users = len({r["user_hash"] for r in load(DATA / "DMSC" / "train.json")})
     assert metrics["num_scored_items"] == users and metrics["chrf_mean_of_n"] is not None
@@ -50,7 +50,7 @@ def test_converted_corpora_run_through_the_pipeline(vllm_engine, tmp_path):
     for name in ("cornell", "dmsc"):
         out = tmp_path / f"out-{name}"
         run_job(prepare_job(compose("dataset=custom", f"dataset.path={tmp_path / name}",
-                                    f"output_dir={out}", *TINY)), lambda job: vllm_engine)
+                                    f"output_dir={out}", *TINY)), lambda job, adapters: vllm_engine)
         assert_complete_run(out, tmp_path / name / "test_leaderboard.json", 2)
         # references.json beside the converted test file is what gets scored
         assert load(out / "metrics.json")["num_scored_items"] > 0

@@ -54,7 +54,7 @@ def finished(out: Path) -> dict[tuple[str, str], list[str]]:
 
 def test_sigterm_and_sigkill_then_resume_matches_an_uninterrupted_run(vllm_engine, tmp_path):
     reference = run_job(prepare_job(compose(f"output_dir={tmp_path / 'ref'}", *ARGS)),
-                        lambda job: vllm_engine)
+                        lambda job, adapters: vllm_engine)
     out = tmp_path / "out"
     rng = random.Random(int(os.environ.get("KILL_SEED", time.time())))
 

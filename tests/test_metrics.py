@@ -132,3 +132,17 @@ def test_compute_metrics_on_nothing() -> None:
     m = compute_metrics([ItemInput(())], "DMSC")
     assert m["num_items"] == 0 and m["num_samples"] == 0
     assert m["distinct_1"] is None and m["mean_chars"] is None
+
+
+def test_dataset_language_setting_wins_over_the_name():
+    from conftest import compose
+    from inference_core.config import ConfigError, dataset_language
+
+    assert dataset_language(compose("dataset=DMSC")) == "zh"
+    assert dataset_language(compose("dataset=custom")) == "en"
+    assert dataset_language(compose("dataset=custom", "dataset.language=zh")) == "zh"
+    with pytest.raises(ConfigError, match="dataset.language='fr'"):
+        dataset_language(compose("dataset=custom", "dataset.language=fr"))
+    chinese = [ItemInput(("我爱北京", "我爱"), "我爱北京")]
+    assert compute_metrics(chinese, "MyChineseSet", "zh")["bleu_tokenize"] == "zh"
+    assert compute_metrics(chinese, "MyChineseSet")["bleu_tokenize"] == "13a"

@@ -13,7 +13,7 @@ TINY = ["sampling.max_tokens=8", "sampling.num_samples=2"]
 
 
 def cli(engine, *overrides: str) -> int:
-    return run_cli(compose(*overrides), lambda job: engine)
+    return run_cli(compose(*overrides), lambda job, adapters: engine)
 
 
 def test_resume_regenerates_only_missing_or_broken_users(vllm_engine, tmp_path):

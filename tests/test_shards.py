@@ -30,11 +30,11 @@ def test_assignment_is_deterministic_and_balanced():
 @pytest.mark.engine
 def test_two_shards_then_merge_equal_one_unsharded_run(vllm_engine, tmp_path):
     whole = run_job(prepare_job(compose(f"output_dir={tmp_path / 'whole'}", *TINY)),
-                    lambda job: vllm_engine)
+                    lambda job, adapters: vllm_engine)
     out = tmp_path / "sharded"
     for index in (1, 0):
         run_job(prepare_job(compose(f"output_dir={out}", "shard.count=2", f"shard.index={index}",
-                                    *TINY)), lambda job: vllm_engine)
+                                    *TINY)), lambda job, adapters: vllm_engine)
         if index == 1:  # shard 0 has not run yet: nothing merged
             assert not (out / "test_leaderboard.json").exists()
             assert 0 < len(list((out / "users").iterdir())) < 8

@@ -64,7 +64,7 @@ def assert_complete_run(out: Path, test_file: Path, n: int) -> dict:
 
 
 def run(engine, *overrides: str) -> Path:
-    return run_job(prepare_job(compose(*overrides)), lambda job: engine)
+    return run_job(prepare_job(compose(*overrides)), lambda job, adapters: engine)
 
 
 def test_chameleons_sample_every_item_gets_num_samples(vllm_engine, tmp_path):
