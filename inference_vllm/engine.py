@@ -110,13 +110,16 @@ class VLLMEngine:
         pending: dict[str, GenerationRequest] = {}
         self.round += 1
         try:
-            # Straight to the engine under our own ids, so finished outputs map back to requests.
-            for r in requests:
+            # Token ids through vLLM's renderer (what LLM.generate does), then straight to the
+            # engine under our own ids, so that finished outputs map back to our requests.
+            inputs = engine.renderer.render_cmpl(
+                [{"prompt_token_ids": list(r.token_ids)} for r in requests])
+            for r, prompt in zip(requests, inputs):
                 params = params_by_n.get(r.num_samples)
                 if params is None:
                     params = params_by_n[r.num_samples] = sampling_params(sampling, r.num_samples)
                 request_id = f"{self.round}-{r.request_id}"
-                engine.add_request(request_id, {"prompt_token_ids": list(r.token_ids)}, params,
+                engine.add_request(request_id, prompt, params,
                                    lora_request=self.lora_request(r.adapter))
                 pending[request_id] = r
             while engine.has_unfinished_requests():
