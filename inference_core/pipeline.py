@@ -19,7 +19,7 @@ from .merge import merge_run, shard_report_path, shard_reports
 from .prompts import Prompt, PromptBuilder, build_prompts
 from .records import Dataset, SkippedItem, UserRecord
 from .resume import claim_output_dir, expected_items, finished_users
-from .shards import assign_shards
+from .shards import CHARS_PER_TOKEN, assign_shards
 from .signals import stop_on_signals
 from .summary import describe_device, throughput, versions
 from .writers import read_json, safe_user_filename, user_file_path, write_json_atomic
@@ -48,18 +48,17 @@ def load_tokenizer(model_path: Path) -> Any:
 
 
 def plan_shard(job: Job, dataset: Dataset, tokenizer: Any) -> ShardWork:
-    """Build every prompt, keep this shard's users, and drop users already finished on disk."""
+    """Keep this shard's users, build their prompts, and drop users already finished on disk."""
     builder = PromptBuilder(tokenizer, job.style, job.ablation,
                             job.max_model_len - job.sampling.max_tokens, job.chat_template_kwargs)
-    prompts, unfit = build_prompts(builder, dataset.users)
-    skipped = [SkippedItem(loc, user, why) for user, loc, why in unfit]
+    users = dataset.users
     if job.shard_count > 1:
-        tokens: dict[str, int] = {}
-        for p in prompts:
-            tokens[p.user_hash] = tokens.get(p.user_hash, 0) + p.num_tokens
-        owner = assign_shards(tokens, job.shard_count)
-        prompts = [p for p in prompts if owner[p.user_hash] == job.shard_index]
-        skipped = [s for s in skipped if owner.get(s.user_hash, 0) == job.shard_index]
+        ratio = CHARS_PER_TOKEN.get(job.language, 4.0)
+        owner = assign_shards({u.user_hash: builder.estimate_user(u, ratio) for u in users},
+                              job.shard_count)
+        users = tuple(u for u in users if owner[u.user_hash] == job.shard_index)
+    prompts, unfit = build_prompts(builder, users)
+    skipped = [SkippedItem(loc, user, why) for user, loc, why in unfit]
     if job.shard_index == 0:  # records without a usable user belong to no shard: report once
         skipped = list(dataset.skipped) + skipped
     done = finished_users(job.output_dir, expected_items(

@@ -105,6 +105,23 @@ class PromptBuilder:
             return []
         return [len(ids) for ids in self.tokenizer(texts, add_special_tokens=False)["input_ids"]]
 
+    def estimate_user(self, user: UserRecord, chars_per_token: float) -> int:
+        """A user's prompt tokens, guessed cheaply: one item tokenized without history or
+        context, the history and context counted in characters, each prompt capped at the budget.
+
+        Shards split users by it before building anything, so each builds its own users only.
+        """
+        if not user.items:
+            return 0
+        fixed = len(self.encode(user, user.items[0], [], []))
+        history = sum(len(render_history_item(h, self.style.history_context_turns))
+                      for h in user.history) if self.ablation.history else 0
+        total = 0
+        for item in user.items:
+            context = sum(map(len, render_turns(item.context))) if self.ablation.context else 0
+            total += min(self.budget, fixed + int((history + context) / chars_per_token))
+        return total
+
     def encode(self, user: UserRecord, item: TestItem, history: list[str], context: list[str],
                ) -> list[int]:
         system = "\n\n".join(p for p in [

@@ -4,6 +4,10 @@ from __future__ import annotations
 import heapq
 from typing import Mapping
 
+# Rough characters per token for the split's estimate (PromptBuilder.estimate_user): only the
+# balance between shards depends on it, never a prompt.
+CHARS_PER_TOKEN = {"en": 4.0, "zh": 1.5}
+
 
 def assign_shards(user_tokens: Mapping[str, int], count: int) -> dict[str, int]:
     """{user_hash: shard index}. Largest users first onto the lightest shard (LPT scheduling).

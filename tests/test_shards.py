@@ -27,6 +27,23 @@ def test_assignment_is_deterministic_and_balanced():
     assert set(owner.values()) == {0, 1, 2, 3}
 
 
+@pytest.mark.parametrize("dataset", ["Chameleons", "DMSC"])
+@pytest.mark.parametrize("ablation", ["profile_and_history_and_context", "context_only"])
+def test_split_estimate_follows_the_real_prompt_tokens(tokenizer, dataset, ablation):
+    """Shards split users by an estimate made before tokenizing: close to what gets built."""
+    from inference_core.dataset import load_dataset
+    from inference_core.prompts import PromptBuilder, build_prompts
+    from inference_core.shards import CHARS_PER_TOKEN
+
+    job = prepare_job(compose(f"dataset={dataset}", f"ablation={ablation}"))
+    data = load_dataset(job.dataset_name, job.dataset_path, job.references_file, None)
+    builder = PromptBuilder(tokenizer, job.style, job.ablation,
+                            job.max_model_len - job.sampling.max_tokens)
+    for user in data.users:
+        real = sum(p.num_tokens for p in build_prompts(builder, [user])[0])
+        assert 0.5 * real <= builder.estimate_user(user, CHARS_PER_TOKEN[job.language]) <= 1.5 * real
+
+
 @pytest.mark.engine
 def test_two_shards_then_merge_equal_one_unsharded_run(vllm_engine, tmp_path):
     whole = run_job(prepare_job(compose(f"output_dir={tmp_path / 'whole'}", *TINY)),
