@@ -59,25 +59,18 @@ def measure(engine: Engine, job: Job, requests: Sequence[GenerationRequest]) -> 
 def run(job: Job) -> list[dict[str, Any]]:
     from inference_vllm.engine import VLLMEngine
 
-    from .engine import HFEngine
+    from .engine import HFEngine, default_engine_cfg
 
     requests = requests_of(job)
     rows = []
-    for make, cfg in ((VLLMEngine, job.engine_cfg), (HFEngine, hf_engine_cfg(job))):
+    for make, cfg in ((VLLMEngine, job.engine_cfg),
+                      (HFEngine, default_engine_cfg(job.max_model_len))):
         engine = make(str(job.model_path), cfg, job.sampling.seed)
         try:
             rows.append(measure(engine, job, requests))
         finally:
             engine.close()
     return rows
-
-
-def hf_engine_cfg(job: Job) -> dict[str, Any]:
-    from omegaconf import OmegaConf
-
-    cfg = OmegaConf.load(f"{CONF_DIR}/engine/hf.yaml")
-    cfg.max_model_len = job.max_model_len
-    return OmegaConf.to_container(cfg)
 
 
 def render(rows: list[dict[str, Any]]) -> str:

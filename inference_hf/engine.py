@@ -22,6 +22,17 @@ DTYPE_ALIASES = {"bf16": "bfloat16", "fp16": "float16", "half": "float16", "fp32
                  "float": "float32"}
 
 
+def default_engine_cfg(max_model_len: int) -> dict[str, Any]:
+    """conf/engine/hf.yaml as plain settings, for tools that run this engine beside vLLM."""
+    from omegaconf import OmegaConf
+
+    from inference_core.config import CONF_DIR
+
+    cfg = OmegaConf.load(f"{CONF_DIR}/engine/hf.yaml")
+    cfg.max_model_len = max_model_len
+    return OmegaConf.to_container(cfg)
+
+
 def resolve_device(requested: str | None) -> str:
     """An explicit device wins; else one GPU per torchrun rank (LOCAL_RANK), else the CPU."""
     import torch

@@ -30,6 +30,7 @@ import orjson
 from inference_core.job import Job
 from inference_core.prompts import Prompt
 from inference_core.summary import describe_device
+from inference_hf.engine import default_engine_cfg
 
 from .bench_report import cache_salt_finding, render, report
 from .bench_rows import (Row, hf_row, pipeline_row, raw_engine_row,
@@ -162,13 +163,6 @@ def build_workload(job: Job) -> list[Prompt]:
 # The run
 
 
-def hf_engine_cfg(args: argparse.Namespace, job: Job) -> dict[str, Any]:
-    from omegaconf import OmegaConf
-
-    cfg = compose(*job_overrides(args, job.dataset_path, job.output_dir), "engine=hf")
-    return OmegaConf.to_container(cfg.engine, resolve=True)
-
-
 def start_vllm(job: Job, **changes: Any) -> Any:
     from .engine import VLLMEngine
 
@@ -241,7 +235,8 @@ def run_bench(args: argparse.Namespace, engine: Any = None) -> dict[str, Any]:
         finally:
             second.close()
     if not args.skip_hf:
-        rows["hf"], startup["hf"], startup["hf_warmup"] = hf_row(hf_engine_cfg(args, job), job, prompts)
+        hf_cfg = default_engine_cfg(job.max_model_len)
+        rows["hf"], startup["hf"], startup["hf_warmup"] = hf_row(hf_cfg, job, prompts)
     if args.speculative:
         notes["speculative"] = speculative_rows(args, job, prompts, rows, startup)
 
