@@ -197,8 +197,7 @@ class HFEngine:
         kwargs = generate_kwargs(sampling, n, self.tokenizer, self.pad_id)
         start = time.perf_counter()
         with torch.inference_mode(), self._adapter(batch[0].adapter):
-            out = self.model.generate(input_ids=ids.to(self.device),
-                                      attention_mask=mask.to(self.device), **kwargs)
+            out = self._generate(ids.to(self.device), mask.to(self.device), kwargs)
         self.batches += 1
         log.debug("batch %d: %d prompts x %d samples, width %d, %.1f s", self.batches,
                   len(batch), n, width, time.perf_counter() - start)
@@ -206,6 +205,25 @@ class HFEngine:
         per_request = kwargs["num_return_sequences"]
         return [self._completion(r, rows[i * per_request:(i + 1) * per_request], n, sampling)
                 for i, r in enumerate(batch)]
+
+    def _generate(self, ids: Any, mask: Any, kwargs: dict[str, Any]) -> Any:
+        """generate(); for n samples per prompt, each prompt is prefilled once and its KV cache
+        copied n times (num_return_sequences would prefill n copies of it)."""
+        n = kwargs["num_return_sequences"]
+        if n == 1 or ids.shape[1] < 2:
+            return self.model.generate(input_ids=ids, attention_mask=mask, **kwargs)
+        from transformers import DynamicCache
+
+        cache = DynamicCache(config=self.model.config)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)  # left padding: count real tokens only
+        # All but the last prompt token: generate() starts from it with the cache filled.
+        self.model(input_ids=ids[:, :-1], attention_mask=mask[:, :-1],
+                   position_ids=positions[:, :-1], past_key_values=cache, use_cache=True,
+                   logits_to_keep=1)
+        cache.batch_repeat_interleave(n)
+        return self.model.generate(input_ids=ids.repeat_interleave(n, 0),
+                                   attention_mask=mask.repeat_interleave(n, 0),
+                                   past_key_values=cache, **{**kwargs, "num_return_sequences": 1})
 
     def _adapter(self, adapter: str | None) -> ContextManager[Any]:
         """Switch the peft model to this batch's adapter, or switch adapters off for the base."""

@@ -93,6 +93,17 @@ def test_stop_strings_trim_text_and_finish_as_stop(hf_engine: HFEngine, tokenize
     assert out["capital"] == full["capital"]
 
 
+def test_samples_share_one_prefill_and_match_unshared_generation(hf_engine: HFEngine,
+                                                                 tokenizer: Any) -> None:
+    """n samples come from one prefilled KV cache, copied n times: with top_k=1 sampling is
+    deterministic, so every sample of every padded row must equal its greedy text."""
+    requests = [chat_request(tokenizer, f"r{i}", q, n=3) for i, q in enumerate(QUESTIONS[:2])]
+    greedy = run(hf_engine, [replace(r, num_samples=1) for r in requests], GREEDY)
+    top1 = run(hf_engine, requests, replace(SAMPLING, top_k=1))
+    for r in requests:
+        assert top1[r.request_id].texts == greedy[r.request_id].texts * 3
+
+
 def test_greedy_copies_one_sample_n_times(hf_engine: HFEngine, tokenizer: Any) -> None:
     request = chat_request(tokenizer, "q", QUESTIONS[0], n=2)
     c = run(hf_engine, [request], replace(GREEDY, num_samples=2))["q"]
