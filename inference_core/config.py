@@ -62,12 +62,17 @@ class ModelFacts:
 
     max_position_embeddings: int | None
     num_attention_heads: int | None
+    # RoPE scaling stretches the window beyond max_position_embeddings: vLLM works that out.
+    rope_scaling: bool = False
 
     @classmethod
     def read(cls, model_path: Path) -> "ModelFacts":
         data = orjson.loads((model_path / "config.json").read_bytes())
         text = data.get("text_config") or data  # multimodal checkpoints nest the LM's config
-        return cls(text.get("max_position_embeddings"), text.get("num_attention_heads"))
+        scaling = text.get("rope_scaling") or (text.get("rope_parameters") or {}).get("rope_type",
+                                                                                       "default")
+        return cls(text.get("max_position_embeddings"), text.get("num_attention_heads"),
+                   scaling not in (None, "default"))
 
 
 def gpu_count() -> int:
@@ -123,6 +128,11 @@ def effective_max_model_len(cfg: DictConfig, facts: ModelFacts) -> int:
     if not value:
         raise ConfigError("engine.max_model_len is unset and the model's config.json has no "
                           "max_position_embeddings: set engine.max_model_len")
+    window = facts.max_position_embeddings
+    if window and int(value) > window and not facts.rope_scaling:
+        raise ConfigError(f"engine.max_model_len={value} is beyond the model's window "
+                          f"(max_position_embeddings={window} in its config.json): set "
+                          f"model.max_model_len={window} or less")
     return int(value)
 
 

@@ -25,6 +25,9 @@ def never_start(job, adapters):
     (["engine.tensor_parallel_size=4"], "needs 4 GPUs; 0 found"),
     (["shard.count=2", "shard.index=2"], "shard.index=2 must be in [0, shard.count=2)"),
     (["dataset.holdout=first"], "dataset.holdout='first': choose null or last"),
+    (["model.max_model_len=16384"], "engine.max_model_len=16384 is beyond the model's window "
+                                    "(max_position_embeddings=8192"),
+    (["dataset.language=fr"], "dataset.language='fr': choose one of en, zh"),
 ])
 def test_bad_settings_exit_2_with_one_line(tmp_path, caplog, overrides, message):
     cfg = compose(f"output_dir={tmp_path / 'out'}", *overrides)
