@@ -15,8 +15,8 @@ from typing import Any
 import orjson
 
 from inference_core.metrics import ItemInput, compute_metrics
-from inference_core.writers import (SUMMARY_FILE, iter_user_files, read_json, write_atomic,
-                                    write_bytes_atomic)
+from inference_core.writers import (SUMMARY_FILE, for_each_run_dir, iter_user_files, read_json,
+                                    write_atomic, write_bytes_atomic)
 
 log = logging.getLogger(__name__)
 
@@ -155,14 +155,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("run_dirs", nargs="+", type=Path, metavar="RUN_DIR")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    failed = 0
-    for run_dir in args.run_dirs:
-        if not (run_dir / SUMMARY_FILE).is_file():
-            log.error("%s: no %s, not a run folder", run_dir, SUMMARY_FILE)
-            failed += 1
-            continue
-        log.info("%s", summary_line(run_dir, evaluate_run(run_dir)))
-    return 1 if failed else 0
+    return for_each_run_dir(args.run_dirs, lambda run_dir: log.info(
+        "%s", summary_line(run_dir, evaluate_run(run_dir))))
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ import orjson
 from .evaluate import METRICS_FILE, iter_user_docs
 from .html_page import esc, page
 from .report_data import build_payload, load_extras
-from .writers import REPORT_FILE, SUMMARY_FILE, read_json, write_bytes_atomic
+from .writers import REPORT_FILE, SUMMARY_FILE, for_each_run_dir, read_json, write_bytes_atomic
 
 log = logging.getLogger(__name__)
 
@@ -213,14 +213,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="do not rebuild the full prompts (no tokenizer needed)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    failed = 0
-    for run_dir in args.run_dirs:
-        if not (run_dir / SUMMARY_FILE).is_file():
-            log.error("%s: no %s, not a run folder", run_dir, SUMMARY_FILE)
-            failed += 1
-            continue
-        write_report(run_dir, args.prompt_budget_mb, not args.no_prompts)
-    return 1 if failed else 0
+    return for_each_run_dir(args.run_dirs, lambda run_dir: write_report(
+        run_dir, args.prompt_budget_mb, not args.no_prompts))
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ any moment leaves either the old file or the new one, never a torn one.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import re
 import tempfile
@@ -86,3 +87,15 @@ def read_json(path: Path) -> Any:
 def iter_user_files(output_dir: Path) -> Iterable[Path]:
     folder = output_dir / USERS_DIR
     return sorted(folder.glob("*.json")) if folder.is_dir() else []
+
+
+def for_each_run_dir(run_dirs: Iterable[Path], action: Callable[[Path], object]) -> int:
+    """Command-line helper: `action` on every run folder; exit code 1 if one was not a run."""
+    failed = 0
+    for run_dir in run_dirs:
+        if not (run_dir / SUMMARY_FILE).is_file():
+            logging.getLogger(__name__).error("%s: no %s, not a run folder", run_dir, SUMMARY_FILE)
+            failed += 1
+            continue
+        action(run_dir)
+    return 1 if failed else 0
