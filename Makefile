@@ -45,7 +45,8 @@ browser:
 run: install
 	$(BIN)/python -m inference_vllm $(ARGS)
 
-test: install browser
+# install-quant: tests/test_quantize.py quantizes the embedded model with llm-compressor.
+test: install browser install-quant
 	$(BIN)/python -m pytest -q $(ARGS)
 
 test-fast: install browser
@@ -72,6 +73,35 @@ bench-lora: install
 
 compare: install
 	$(BIN)/python -m inference_hf.compare $(ARGS)
+
+# 4-bit AWQ with llm-compressor, in a venv of its own: llm-compressor 0.14 needs transformers
+# <= 5.17 and compressed-tensors 0.19, which vLLM's pins keep out of .venv. torch is pinned to
+# .venv's build (the CPU wheel on CPU machines: no CUDA build is downloaded a second time); where
+# that pin cannot be met, pip picks a torch itself.
+QUANT_VENV := .venv-quant
+QUANT_STAMP := $(QUANT_VENV)/.installed
+LLMCOMPRESSOR ?= llmcompressor==0.14.0.1
+OUT ?=
+.PHONY: install-quant quantize bench-quant
+
+install-quant: $(QUANT_STAMP)
+
+$(QUANT_STAMP): | $(STAMP)
+	test -x $(QUANT_VENV)/bin/python || $(PY) -m venv $(QUANT_VENV)
+	$(QUANT_VENV)/bin/pip install -q --upgrade pip
+	torch=$$($(BIN)/python -c 'from importlib.metadata import version; print(version("torch"))'); \
+	  $(QUANT_VENV)/bin/pip install -q "torch==$$torch" "$(LLMCOMPRESSOR)" \
+	  || $(QUANT_VENV)/bin/pip install -q "$(LLMCOMPRESSOR)"
+	touch $@
+
+# make quantize [MODEL_PATH=/ckpt/DMSC_8B] [OUT=/ckpt/DMSC_8B-awq] [DATASET=DMSC]
+#               [ARGS="ablation=profile_and_history quant.group_size=128 quant.num_calibration=128"]
+quantize: install install-quant
+	$(BIN)/python -m inference_core.quantize dataset=$(DATASET) $(MODEL_ARGS) $(if $(OUT),out=$(OUT)) $(ARGS)
+
+# A model beside its quantized copy: make bench-quant ARGS="--quantized outputs/quantized/..."
+bench-quant: install
+	$(BIN)/python -m inference_vllm.bench_quant $(ARGS)
 
 clean:
 	rm -rf outputs multirun .pytest_cache

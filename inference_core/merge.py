@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .dataset import read_json_array
+from .quant_info import quantization_info
 from .records import Location
 from .resume import IDENTITY_FILE
 from .summary import throughput, versions
@@ -97,6 +98,8 @@ def build_summary(identity: dict[str, Any], items: list[dict[str, Any]],
         # The LoRA adapter applied over `checkpoint` (the base model), if any.
         "adapter": identity.get("adapter"),
         "language": identity.get("language"),
+        # The checkpoint's quantization (method, bits, group size, format); null when unquantized.
+        "quantization": quantization_info(identity["checkpoint"]),
         "engine": first.get("engine"),
         "output_dir": str(output_dir),
         "tensor_parallel_size": first.get("tensor_parallel_size", 1),
