@@ -118,7 +118,7 @@ def collect_rows(roots: Sequence[Path], recompute: bool = False) -> list[Leaderb
     return sorted(rows, key=lambda r: (r.dataset, r.model, r.ablation, r.run_dir))
 
 
-def _cell(name: str, value: Any) -> str:
+def format_cell(name: str, value: Any) -> str:
     if value is None:
         return "-"
     if isinstance(value, float):
@@ -135,7 +135,7 @@ def render_markdown(rows: Sequence[LeaderboardRow]) -> str:
         "|" + "|".join("---" for _ in cols) + "|",
     ]
     for row in rows:
-        lines.append("| " + " | ".join(_cell(c, getattr(row, c)) for c in cols) + " |")
+        lines.append("| " + " | ".join(format_cell(c, getattr(row, c)) for c in cols) + " |")
     return "# Leaderboard\n\n" + "\n".join(lines) + "\n"
 
 

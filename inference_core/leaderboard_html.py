@@ -14,7 +14,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from .html_page import esc, page
-from .leaderboard import COLUMNS, MD_HEADERS, LeaderboardRow, _cell
+from .leaderboard import COLUMNS, MD_HEADERS, LeaderboardRow, format_cell
 from .writers import REPORT_FILE, SUMMARY_FILE, write_bytes_atomic
 
 log = logging.getLogger(__name__)
@@ -48,7 +48,8 @@ def _row(row: LeaderboardRow, out_dir: Path) -> str:
         value = getattr(row, name)
         sort_key = "" if value is None else str(value)
         kind = "text" if name in _TEXT_COLUMNS else "num"
-        cells.append(f'<td class="{kind}" data-sort="{esc(sort_key)}">{esc(_cell(name, value))}</td>')
+        cells.append(f'<td class="{kind}" data-sort="{esc(sort_key)}">'
+                     f'{esc(format_cell(name, value))}</td>')
     return "<tr>" + "".join(cells) + "</tr>"
 
 
