@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 from omegaconf import DictConfig, OmegaConf
 
-from .config import CONF_DIR, ConfigError
+from .config import CONF_DIR, ConfigError, group_choices
 
 ADAPTER_CONFIG = "adapter_config.json"
 
@@ -113,7 +113,7 @@ def _folder_pairs(folder: Path, run_ablation: str, run_dataset: str) -> list[Ada
     subfolders = sorted(p for p in folder.iterdir() if is_adapter(p)) if folder.is_dir() else []
     if not subfolders:
         raise ConfigError(f"model.adapters={folder}: no subfolder holds an {ADAPTER_CONFIG}")
-    ablations = {p.stem for p in Path(CONF_DIR, "ablation").glob("*.yaml")}
+    ablations = group_choices("ablation")
     return [AdapterPair(p, folder.name, p.name if p.name in ablations else run_ablation, run_dataset)
             for p in subfolders]
 
@@ -140,8 +140,7 @@ def pair_config(cfg: DictConfig, pair: AdapterPair) -> DictConfig:
 
 
 def _group_file(group: str, choice: str) -> DictConfig:
-    path = Path(CONF_DIR, group, f"{choice}.yaml")
-    if not path.is_file():
-        choices = sorted(p.stem for p in path.parent.glob("*.yaml"))
+    choices = group_choices(group)
+    if choice not in choices:
         raise ConfigError(f"model.adapters: unknown {group} '{choice}'; choices: {', '.join(choices)}")
-    return OmegaConf.load(path)
+    return OmegaConf.load(Path(CONF_DIR, group, f"{choice}.yaml"))

@@ -7,13 +7,12 @@ from __future__ import annotations
 
 import logging
 import sys
-from pathlib import Path
 from typing import Callable
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig
 
-from .config import CONF_DIR, ConfigError
+from .config import ConfigError, group_choices
 from .dataset import InputError
 from .job import prepare_jobs
 from .pipeline import SkippedItemsError, StartEngine, run_jobs
@@ -39,7 +38,7 @@ def check_group_choices(argv: list[str]) -> None:
         if group not in CHOICE_GROUPS or override.is_sweep_override() or override.is_delete():
             continue
         value = override.value()
-        choices = sorted(p.stem for p in Path(CONF_DIR, group).glob("*.yaml"))
+        choices = group_choices(group)
         if isinstance(value, str) and value not in choices:
             print(f"error: unknown {group} '{value}'; choices: {', '.join(choices)}", file=sys.stderr)
             sys.exit(2)

@@ -17,6 +17,11 @@ CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 LANGUAGES = ("en", "zh")  # what the metrics know how to tokenize
 
 
+def group_choices(group: str) -> list[str]:
+    """The choices of a config group (`conf/<group>/*.yaml`), sorted."""
+    return sorted(p.stem for p in Path(CONF_DIR, group).glob("*.yaml"))
+
+
 class ConfigError(ValueError):
     """A setting that cannot work; reported in one line before anything loads (exit code 2)."""
 
