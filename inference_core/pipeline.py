@@ -47,10 +47,22 @@ def load_tokenizer(model_path: Path) -> Any:
     return AutoTokenizer.from_pretrained(str(model_path))
 
 
+def prompt_builder(job: Job, tokenizer: Any) -> PromptBuilder:
+    """The job's prompt builder: its style, ablation, chat template and token budget."""
+    return PromptBuilder(tokenizer, job.style, job.ablation,
+                         job.max_model_len - job.sampling.max_tokens, job.chat_template_kwargs)
+
+
+def all_prompts(job: Job) -> list[Prompt]:
+    """Every prompt of the job's dataset as a run builds it: no shard, nothing resumed."""
+    dataset = load_dataset(job.dataset_name, job.dataset_path, job.references_file, job.max_users,
+                           job.holdout)
+    return build_prompts(prompt_builder(job, load_tokenizer(job.model_path)), dataset.users)[0]
+
+
 def plan_shard(job: Job, dataset: Dataset, tokenizer: Any) -> ShardWork:
     """Keep this shard's users, build their prompts, and drop users already finished on disk."""
-    builder = PromptBuilder(tokenizer, job.style, job.ablation,
-                            job.max_model_len - job.sampling.max_tokens, job.chat_template_kwargs)
+    builder = prompt_builder(job, tokenizer)
     users = dataset.users
     if job.shard_count > 1:
         ratio = CHARS_PER_TOKEN.get(job.language, 4.0)

@@ -29,9 +29,8 @@ from omegaconf import DictConfig
 
 from .cli import check_group_choices, exit_code_of
 from .config import CONF_DIR, ConfigError, absolute, register_resolvers
-from .dataset import load_dataset
 from .job import Job, prepare_job
-from .prompts import PromptBuilder, build_prompts
+from .pipeline import all_prompts
 from .quant_info import linear_input_sizes
 
 log = logging.getLogger("inference_core.quantize")
@@ -95,14 +94,7 @@ def settings(cfg: DictConfig, job: Job) -> QuantSettings:
 def calibration_prompts(job: Job, count: int, max_len: int) -> list[list[int]]:
     """`count` of the job's prompts, spread evenly over users, each cut to its first `max_len`
     tokens (the system part: task, profile, history; it is the bulk of every real prompt)."""
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(str(job.model_path))
-    dataset = load_dataset(job.dataset_name, job.dataset_path, job.references_file,
-                           job.max_users, job.holdout)
-    builder = PromptBuilder(tokenizer, job.style, job.ablation,
-                            job.max_model_len - job.sampling.max_tokens, job.chat_template_kwargs)
-    prompts, _ = build_prompts(builder, dataset.users)
+    prompts = all_prompts(job)
     if not prompts:
         raise ConfigError(f"dataset.path={job.dataset_path} gives no prompts to calibrate on")
     if len(prompts) > count:  # deterministic and spread: every k-th prompt

@@ -15,11 +15,9 @@ import time
 from typing import Any, Sequence
 
 from inference_core.config import CONF_DIR, register_resolvers
-from inference_core.dataset import load_dataset
 from inference_core.engine import Engine, GenerationRequest
 from inference_core.job import Job, prepare_job
-from inference_core.pipeline import load_tokenizer
-from inference_core.prompts import PromptBuilder, build_prompts
+from inference_core.pipeline import all_prompts
 from inference_core.summary import describe_device, throughput
 
 log = logging.getLogger(__name__)
@@ -38,11 +36,7 @@ def compose_job(args: argparse.Namespace) -> Job:
 
 
 def requests_of(job: Job) -> list[GenerationRequest]:
-    data = load_dataset(job.dataset_name, job.dataset_path, job.references_file, job.max_users)
-    builder = PromptBuilder(load_tokenizer(job.model_path), job.style, job.ablation,
-                            job.max_model_len - job.sampling.max_tokens, job.chat_template_kwargs)
-    prompts, _ = build_prompts(builder, data.users)
-    return [GenerationRequest(str(i), p.token_ids, 1) for i, p in enumerate(prompts)]
+    return [GenerationRequest(str(i), p.token_ids, 1) for i, p in enumerate(all_prompts(job))]
 
 
 def measure(engine: Engine, job: Job, requests: Sequence[GenerationRequest]) -> dict[str, Any]:
