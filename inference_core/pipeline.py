@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
+from functools import cached_property
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -90,9 +91,12 @@ class JobRun:
     work: ShardWork
     collector: Collector
     report: dict[str, Any]
-    users: dict[str, UserRecord] = field(default_factory=dict)
     write_seconds: float = 0.0
     last_completion: float = 0.0
+
+    @cached_property
+    def users(self) -> dict[str, UserRecord]:
+        return {u.user_hash: u for u in self.dataset.users}
 
 
 StartEngine = Callable[[Job, Sequence[Adapter]], Engine]
@@ -155,8 +159,7 @@ def open_run(job: Job, tokenizer: Any) -> JobRun:
     references = {item.location: item.reference for u in dataset.users for item in u.items}
     collector = Collector(work.prompts, references, job.sampling.num_samples)
     return JobRun(job, dataset, work, collector,
-                  {"load_data_seconds": loaded - start, "build_prompts_seconds": built - loaded},
-                  {u.user_hash: u for u in dataset.users})
+                  {"load_data_seconds": loaded - start, "build_prompts_seconds": built - loaded})
 
 
 def same_sampling(runs: Sequence[JobRun]) -> list[list[JobRun]]:
