@@ -69,7 +69,7 @@ bench: install
 
 # N LoRA adapters served by one engine start vs one run (and engine start) per adapter.
 bench-lora: install
-	$(BIN)/python -m inference_vllm.bench_lora $(ARGS)
+	$(BIN)/python -m inference_vllm.bench.lora $(ARGS)
 
 compare: install
 	$(BIN)/python -m inference_hf.compare $(ARGS)
@@ -101,7 +101,7 @@ quantize: install install-quant
 
 # A model beside its quantized copy: make bench-quant ARGS="--quantized outputs/quantized/..."
 bench-quant: install
-	$(BIN)/python -m inference_vllm.bench_quant $(ARGS)
+	$(BIN)/python -m inference_vllm.bench.quant $(ARGS)
 
 clean:
 	rm -rf outputs multirun .pytest_cache

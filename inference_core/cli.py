@@ -12,12 +12,12 @@ from typing import Callable
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig
 
-from .config import ConfigError, group_choices
-from .dataset import InputError
-from .job import prepare_jobs
-from .pipeline import SkippedItemsError, StartEngine, run_jobs
-from .resume import RunMismatch
-from .signals import Interrupted
+from inference_core.config import ConfigError, group_choices
+from inference_core.data.loader import InputError
+from inference_core.run.job import prepare_jobs
+from inference_core.run.pipeline import SkippedItemsError, StartEngine, run_jobs
+from inference_core.rundir.resume import RunMismatch
+from inference_core.run.signals import Interrupted
 
 log = logging.getLogger(__name__)
 CHOICE_GROUPS = ("dataset", "ablation", "model", "engine", "sampling", "experiment", "debug")

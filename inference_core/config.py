@@ -9,9 +9,9 @@ from typing import Any
 import orjson
 from omegaconf import DictConfig, OmegaConf
 
-from .dataset import TEST_FILE, TRAIN_FILE
-from .engine import SamplingSettings
-from .prompts import Ablation, PromptStyle
+from inference_core.data.loader import TEST_FILE, TRAIN_FILE
+from inference_core.engine import SamplingSettings
+from inference_core.prompts.builder import Ablation, PromptStyle
 
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 LANGUAGES = ("en", "zh")  # what the metrics know how to tokenize
@@ -48,7 +48,7 @@ def ablation(cfg: DictConfig) -> Ablation:
 
 def dataset_language(cfg: DictConfig) -> str:
     """`dataset.language`: en (whitespace words) or zh (characters); unset, DMSC means zh."""
-    from .metrics import language_for_dataset
+    from inference_core.evaluation.metrics import language_for_dataset
 
     language = cfg.dataset.get("language") or language_for_dataset(str(cfg.dataset.name))
     if language not in LANGUAGES:

@@ -15,15 +15,15 @@ from omegaconf import DictConfig
 
 from inference_core.cli import check_group_choices, exit_code_of, run_cli
 from inference_core.config import register_resolvers
-from inference_core.adapters import Adapter
-from inference_core.job import Job, prepare_jobs
-from inference_core.pipeline import finish
+from inference_core.model.adapters import Adapter
+from inference_core.run.job import Job, prepare_jobs
+from inference_core.run.pipeline import finish
 
 log = logging.getLogger("inference_hf")
 
 
 def start_engine(job: Job, adapters: Sequence[Adapter] = ()):
-    from .engine import HFEngine
+    from inference_hf.engine import HFEngine
 
     return HFEngine(str(job.model_path), job.engine_cfg, job.sampling.seed, adapters)
 

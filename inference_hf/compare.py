@@ -16,9 +16,9 @@ from typing import Any, Sequence
 
 from inference_core.config import CONF_DIR, register_resolvers
 from inference_core.engine import Engine, GenerationRequest
-from inference_core.job import Job, prepare_job
-from inference_core.pipeline import all_prompts
-from inference_core.summary import describe_device, throughput
+from inference_core.run.job import Job, prepare_job
+from inference_core.run.pipeline import all_prompts
+from inference_core.rundir.facts import describe_device, throughput
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ def measure(engine: Engine, job: Job, requests: Sequence[GenerationRequest]) -> 
 def run(job: Job) -> list[dict[str, Any]]:
     from inference_vllm.engine import VLLMEngine
 
-    from .engine import HFEngine, default_engine_cfg
+    from inference_hf.engine import HFEngine, default_engine_cfg
 
     requests = requests_of(job)
     rows = []

@@ -13,7 +13,7 @@ import time
 from contextlib import nullcontext
 from typing import Any, ContextManager, Iterator, Mapping, Sequence
 
-from inference_core.adapters import Adapter
+from inference_core.model.adapters import Adapter
 from inference_core.engine import Completion, GenerationRequest, SamplingSettings
 
 log = logging.getLogger(__name__)

@@ -10,8 +10,8 @@ from omegaconf import DictConfig
 
 from inference_core.cli import check_group_choices, run_cli
 from inference_core.config import register_resolvers
-from inference_core.adapters import Adapter
-from inference_core.job import Job
+from inference_core.model.adapters import Adapter
+from inference_core.run.job import Job
 
 log = logging.getLogger("inference_vllm")
 
@@ -21,10 +21,10 @@ ENGINES = ("vllm", "ray")
 
 def start_engine(job: Job, adapters: Sequence[Adapter] = ()):
     if job.engine_name == "ray":  # vLLM workers under Ray Data (a Ray cluster, or local)
-        from .ray_engine import RayEngine
+        from inference_vllm.ray_engine import RayEngine
 
         return RayEngine(str(job.model_path), job.engine_cfg, job.sampling.seed)
-    from .engine import VLLMEngine
+    from inference_vllm.engine import VLLMEngine
 
     return VLLMEngine(str(job.model_path), job.engine_cfg, job.sampling.seed, adapters)
 

@@ -5,7 +5,7 @@ import logging
 import time
 from typing import Any, Iterator, Mapping, Sequence
 
-from inference_core.adapters import Adapter
+from inference_core.model.adapters import Adapter
 from inference_core.config import ConfigError
 from inference_core.engine import Completion, GenerationRequest, SamplingSettings
 
@@ -138,7 +138,7 @@ class VLLMEngine:
         return self.lora_requests[adapter]
 
     def stats(self) -> dict[str, Any]:
-        from .metrics import engine_metrics
+        from inference_vllm.engine_metrics import engine_metrics
 
         return {"engine_args": self.args, **engine_metrics(self.llm.get_metrics())}
 

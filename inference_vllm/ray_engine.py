@@ -30,7 +30,7 @@ NOT_ENGINE_ARGS = {"name", "extra", "address", "num_cpus", "concurrency", "batch
 
 def engine_kwargs(engine_cfg: Mapping[str, Any], seed: int) -> dict[str, Any]:
     """vLLM engine arguments for the Ray Data replicas: ours left out, unset ones left out."""
-    from .engine import engine_args  # the same mapping as the plain vLLM engine
+    from inference_vllm.engine import engine_args  # the same mapping as the plain vLLM engine
 
     args = engine_args({k: v for k, v in engine_cfg.items()
                         if k not in NOT_ENGINE_ARGS - {"name", "extra"}})

@@ -9,7 +9,7 @@ import orjson
 import pytest
 
 from inference_core.engine import BorrowedEngine
-from inference_core.model_store import ensure_default_model
+from inference_core.model.store import ensure_default_model
 
 REPO = Path(__file__).resolve().parent.parent
 DATA = REPO / "data"

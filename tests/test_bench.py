@@ -10,12 +10,12 @@ from omegaconf import OmegaConf
 
 from conftest import DATA, REPO, compose
 from inference_core.config import ConfigError
-from inference_core.dataset import load_dataset
-from inference_vllm.bench import ROWS, parse_args
-from inference_vllm.bench_report import RATIOS
-from inference_vllm.metrics import metrics_delta
+from inference_core.data.loader import load_dataset
+from inference_vllm.bench.speed import ROWS, parse_args
+from inference_vllm.bench.report import RATIOS
+from inference_vllm.engine_metrics import metrics_delta
 from inference_vllm.engine import engine_args
-from inference_vllm.synthetic import write_synthetic_dataset
+from inference_vllm.bench.synthetic import write_synthetic_dataset
 
 OUR_KEYS = {"name", "extra", "speculative", "num_speculative_tokens", "prompt_lookup_max",
             "prompt_lookup_min", "draft_model"}
@@ -134,7 +134,7 @@ def test_metrics_delta_counts_one_row():
 
 @pytest.mark.engine
 def test_tiny_bench_writes_every_row_and_ratio(vllm_engine, tmp_path):
-    from inference_vllm.bench import run_bench
+    from inference_vllm.bench.speed import run_bench
 
     out = tmp_path / "bench"
     run_bench(parse_args(["--tiny", "--out", str(out)]), engine=vllm_engine)

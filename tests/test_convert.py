@@ -12,8 +12,8 @@ from typing import Any
 import orjson
 import pytest
 
-from inference_core.convert import SourceError, convert_cornell, convert_dmsc
-from inference_core.convert.__main__ import main
+from inference_core.data.convert import SourceError, convert_cornell, convert_dmsc
+from inference_core.data.convert.cli import main
 
 FIXTURES = Path(__file__).parent / "fixtures" / "convert"
 CORNELL = FIXTURES / "cornell"

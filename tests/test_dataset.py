@@ -6,8 +6,8 @@ import logging
 import pytest
 
 from conftest import DATA, dialogue_item, user_record, write_dataset
-from inference_core.dataset import InputError, load_dataset
-from inference_core.records import Location
+from inference_core.data.loader import InputError, load_dataset
+from inference_core.data.records import Location
 
 
 def test_sample_datasets_load_with_history_oldest_first():

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from conftest import DATA, REPO, compose
-from inference_core.job import prepare_job
-from inference_core.pipeline import run_job
+from inference_core.run.job import prepare_job
+from inference_core.run.pipeline import run_job
 from inference_hf.__main__ import start_engine
 from test_vllm_pipeline import assert_complete_run
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 import pytest
 
 from conftest import DATA, compose, dialogue_item, user_record, write_dataset
-from inference_core.convert import convert_cornell, convert_dmsc
-from inference_core.dataset import load_dataset
-from inference_core.job import prepare_job
-from inference_core.pipeline import run_job
-from inference_core.prompts import Ablation, PromptBuilder, PromptStyle, build_prompts
+from inference_core.data.convert import convert_cornell, convert_dmsc
+from inference_core.data.loader import load_dataset
+from inference_core.run.job import prepare_job
+from inference_core.run.pipeline import run_job
+from inference_core.prompts.builder import Ablation, PromptBuilder, PromptStyle, build_prompts
 from test_convert import CORNELL, DMSC
 from test_vllm_pipeline import assert_complete_run, load
 

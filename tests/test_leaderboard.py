@@ -9,9 +9,10 @@ from typing import Any
 import orjson
 import pytest
 
-from inference_core import evaluate, leaderboard
-from inference_core.evaluate import evaluate_run
-from inference_core.leaderboard import collect_rows, write_leaderboard
+from inference_core.evaluation import leaderboard
+from inference_core.evaluation import scoring as evaluate
+from inference_core.evaluation.scoring import evaluate_run
+from inference_core.evaluation.leaderboard import collect_rows, write_leaderboard
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -9,14 +9,14 @@ import orjson
 import pytest
 
 from conftest import REPO, compose
-from inference_core.adapters import ADAPTER_CONFIG
+from inference_core.model.adapters import ADAPTER_CONFIG
 from inference_core.cli import run_cli
 from inference_core.config import ConfigError
 from inference_core.engine import BorrowedEngine, GenerationRequest, SamplingSettings
-from inference_core.job import prepare_job, prepare_jobs
-from inference_core.pipeline import run_job
-from inference_core.writers import SUMMARY_FILE, iter_user_files, read_json
-from inference_vllm.bench_lora import make_random_adapter
+from inference_core.run.job import prepare_job, prepare_jobs
+from inference_core.run.pipeline import run_job
+from inference_core.rundir.writers import SUMMARY_FILE, iter_user_files, read_json
+from inference_vllm.bench.lora import make_random_adapter
 
 TINY = ["sampling=greedy", "sampling.num_samples=1", "sampling.max_tokens=12", "max_users=3"]
 ABLATIONS = ("profile_only", "history_only")
@@ -36,7 +36,7 @@ def lora_engine(model_path: Path, adapter_folder: Path) -> Iterator[BorrowedEngi
     """One vLLM engine with both adapters, borrowed by every run in this module."""
     from omegaconf import OmegaConf
 
-    from inference_core.adapters import read_adapter
+    from inference_core.model.adapters import read_adapter
     from inference_vllm.engine import VLLMEngine
 
     cfg = OmegaConf.load(REPO / "conf" / "engine" / "vllm.yaml")
@@ -156,7 +156,7 @@ def test_two_adapters_in_one_run_equal_two_separate_runs(adapter_folder, lora_en
 
 @pytest.mark.engine
 def test_transformers_engine_switches_adapters_per_batch(adapter_folder, model_path, tokenizer):
-    from inference_core.adapters import read_adapter
+    from inference_core.model.adapters import read_adapter
     from inference_hf.engine import HFEngine
 
     ids = tuple(tokenizer("The cat sat on the", add_special_tokens=False)["input_ids"])
@@ -182,7 +182,7 @@ def test_transformers_engine_switches_adapters_per_batch(adapter_folder, model_p
 @pytest.mark.engine
 def test_lora_benchmark_compares_one_engine_with_one_run_per_adapter(adapter_folder, lora_engine,
                                                                       tmp_path):
-    from inference_vllm.bench_lora import parse_args, render, run
+    from inference_vllm.bench.lora import parse_args, render, run
 
     args = parse_args(["--adapters", str(adapter_folder), "--max-users", "1", "--max-tokens", "4",
                        "--num-samples", "1", "--out", str(tmp_path)])

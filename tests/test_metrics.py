@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from rouge_score import rouge_scorer
 
-from inference_core.metrics import (
+from inference_core.evaluation.metrics import (
     CharTokenizer,
     ItemInput,
     bleu_tokenize,

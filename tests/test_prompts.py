@@ -5,8 +5,8 @@ import re
 
 import pytest
 
-from inference_core.prompts import Ablation, Prompt, PromptBuilder, PromptStyle, build_prompts
-from inference_core.records import HistoryItem, Location, TestItem, Turn, UserRecord
+from inference_core.prompts.builder import Ablation, Prompt, PromptBuilder, PromptStyle, build_prompts
+from inference_core.data.records import HistoryItem, Location, TestItem, Turn, UserRecord
 
 ABLATIONS = {
     "profile_and_history_and_context": (True, True, True),

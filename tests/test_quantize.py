@@ -18,11 +18,11 @@ from hydra import compose, initialize_config_dir
 
 from inference_core.config import CONF_DIR, ConfigError, register_resolvers
 from inference_core.engine import GenerationRequest, SamplingSettings
-from inference_core.job import prepare_job
-from inference_core.quant_info import linear_input_sizes, quantization_info
-from inference_core.quant_quality import chrf_between, is_degenerate
-from inference_core.quantize import calibration_prompts, effective_group_size
-from inference_core.writers import SUMMARY_FILE, iter_user_files, read_json
+from inference_core.run.job import prepare_job
+from inference_core.model.quantization import linear_input_sizes, quantization_info
+from inference_core.evaluation.quant_quality import chrf_between, is_degenerate
+from inference_core.quantize.calibrate import calibration_prompts, effective_group_size
+from inference_core.rundir.writers import SUMMARY_FILE, iter_user_files, read_json
 
 REPO = Path(__file__).resolve().parent.parent
 QUANT_PYTHON = REPO / ".venv-quant" / "bin" / "python"
@@ -162,7 +162,7 @@ def test_quantize_then_generate(quantized, tmp_path: Path, model_path: Path, tok
 @pytest.mark.engine
 @NO_QUANT_VENV
 def test_benchmark_sets_a_model_beside_its_quantized_copy(quantized, tmp_path: Path, capsys):
-    from inference_vllm.bench_quant import main
+    from inference_vllm.bench.quant import main
 
     assert main(["--quantized", str(quantized[0]), "--engine", "hf", "--max-users", "1",
                  "--max-tokens", "8", "--out", str(tmp_path), "model.max_model_len=1024"]) == 0

@@ -17,11 +17,12 @@ import orjson
 import pytest
 
 from conftest import dialogue_item, user_record, write_dataset
-from inference_core import leaderboard, report
-from inference_core.dataset import load_dataset
-from inference_core.job import file_digest
-from inference_core.prompts import Ablation, PromptBuilder, PromptStyle, build_prompts
-from inference_core.writers import REPORT_FILE, safe_user_filename
+from inference_core.evaluation import leaderboard
+from inference_core.report import page as report
+from inference_core.data.loader import load_dataset
+from inference_core.run.job import file_digest
+from inference_core.prompts.builder import Ablation, PromptBuilder, PromptStyle, build_prompts
+from inference_core.rundir.writers import REPORT_FILE, safe_user_filename
 
 EVIL_ID = "<script>alert(1)</script>\"&'id"
 EVIL_NAME = "<script>alert(\"name\")</script> & 'Bob'"
@@ -166,8 +167,8 @@ def test_finish_writes_the_report_unless_turned_off(tmp_path: Path, model_path: 
     from dataclasses import replace
 
     from conftest import compose
-    from inference_core import pipeline
-    from inference_core.job import prepare_job
+    from inference_core.run import pipeline
+    from inference_core.run.job import prepare_job
 
     written: list[Path] = []
     monkeypatch.setattr(pipeline, "merge_run", lambda out, count: {"skipped_items": []})

@@ -7,10 +7,10 @@ import sys
 import pytest
 
 from conftest import DATA, REPO, compose
-from inference_core.job import prepare_job
-from inference_core.merge import main as merge_main
-from inference_core.pipeline import run_job
-from inference_core.shards import assign_shards
+from inference_core.run.job import prepare_job
+from inference_core.rundir.merge import main as merge_main
+from inference_core.run.pipeline import run_job
+from inference_core.run.shards import assign_shards
 from test_interrupts import finished
 from test_vllm_pipeline import assert_complete_run
 
@@ -31,9 +31,9 @@ def test_assignment_is_deterministic_and_balanced():
 @pytest.mark.parametrize("ablation", ["profile_and_history_and_context", "context_only"])
 def test_split_estimate_follows_the_real_prompt_tokens(tokenizer, dataset, ablation):
     """Shards split users by an estimate made before tokenizing: close to what gets built."""
-    from inference_core.dataset import load_dataset
-    from inference_core.prompts import PromptBuilder, build_prompts
-    from inference_core.shards import CHARS_PER_TOKEN
+    from inference_core.data.loader import load_dataset
+    from inference_core.prompts.builder import PromptBuilder, build_prompts
+    from inference_core.run.shards import CHARS_PER_TOKEN
 
     job = prepare_job(compose(f"dataset={dataset}", f"ablation={ablation}"))
     data = load_dataset(job.dataset_name, job.dataset_path, job.references_file, None)

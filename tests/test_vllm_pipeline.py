@@ -10,8 +10,8 @@ import orjson
 import pytest
 
 from conftest import DATA, REPO, compose, dialogue_item, user_record, write_dataset
-from inference_core.job import prepare_job
-from inference_core.pipeline import run_job
+from inference_core.run.job import prepare_job
+from inference_core.run.pipeline import run_job
 
 pytestmark = pytest.mark.engine
 SUMMARY_KEYS = {"checkpoint", "dataset", "ablation_config", "engine", "num_users", "num_data_items",

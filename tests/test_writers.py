@@ -6,8 +6,8 @@ import os
 import orjson
 import pytest
 
-from inference_core.records import Location
-from inference_core.writers import (fill_leaderboard, safe_user_filename, user_file_path,
+from inference_core.data.records import Location
+from inference_core.rundir.writers import (fill_leaderboard, safe_user_filename, user_file_path,
                                     write_json_atomic)
 
 HOSTILE_IDS = ["../../etc/passwd", "a/b\\c:d*?", "", "x" * 500, "用户😀", ".", "..", "CON",

@@ -1,0 +1,278 @@
+"""Load a benchmark folder (train.json + test_leaderboard.json) into UserRecords.
+
+The files are large, hand-made and messy: every odd field gets a warning naming the file,
+record index and field, and is coerced where its meaning is plain; an item whose meaning is not
+plain is skipped (and listed in the summary), never guessed at.
+"""
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import orjson
+
+from inference_core.data.records import Dataset, HistoryItem, Location, SkippedItem, TestItem, Turn, UserRecord
+
+log = logging.getLogger(__name__)
+
+TRAIN_FILE = "train.json"
+TEST_FILE = "test_leaderboard.json"
+MAX_LOGGED_WARNINGS = 25
+
+
+class InputError(ValueError):
+    """Input that cannot be used at all (not JSON, not a list of records, missing files)."""
+
+
+@dataclass
+class Problems:
+    """Collects warnings about the input; logs the first few in full and counts the rest."""
+
+    counts: Counter = field(default_factory=Counter)
+
+    def warn(self, where: str, message: str) -> None:
+        self.counts[message] += 1
+        total = sum(self.counts.values())
+        if total <= MAX_LOGGED_WARNINGS:
+            log.warning("%s: %s", where, message)
+        elif total == MAX_LOGGED_WARNINGS + 1:
+            log.warning("more input warnings follow; only their counts are logged")
+
+    def log_totals(self) -> None:
+        for message, n in self.counts.most_common():
+            if n > 1:
+                log.warning("%d times: %s", n, message)
+
+
+def read_json_array(path: Path) -> list[Any]:
+    """The whole file as a list of records, or one InputError naming the file."""
+    try:
+        data = orjson.loads(path.read_bytes())
+    except FileNotFoundError:
+        raise InputError(f"{path}: file not found") from None
+    except orjson.JSONDecodeError as err:
+        raise InputError(f"{path}: not valid JSON ({err})") from None
+    if not isinstance(data, list):
+        raise InputError(f"{path}: expected a JSON array of user records, got {type(data).__name__}")
+    return data
+
+
+def as_text(value: Any, where: str, problems: Problems) -> str | None:
+    """A string field: numbers become their text, anything else non-string is None."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        problems.warn(where, f"number {value!r} used as text")
+        return str(value)
+    if value is not None:
+        problems.warn(where, f"expected text, got {type(value).__name__}; ignored")
+    return None
+
+
+def parse_turns(value: Any, where: str, problems: Problems) -> tuple[Turn, ...] | None:
+    """A context list; a bare string is one turn. None when it cannot be read."""
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        problems.warn(where, "context is a string, not a list; used as one turn")
+        return (Turn("", value),)
+    if not isinstance(value, list):
+        problems.warn(where, f"context is a {type(value).__name__}, not a list")
+        return None
+    turns = []
+    for t_i, turn in enumerate(value):
+        here = f"{where}[{t_i}]"
+        if isinstance(turn, str):
+            turns.append(Turn("", turn))
+            continue
+        if not isinstance(turn, dict):
+            problems.warn(here, f"turn is a {type(turn).__name__}; dropped")
+            continue
+        content = as_text(turn.get("content"), f"{here}.content", problems)
+        if content is None:
+            problems.warn(f"{here}.content", "missing or null content; turn dropped")
+            continue
+        turns.append(Turn(as_text(turn.get("source"), f"{here}.source", problems) or "", content))
+    return tuple(turns)
+
+
+def iter_items(record: Any, where: str, problems: Problems) -> Iterator[tuple[int, int, Any, str]]:
+    """(collection index, item index, raw item, collection description) of one record."""
+    task = record.get("task")
+    if not isinstance(task, dict):
+        problems.warn(f"{where}.task", "missing or not an object; record has no items")
+        return
+    collections = task.get("task_behavior_collections")
+    if not isinstance(collections, list):
+        problems.warn(f"{where}.task.task_behavior_collections", "missing or not a list; no items")
+        return
+    for c_i, col in enumerate(collections):
+        here = f"{where}.task.task_behavior_collections[{c_i}]"
+        if not isinstance(col, dict) or not isinstance(col.get("data"), list):
+            problems.warn(f"{here}.data", "missing or not a list; collection skipped")
+            continue
+        desc = as_text(col.get("type_desc"), f"{here}.type_desc", problems) or ""
+        for d_i, item in enumerate(col["data"]):
+            yield c_i, d_i, item, desc
+
+
+def user_hash_of(record: Any, where: str, problems: Problems) -> str | None:
+    if not isinstance(record, dict):
+        problems.warn(where, f"record is a {type(record).__name__}, not an object; skipped")
+        return None
+    value = record.get("user_hash")
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        problems.warn(f"{where}.user_hash", "number used as id")
+        return str(value)
+    if not isinstance(value, str):
+        problems.warn(f"{where}.user_hash", "missing or not a string; record skipped")
+        return None
+    return value
+
+
+def load_history(records: list[Any], file_name: str, problems: Problems,
+                 ) -> dict[str, list[HistoryItem]]:
+    """Every train item per user_hash, oldest first (items without a timestamp count as oldest)."""
+    history: dict[str, list[HistoryItem]] = {}
+    for r_i, record in enumerate(records):
+        where = f"{file_name}[{r_i}]"
+        user_hash = user_hash_of(record, where, problems)
+        if user_hash is None:
+            continue
+        items = history.setdefault(user_hash, [])
+        for c_i, d_i, raw, _ in iter_items(record, where, problems):
+            item = parse_history_item(raw, f"{where}...[{c_i}].data[{d_i}]", problems)
+            if item is not None:
+                items.append(item)
+    for items in history.values():
+        items.sort(key=lambda h: (h.timestamp is not None, h.timestamp or ""))
+    return history
+
+
+def parse_history_item(raw: Any, where: str, problems: Problems) -> HistoryItem | None:
+    if not isinstance(raw, dict):
+        problems.warn(where, f"item is a {type(raw).__name__}, not an object; skipped")
+        return None
+    text = as_text(raw.get("continuation"), f"{where}.continuation", problems)
+    if not text:
+        return None  # a past item with nothing the user said teaches nothing
+    context = parse_turns(raw.get("context"), f"{where}.context", problems) or ()
+    prefix = as_text(raw.get("continuation_prefix"), f"{where}.continuation_prefix", problems)
+    stamp = as_text(raw.get("timestamp"), f"{where}.timestamp", problems)
+    return HistoryItem(context, prefix or "", text, stamp)
+
+
+def parse_test_item(raw: Any, loc: Location, desc: str, where: str, problems: Problems,
+                    references: dict[str, str]) -> TestItem | str:
+    """A TestItem, or the reason it cannot be generated."""
+    if not isinstance(raw, dict):
+        return f"item is a {type(raw).__name__}, not an object"
+    context = parse_turns(raw.get("context"), f"{where}.context", problems)
+    if context is None:
+        return "context is neither a list nor text"
+    prefix = as_text(raw.get("continuation_prefix"), f"{where}.continuation_prefix", problems)
+    reference = as_text(raw.get("continuation"), f"{where}.continuation", problems)
+    if reference is None:
+        reference = references.get(loc.key())
+    return TestItem(loc, context, prefix or "", reference, desc)
+
+
+def as_object(value: Any, where: str, problems: Problems) -> dict[str, Any]:
+    if value is None or isinstance(value, dict):
+        return value or {}
+    problems.warn(where, f"expected an object, got {type(value).__name__}; ignored")
+    return {}
+
+
+def load_references(path: Path) -> dict[str, str]:
+    """Optional references.json beside the test file: {"record/collection/item": text}."""
+    if not path.is_file():
+        return {}
+    data = orjson.loads(path.read_bytes())
+    if not isinstance(data, dict):
+        raise InputError(f"{path}: expected an object keyed by 'record/collection/item'")
+    return {str(k): v for k, v in data.items() if isinstance(v, str)}
+
+
+def holdout_last(train: list[Any], history: dict[str, list[HistoryItem]]) -> list[Any]:
+    """Each train user's newest item as a test record with its reference, taken out of history.
+
+    Lets any dataset be scored, even one whose test file has no references.
+    """
+    records, seen = [], set()
+    for record in train:
+        user_hash = record.get("user_hash") if isinstance(record, dict) else None
+        if not isinstance(user_hash, str) or user_hash in seen or not history.get(user_hash):
+            continue
+        seen.add(user_hash)
+        last = history[user_hash].pop()  # popped: the reference must not stay in the prompt
+        item = {"context": [{"source": t.source, "content": t.content} for t in last.context],
+                "continuation_prefix": last.prefix, "continuation": last.text,
+                "timestamp": last.timestamp}
+        task = record.get("task") if isinstance(record.get("task"), dict) else {}
+        records.append({"user_hash": user_hash, "user": record.get("user"), "task": {
+            "description": task.get("description"),
+            "task_behavior_collections": [{"type": "holdout", "type_desc": "", "data": [item]}]}})
+    return records
+
+
+def load_dataset(name: str, folder: str | Path, references_file: str | None = None,
+                 max_users: int | None = None, holdout: str | None = None) -> Dataset:
+    """Read both files and merge them into one UserRecord per test user, in test-file order.
+
+    holdout="last" ignores the test file: each user's newest train item becomes the test item.
+    """
+    folder = Path(folder)
+    problems = Problems()
+    train = read_json_array(folder / TRAIN_FILE)
+    history = load_history(train, TRAIN_FILE, problems)
+    test_path = folder / TEST_FILE
+    if holdout == "last":
+        raw_test, references = holdout_last(train, history), {}
+    elif holdout is None:
+        raw_test = read_json_array(test_path)
+        references = load_references(folder / references_file) if references_file else {}
+    else:
+        raise InputError(f"dataset.holdout={holdout!r}: only null or 'last' are known")
+    users: dict[str, dict[str, Any]] = {}
+    skipped: list[SkippedItem] = []
+    for r_i, record in enumerate(raw_test):
+        where = f"{test_path.name}[{r_i}]"
+        user_hash = user_hash_of(record, where, problems)
+        if user_hash is None:
+            skipped.append(SkippedItem(Location(r_i, -1, -1), None, "record has no usable user_hash"))
+            continue
+        if user_hash not in users:
+            if max_users is not None and len(users) >= max_users:
+                continue
+            users[user_hash] = {"record": record, "where": where, "items": []}
+        for c_i, d_i, raw, desc in iter_items(record, where, problems):
+            loc = Location(r_i, c_i, d_i)
+            here = f"{where}.task.task_behavior_collections[{c_i}].data[{d_i}]"
+            item = parse_test_item(raw, loc, desc, here, problems, references)
+            if isinstance(item, str):
+                problems.warn(here, item + "; item skipped")
+                skipped.append(SkippedItem(loc, user_hash, item))
+            else:
+                users[user_hash]["items"].append(item)
+    problems.log_totals()
+    records = tuple(build_user(h, u, history.get(h, []), problems) for h, u in users.items())
+    return Dataset(name, str(test_path), str(folder / TRAIN_FILE), records, raw_test, tuple(skipped))
+
+
+def build_user(user_hash: str, merged: dict[str, Any], history: list[HistoryItem],
+               problems: Problems) -> UserRecord:
+    record, where = merged["record"], merged["where"]
+    user = as_object(record.get("user"), f"{where}.user", problems)
+    task = record.get("task") if isinstance(record.get("task"), dict) else {}
+    return UserRecord(
+        user_hash=user_hash,
+        profile=as_object(user.get("profile"), f"{where}.user.profile", problems),
+        personality=as_object(user.get("personality"), f"{where}.user.personality", problems),
+        description=as_text(task.get("description"), f"{where}.task.description", problems) or "",
+        history=tuple(history),
+        items=tuple(merged["items"]),
+    )

@@ -1,0 +1,210 @@
+"""What a run's report page shows, as plain data for the page's JSON.
+
+The user files hold samples, token counts and references, but not the item's cue and context
+nor the prompt: those come from the dataset (load_dataset, checked against the digest in run.json)
+and from rebuilding the prompts with the run's recorded settings and the checkpoint's tokenizer.
+Storing prompts in the user files would grow them by the whole history for every item. When the
+dataset or the checkpoint cannot be reached, the page is still made, without those parts, and a
+note says why.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from inference_core.data.loader import TEST_FILE, TRAIN_FILE, load_dataset
+from inference_core.prompts.builder import Ablation, PromptStyle, PromptBuilder, build_prompts, render_cue
+from inference_core.data.records import Dataset, TestItem, UserRecord
+from inference_core.rundir.resume import IDENTITY_FILE
+from inference_core.rundir.writers import read_json
+
+log = logging.getLogger(__name__)
+
+CONTEXT_TURNS = 4  # the last turns before the cue shown on a card
+Key = tuple[str, str]  # (user_hash, "record/collection/item")
+
+
+@dataclass(frozen=True)
+class ItemContext:
+    """An item's cue and its last context turns, from the dataset."""
+
+    cue: str
+    turns: tuple[tuple[str, str], ...]
+    total_turns: int
+
+
+@dataclass(frozen=True)
+class RebuiltPrompt:
+    text: str
+    num_tokens: int
+
+
+@dataclass(frozen=True)
+class Extras:
+    """The parts that need the dataset and the checkpoint; empty where they were unreachable."""
+
+    contexts: Mapping[Key, ItemContext]
+    prompts: Mapping[Key, RebuiltPrompt]
+    notes: tuple[str, ...]
+
+
+def _note(notes: list[str], message: str) -> None:
+    log.warning("report: %s", message)
+    notes.append(message)
+
+
+def read_identity(run_dir: Path, notes: list[str]) -> dict[str, Any] | None:
+    path = run_dir / IDENTITY_FILE
+    if not path.is_file():
+        _note(notes, f"no {IDENTITY_FILE} in the run folder: cues, context and prompts are not shown")
+        return None
+    try:
+        return read_json(path)
+    except (OSError, ValueError) as exc:
+        _note(notes, f"{IDENTITY_FILE} unreadable ({exc}): cues, context and prompts are not shown")
+        return None
+
+
+def _load_run_dataset(identity: dict[str, Any], notes: list[str]) -> Dataset | None:
+    """The run's dataset as the run saw it, or None (with a note) when it is gone or changed."""
+    from inference_core.run.job import file_digest
+
+    folder = Path(str(identity.get("dataset_path") or ""))
+    holdout = identity.get("holdout")
+    source = folder / (TRAIN_FILE if holdout else TEST_FILE)
+    try:
+        if not source.is_file():
+            _note(notes, f"dataset file {source} is not reachable: cues, context and prompts "
+                         "are not shown")
+            return None
+        expected = identity.get("test_file_sha256")
+        if expected and file_digest(source) != expected:
+            _note(notes, f"{source} changed since the run: cues, context and prompts are not shown")
+            return None
+        return load_dataset(str(identity.get("dataset") or ""), folder, None,
+                            identity.get("max_users"), holdout)
+    except (OSError, ValueError) as exc:
+        _note(notes, f"dataset {folder} could not be read ({exc}): cues, context and prompts "
+                     "are not shown")
+        return None
+
+
+def item_context(user: UserRecord, item: TestItem) -> ItemContext:
+    turns = tuple((t.source, t.content) for t in item.context[-CONTEXT_TURNS:])
+    return ItemContext(render_cue(user, item), turns, len(item.context))
+
+
+def _prompt_builder(identity: dict[str, Any], tokenizer: Any) -> PromptBuilder:
+    parts = identity["ablation_parts"]
+    ablation = Ablation(str(identity["ablation_config"]), bool(parts["profile"]),
+                        bool(parts["history"]), bool(parts["context"]))
+    budget = int(identity["max_model_len"]) - int(identity["sampling_params"]["max_tokens"])
+    return PromptBuilder(tokenizer, PromptStyle(**identity["prompt_style"]), ablation, budget,
+                         identity.get("chat_template_kwargs"))
+
+
+def rebuild_prompts(identity: dict[str, Any], users: Sequence[UserRecord], notes: list[str],
+                    ) -> dict[Key, RebuiltPrompt]:
+    """Every item's prompt as the engine got it: same builder, same settings, decoded ids."""
+    from inference_core.run.pipeline import load_tokenizer
+
+    checkpoint = str(identity.get("checkpoint") or "")
+    try:
+        tokenizer = load_tokenizer(Path(checkpoint))
+        prompts, _ = build_prompts(_prompt_builder(identity, tokenizer), users)
+        return {(p.user_hash, p.location.key()): RebuiltPrompt(
+            tokenizer.decode(list(p.token_ids), skip_special_tokens=False,
+                             clean_up_tokenization_spaces=False), p.num_tokens)
+            for p in prompts}
+    except Exception as exc:  # noqa: BLE001 - tokenizers fail in many ways; the page must be made
+        _note(notes, f"full prompts are not shown: could not rebuild them with the tokenizer of "
+                     f"{checkpoint} ({type(exc).__name__}: {exc})")
+        return {}
+
+
+def load_extras(run_dir: Path, user_hashes: set[str], with_prompts: bool = True) -> Extras:
+    """Cues, context and prompts for the run's users, as far as they can be had."""
+    notes: list[str] = []
+    identity = read_identity(run_dir, notes)
+    dataset = _load_run_dataset(identity, notes) if identity else None
+    if identity is None or dataset is None:
+        return Extras({}, {}, tuple(notes))
+    users = [u for u in dataset.users if u.user_hash in user_hashes]
+    contexts = {(u.user_hash, it.location.key()): item_context(u, it)
+                for u in users for it in u.items}
+    prompts = rebuild_prompts(identity, users, notes) if with_prompts else {}
+    return Extras(contexts, prompts, tuple(notes))
+
+
+def location_key(item: dict[str, Any]) -> str:
+    loc = item.get("location") or {}
+    return f"{loc.get('record')}/{loc.get('collection')}/{loc.get('item')}"
+
+
+def _location_order(item: dict[str, Any]) -> tuple[int, int, int]:
+    loc = item.get("location") or {}
+    values = (loc.get("record"), loc.get("collection"), loc.get("item"))
+    return tuple(v if isinstance(v, int) else -1 for v in values)  # type: ignore[return-value]
+
+
+class PromptPacker:
+    """Prompt texts for the page: a user's shared prefix stored once, within a size budget."""
+
+    def __init__(self, budget_chars: int) -> None:
+        self.prefixes: list[str] = []
+        self.left = budget_chars
+        self.omitted = 0
+
+    def pack_user(self, texts: Sequence[str | None]) -> list[tuple[int | None, str | None]]:
+        present = [t for t in texts if t is not None]
+        if not present:
+            return [(None, None)] * len(texts)
+        shared = os.path.commonprefix(present)
+        cost = len(shared) + sum(len(t) - len(shared) for t in present)
+        if cost > self.left:
+            self.omitted += len(present)
+            return [(None, None)] * len(texts)
+        self.left -= cost
+        self.prefixes.append(shared)
+        index = len(self.prefixes) - 1
+        return [(index, t[len(shared):]) if t is not None else (None, None) for t in texts]
+
+
+def _card(user_index: int, item: dict[str, Any], context: ItemContext | None,
+          prompt: RebuiltPrompt | None, packed: tuple[int | None, str | None]) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "u": user_index, "loc": location_key(item), "pt": item.get("prompt_tokens"),
+        "tr": bool(item.get("truncated")), "s": list(item.get("generated_samples") or []),
+        "fr": list(item.get("finish_reasons") or []), "ot": list(item.get("output_tokens") or []),
+        "ref": item.get("reference"), "pp": packed[0], "ps": packed[1],
+    }
+    if context is not None:
+        out |= {"cue": context.cue, "ctx": [list(t) for t in context.turns],
+                "nctx": context.total_turns}
+    if prompt is not None and prompt.num_tokens != item.get("prompt_tokens"):
+        out["pm"] = prompt.num_tokens  # the rebuilt prompt differs from what the run recorded
+    return out
+
+
+def build_payload(docs: Sequence[dict[str, Any]], extras: Extras, prompt_budget_chars: int,
+                  ) -> dict[str, Any]:
+    """Users and one card per item, users in test-file order, items by location."""
+    ordered = sorted(docs, key=lambda d: min(map(_location_order, d.get("items") or [{}])))
+    packer = PromptPacker(prompt_budget_chars)
+    users: list[dict[str, Any]] = []
+    cards: list[dict[str, Any]] = []
+    for index, doc in enumerate(ordered):
+        user_hash = str(doc.get("user_hash"))
+        users.append({"id": user_hash, "name": doc.get("profile_name")})
+        items = sorted(doc.get("items") or [], key=_location_order)
+        keys = [(user_hash, location_key(it)) for it in items]
+        prompts = [extras.prompts.get(k) for k in keys]
+        packed = packer.pack_user([p.text if p else None for p in prompts])
+        cards += [_card(index, it, extras.contexts.get(k), p, pk)
+                  for it, k, p, pk in zip(items, keys, prompts, packed)]
+    return {"users": users, "items": cards, "prefixes": packer.prefixes,
+            "promptsOmitted": packer.omitted}

@@ -1,0 +1,169 @@
+"""One run's settings, resolved and checked from the Hydra config before any model loads."""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from inference_core import config as conf
+from inference_core.model.adapters import Adapter, adapter_pairs, is_adapter, pair_config, read_adapter
+from inference_core.data.loader import TEST_FILE, TRAIN_FILE
+from inference_core.engine import SamplingSettings
+from inference_core.model.store import ensure_default_model, offline_hub
+from inference_core.prompts.builder import Ablation, PromptStyle
+
+HOLDOUT_FILE = "holdout_test.json"
+
+
+@dataclass(frozen=True)
+class Job:
+    output_dir: Path
+    dataset_name: str
+    # "en" or "zh": how the metrics tokenize references and samples.
+    language: str
+    dataset_path: Path
+    references_file: str | None
+    # The checkpoint the engine loads: the base model when `adapter` is set.
+    model_path: Path
+    model_name: str
+    adapter: Adapter | None
+    chat_template_kwargs: dict[str, Any]
+    engine_name: str
+    engine_cfg: dict[str, Any]
+    max_model_len: int
+    sampling: SamplingSettings
+    blank_retries: int
+    ablation: Ablation
+    style: PromptStyle
+    max_users: int | None
+    holdout: str | None
+    overwrite: bool
+    allow_skips: bool
+    evaluate: bool
+    report: bool
+    shard_count: int
+    shard_index: int
+
+    @property
+    def test_file(self) -> Path:
+        """The file the leaderboard fills: the dataset's, or the one a holdout derives."""
+        return self.output_dir / HOLDOUT_FILE if self.holdout else self.dataset_path / TEST_FILE
+
+    def identity(self) -> dict[str, Any]:
+        """What makes two runs the same run: resuming is only allowed when all of it matches."""
+        return {
+            "checkpoint": str(self.model_path),
+            "adapter": str(self.adapter.path) if self.adapter else None,
+            "model_name": self.model_name,
+            "dataset": self.dataset_name,
+            "language": self.language,
+            "dataset_path": str(self.dataset_path),
+            "test_file": str(self.test_file),
+            "test_file_sha256": file_digest(
+                self.dataset_path / (TRAIN_FILE if self.holdout else TEST_FILE)),
+            "holdout": self.holdout,
+            "ablation_config": self.ablation.name,
+            "ablation_parts": {"profile": self.ablation.profile, "history": self.ablation.history,
+                               "context": self.ablation.context},
+            "prompt_style": self.style.__dict__,
+            "chat_template_kwargs": self.chat_template_kwargs,
+            "max_model_len": self.max_model_len,
+            "max_users": self.max_users,
+            "sampling_params": self.sampling.as_dict(),
+        }
+
+
+def file_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def prepare_job(cfg: DictConfig, shard: tuple[int, int] | None = None) -> Job:
+    """Every check that needs no model weights; raises ConfigError with one clear line.
+
+    `shard` = (count, index) overrides cfg.shard (torchrun ranks set it from the environment).
+    """
+    offline_hub()
+    dataset_path = conf.check_data_folder(cfg)
+    if int(cfg.sampling.num_samples) < 1:
+        raise conf.ConfigError(f"sampling.num_samples={cfg.sampling.num_samples} must be at least 1")
+    adapter = None
+    if cfg.model.path and is_adapter(Path(str(cfg.model.path)).expanduser()):
+        adapter = read_adapter(Path(str(cfg.model.path)).expanduser().resolve(),
+                               cfg.model.get("base_path"))
+        model_path = adapter.base
+        if cfg.engine.name == "ray":
+            raise conf.ConfigError("engine=ray does not serve LoRA adapters yet: use engine=vllm")
+    elif cfg.model.path:
+        model_path = conf.check_model_folder(str(cfg.model.path))
+    else:
+        model_path = ensure_default_model(conf.absolute(str(cfg.cache_dir)))
+    facts = conf.ModelFacts.read(model_path)
+    max_model_len = conf.effective_max_model_len(cfg, facts)
+    conf.check_sampling(cfg, max_model_len)
+    engine_cfg = OmegaConf.to_container(cfg.engine, resolve=True)
+    conf.check_parallelism(engine_cfg, facts)
+    engine_cfg["max_model_len"] = max_model_len
+    holdout = cfg.dataset.get("holdout")
+    if holdout not in (None, "last"):  # checked before run.json is written
+        raise conf.ConfigError(f"dataset.holdout={holdout!r}: choose null or last")
+    count, index = shard or (int(cfg.shard.count), int(cfg.shard.index))
+    if not 0 <= index < count:
+        raise conf.ConfigError(f"shard.index={index} must be in [0, shard.count={count})")
+    model = OmegaConf.to_container(cfg.model, resolve=True)
+    return Job(
+        output_dir=Path(conf.absolute(str(cfg.output_dir))),
+        dataset_name=str(cfg.dataset.name),
+        language=conf.dataset_language(cfg),
+        dataset_path=dataset_path,
+        references_file=cfg.dataset.get("references_file"),
+        model_path=model_path,
+        model_name=str(cfg.model.name),
+        adapter=adapter,
+        chat_template_kwargs=dict(model.get("chat_template_kwargs") or {}),
+        engine_name=str(cfg.engine.name),
+        engine_cfg=engine_cfg,
+        max_model_len=max_model_len,
+        sampling=conf.sampling_settings(cfg),
+        blank_retries=int(cfg.sampling.get("blank_retries", 0)),
+        ablation=conf.ablation(cfg),
+        style=conf.prompt_style(cfg),
+        max_users=cfg.get("max_users"),
+        holdout=holdout,
+        overwrite=bool(cfg.get("overwrite", False)),
+        allow_skips=bool(cfg.get("allow_skips", False)),
+        evaluate=bool(cfg.get("evaluate", True)),
+        report=bool(cfg.get("report", True)),
+        shard_count=count,
+        shard_index=index,
+    )
+
+
+def prepare_jobs(cfg: DictConfig, shard: tuple[int, int] | None = None) -> list[Job]:
+    """One job, or one per (adapter, ablation, dataset) pair of `model.adapters`, all checked.
+
+    The pairs share one engine; each writes the folder a separate run of it would write.
+    """
+    pairs = adapter_pairs(cfg)
+    if not pairs:
+        return [prepare_job(cfg, shard)]
+    jobs = [prepare_job(pair_config(cfg, pair), shard) for pair in pairs]
+    bases = {job.model_path for job in jobs}
+    if len(bases) > 1:
+        raise conf.ConfigError(f"model.adapters: one engine serves one base model, these adapters "
+                               f"need {len(bases)}: {', '.join(sorted(map(str, bases)))}")
+    folders: dict[Path, Path] = {}
+    for job in jobs:
+        if job.output_dir in folders:
+            raise conf.ConfigError(
+                f"model.adapters: {folders[job.output_dir]} and {job.adapter.path} would both "
+                f"write to {job.output_dir}; give them different names or ablations (and keep "
+                f"model.name, ablation.name and dataset.name in output_dir)")
+        folders[job.output_dir] = job.adapter.path
+    return jobs

@@ -1,0 +1,154 @@
+"""Build the run's test_leaderboard.json and inference_summary.json from what is on disk.
+
+User files are the source of truth: a resumed run, several shards and several torchrun ranks
+all end here, so the final files always cover every finished user exactly once.
+`python -m inference_core.merge OUTPUT_DIR` runs it by hand.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+from inference_core.data.loader import read_json_array
+from inference_core.model.quantization import quantization_info
+from inference_core.data.records import Location
+from inference_core.rundir.resume import IDENTITY_FILE
+from inference_core.rundir.facts import throughput, versions
+from inference_core.rundir.writers import (LEADERBOARD_FILE, SUMMARY_FILE, fill_leaderboard, iter_user_files,
+                      read_json, write_json_atomic)
+
+log = logging.getLogger(__name__)
+
+SHARDS_DIR = "shards"
+REPORT_NAME = re.compile(r"(\d+)-of-(\d+)\.json")
+
+
+def shard_report_path(output_dir: Path, index: int, count: int) -> Path:
+    return output_dir / SHARDS_DIR / f"{index}-of-{count}.json"
+
+
+def shard_reports(output_dir: Path, count: int) -> dict[int, dict[str, Any]]:
+    reports = {}
+    for index in range(count):
+        path = shard_report_path(output_dir, index, count)
+        if path.is_file():
+            reports[index] = read_json(path)
+    return reports
+
+
+def collect_user_files(output_dir: Path, raw_test: list[Any]) -> tuple[dict[Location, list[str]], list[dict[str, Any]]]:
+    """Every generated item on disk (checked against the test file), and the files' items."""
+    continuations: dict[Location, list[str]] = {}
+    items: list[dict[str, Any]] = []
+    for path in iter_user_files(output_dir):
+        user = read_json(path)
+        for item in user["items"]:
+            loc = Location(**item["location"])
+            if not owns(raw_test, loc, user["user_hash"]):
+                log.warning("%s: item %s is not this user's item in the test file; ignored",
+                            path, loc.key())
+                continue
+            continuations[loc] = item["generated_samples"]
+            items.append({**item, "user_hash": user["user_hash"]})
+    return continuations, items
+
+
+def owns(raw_test: list[Any], loc: Location, user_hash: str) -> bool:
+    try:
+        record = raw_test[loc.record]
+        record["task"]["task_behavior_collections"][loc.collection]["data"][loc.item]
+    except (IndexError, KeyError, TypeError):
+        return False
+    return str(record.get("user_hash")) == user_hash
+
+
+def merge_run(output_dir: Path, count: int = 1) -> dict[str, Any]:
+    """Write the leaderboard and the summary for the whole run; returns the summary."""
+    identity = read_json(output_dir / IDENTITY_FILE)
+    raw_test = read_json_array(Path(identity["test_file"]))
+    continuations, items = collect_user_files(output_dir, raw_test)
+    write_json_atomic(output_dir / LEADERBOARD_FILE, fill_leaderboard(raw_test, continuations))
+    reports = shard_reports(output_dir, count)
+    summary = build_summary(identity, items, reports, count, output_dir)
+    write_json_atomic(output_dir / SUMMARY_FILE, summary)
+    log.info("%d samples for %d items of %d users; this run generated %d in %.1f s "
+             "(%.2f samples/s); output in %s", summary["total_samples"],
+             summary["num_data_items"], summary["num_users"], summary["samples_generated"],
+             summary["inference_time_seconds"], summary["throughput_samples_per_sec"], output_dir)
+    return summary
+
+
+def build_summary(identity: dict[str, Any], items: list[dict[str, Any]],
+                  reports: dict[int, dict[str, Any]], count: int, output_dir: Path) -> dict[str, Any]:
+    n = identity["sampling_params"]["num_samples"]
+    parts = list(reports.values())
+    seconds = max((r["inference_time_seconds"] for r in parts), default=0.0)
+    generated = sum(r["samples_generated"] for r in parts)
+    new_tokens = sum(r["generated_tokens_this_run"] for r in parts)
+    skipped = {str(s["location"]) + str(s["user_hash"]): s for r in parts for s in r["skipped_items"]}
+    first = parts[0] if parts else {}
+    return {
+        **{k: identity[k] for k in ("checkpoint", "model_name", "dataset", "dataset_path",
+                                    "ablation_config", "ablation_parts", "max_model_len",
+                                    "sampling_params")},
+        # The LoRA adapter applied over `checkpoint` (the base model), if any.
+        "adapter": identity.get("adapter"),
+        "language": identity.get("language"),
+        # The checkpoint's quantization (method, bits, group size, format); null when unquantized.
+        "quantization": quantization_info(identity["checkpoint"]),
+        "engine": first.get("engine"),
+        "output_dir": str(output_dir),
+        "tensor_parallel_size": first.get("tensor_parallel_size", 1),
+        "world_size": first.get("world_size", count),
+        "num_shards": count,
+        "num_users": len({i["user_hash"] for i in items}),
+        "num_data_items": len(items),
+        "num_samples_per_item": n,
+        "total_samples": len(items) * n,
+        "prompt_tokens": sum(i["prompt_tokens"] for i in items),
+        "generated_tokens": sum(sum(i["output_tokens"]) for i in items),
+        "truncated_prompts": sum(bool(i.get("truncated")) for i in items),
+        "skipped_items": list(skipped.values()),
+        "resumed_users": sum(r["resumed_users"] for r in parts),
+        "samples_generated": generated,
+        "inference_time_seconds": round(seconds, 3),
+        "model_load_seconds": round(max((r["model_load_seconds"] for r in parts), default=0.0), 3),
+        "throughput_samples_per_sec": throughput(generated, seconds),
+        "output_tokens_per_sec": throughput(new_tokens, seconds),
+        "shards": [reports[i] for i in sorted(reports)],
+        "versions": first.get("versions") or versions(),
+        "device": first.get("device"),
+        "timestamp": first.get("finished_at"),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m inference_core.merge", description=__doc__)
+    parser.add_argument("output_dir", type=Path)
+    parser.add_argument("--shards", type=int, default=None,
+                        help="shard count (default: read from the shard reports)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    count = args.shards or infer_shard_count(args.output_dir)
+    missing = [i for i in range(count) if not shard_report_path(args.output_dir, i, count).is_file()]
+    if missing:
+        log.warning("shards %s of %d have not finished: merging what is on disk", missing, count)
+    merge_run(args.output_dir, count)
+    return 0
+
+
+def infer_shard_count(output_dir: Path) -> int:
+    counts = {int(m.group(2)) for p in (output_dir / SHARDS_DIR).glob("*.json")
+              if (m := REPORT_NAME.fullmatch(p.name))}
+    if len(counts) > 1:
+        raise SystemExit(f"{output_dir / SHARDS_DIR} holds reports for several shard counts "
+                         f"{sorted(counts)}: pass --shards")
+    return counts.pop() if counts else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

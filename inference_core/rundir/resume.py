@@ -1,0 +1,99 @@
+"""Resume: which users are already finished on disk, and whether the folder belongs to this run."""
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Iterable
+
+import orjson
+
+from inference_core.run.job import HOLDOUT_FILE
+from inference_core.rundir.writers import (LEADERBOARD_FILE, REPORT_FILE, SUMMARY_FILE, USERS_DIR, read_json,
+                      user_file_path, write_json_atomic)
+
+log = logging.getLogger(__name__)
+
+IDENTITY_FILE = "run.json"
+# What a run leaves besides .hydra/ (Hydra rewrites that itself): removed by overwrite=true.
+RUN_OUTPUTS = (USERS_DIR, "shards", LEADERBOARD_FILE, SUMMARY_FILE,
+               "metrics.json", "samples.parquet", REPORT_FILE, HOLDOUT_FILE, IDENTITY_FILE)
+
+
+class RunMismatch(ValueError):
+    """The output folder holds another run's results."""
+
+
+def claim_output_dir(output_dir: Path, identity: dict[str, Any], overwrite: bool) -> None:
+    """Make output_dir this run's: refuse another run's folder unless overwrite=true."""
+    path = output_dir / IDENTITY_FILE
+    if overwrite:
+        for name in RUN_OUTPUTS:
+            target = output_dir / name
+            if target.is_dir():
+                shutil.rmtree(target)
+            elif target.exists():
+                target.unlink()
+    else:
+        remove_stale_temp_files(output_dir)
+    if not overwrite and path.is_file():
+        previous = read_json(path)
+        # A key the earlier run did not record (written by an older version) cannot differ.
+        changed = sorted(k for k in previous.keys() | identity.keys()
+                         if k in previous and identity.get(k) != previous[k])
+        if changed:
+            raise RunMismatch(
+                f"{output_dir} holds a run with other settings ({', '.join(changed)}); "
+                f"use another output_dir, or overwrite=true to start afresh")
+    # Compare through JSON so tuples and lists read back equal next time.
+    write_json_atomic(path, orjson.loads(orjson.dumps(identity)))
+
+
+def remove_stale_temp_files(output_dir: Path, age_seconds: float = 600) -> None:
+    """A killed run's unfinished writes. Young ones may belong to a shard writing right now."""
+    now = time.time()
+    for stale in output_dir.glob("**/.*.tmp"):
+        try:
+            if now - stale.stat().st_mtime > age_seconds:
+                stale.unlink()
+        except FileNotFoundError:
+            pass
+
+
+def is_finished(path: Path, user_hash: str, expected: set[str], num_samples: int) -> bool:
+    """A user file counts only if it is whole: this user, every expected item, n real samples."""
+    try:
+        data = read_json(path)
+        if data.get("user_hash") != user_hash:
+            return False
+        items = data["items"]
+        got = {"{record}/{collection}/{item}".format(**i["location"]) for i in items}
+        return got == expected and all(
+            len(i["generated_samples"]) == num_samples
+            and all(isinstance(t, str) and t.strip() for t in i["generated_samples"])
+            for i in items)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return False
+
+
+def finished_users(output_dir: Path, expected: dict[str, set[str]], num_samples: int,
+                   ) -> set[str]:
+    """Users whose file is complete and valid; the others are generated (again)."""
+    done = set()
+    for user_hash, keys in expected.items():
+        path = user_file_path(output_dir, user_hash)
+        if path.is_file():
+            if is_finished(path, user_hash, keys, num_samples):
+                done.add(user_hash)
+            else:
+                log.warning("%s is incomplete or invalid; generating that user again", path)
+    return done
+
+
+def expected_items(pairs: Iterable[tuple[str, str]]) -> dict[str, set[str]]:
+    """{user_hash: {location key, ...}} from (user_hash, location key) pairs."""
+    out: dict[str, set[str]] = {}
+    for user_hash, key in pairs:
+        out.setdefault(user_hash, set()).add(key)
+    return out
