@@ -22,7 +22,7 @@ from inference_core.rundir.writers import SUMMARY_FILE, iter_user_files, read_js
 
 log = logging.getLogger(__name__)
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 METRIC_COLUMNS = (("bleu", "bleu_mean_of_n"), ("chrf", "chrf_mean_of_n"),
                   ("rouge_l", "rouge_l_mean_of_n"), ("mean_chars", "mean_chars"))
 

