@@ -15,7 +15,8 @@ from omegaconf import DictConfig
 from inference_core.config import ConfigError, group_choices
 from inference_core.data.loader import InputError
 from inference_core.run.job import prepare_jobs
-from inference_core.run.pipeline import SkippedItemsError, StartEngine, run_jobs
+from inference_core.run.finish import SkippedItemsError
+from inference_core.run.pipeline import StartEngine, run_jobs, start_job_engine
 from inference_core.rundir.resume import RunMismatch
 from inference_core.run.signals import Interrupted
 
@@ -60,8 +61,8 @@ def exit_code_of(action: Callable[[], object]) -> int:
     return 0
 
 
-def run_cli(cfg: DictConfig, start_engine: StartEngine, shard: tuple[int, int] | None = None,
-            merge: bool = True) -> int:
+def run_cli(cfg: DictConfig, start_engine: StartEngine = start_job_engine,
+            shard: tuple[int, int] | None = None, merge: bool = True) -> int:
     """Check the config, run this shard of the job(s), and say where the output went."""
     def action() -> None:
         for output_dir in run_jobs(prepare_jobs(cfg, shard), start_engine, merge):

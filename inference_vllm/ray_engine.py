@@ -16,7 +16,7 @@ import threading
 import time
 from collections import defaultdict
 from contextlib import contextmanager
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 from inference_core.config import ConfigError
 from inference_core.engine import Completion, GenerationRequest, SamplingSettings
@@ -24,7 +24,7 @@ from inference_core.engine import Completion, GenerationRequest, SamplingSetting
 log = logging.getLogger(__name__)
 
 # Keys of conf/engine/ray.yaml that are ours (Ray and Ray Data settings), not vLLM engine arguments.
-NOT_ENGINE_ARGS = {"name", "extra", "address", "num_cpus", "concurrency", "batch_size",
+NOT_ENGINE_ARGS = {"name", "extra", "_target_", "address", "num_cpus", "concurrency", "batch_size",
                    "max_concurrent_batches", "accelerator", "per_row_seed"}
 
 
@@ -114,8 +114,12 @@ def row_functions(sampling: SamplingSettings, seed: int, round_: int,
 class RayEngine:
     name = "ray"
 
-    def __init__(self, model_path: str, engine_cfg: Mapping[str, Any], seed: int) -> None:
+    def __init__(self, model_path: str, engine_cfg: Mapping[str, Any], seed: int,
+                 adapters: Sequence[Any] = ()) -> None:
         import ray
+
+        if adapters:  # also refused at config time; here for callers that skip the checks
+            raise ConfigError("engine=ray does not serve LoRA adapters yet: use engine=vllm")
 
         self.model_path = model_path
         self.cfg = dict(engine_cfg)
@@ -166,8 +170,9 @@ class RayEngine:
         with keep_sigterm_handler():
             return build_processor(config, preprocess=preprocess, postprocess=postprocess)
 
-    def generate(self, requests: Sequence[GenerationRequest],
+    def generate(self, requests: Iterable[GenerationRequest],
                  sampling: SamplingSettings) -> Iterator[Completion]:
+        requests = list(requests)  # Ray Data takes the whole dataset at once
         import ray
 
         self.round += 1

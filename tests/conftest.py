@@ -8,7 +8,8 @@ from typing import Any, Iterator
 import orjson
 import pytest
 
-from inference_core.engine import BorrowedEngine
+from inference_core.compose import compose_config
+from inference_vllm.bench.rows import BorrowedEngine
 from inference_core.model.store import ensure_default_model
 
 REPO = Path(__file__).resolve().parent.parent
@@ -85,10 +86,4 @@ def assert_well_formed(completion: Any, request: Any, n: int, max_tokens: int) -
 
 def compose(*overrides: str):
     """The composed Hydra config, exactly as the command line would build it."""
-    from hydra import compose as hydra_compose, initialize_config_dir
-
-    from inference_core.config import CONF_DIR, register_resolvers
-
-    register_resolvers()
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        return hydra_compose(config_name="config", overrides=list(overrides))
+    return compose_config(*overrides)

@@ -10,7 +10,6 @@ import pytest
 from conftest import DATA, REPO, compose
 from inference_core.run.job import prepare_job
 from inference_core.run.pipeline import run_job
-from inference_hf.__main__ import start_engine
 from test_vllm_pipeline import assert_complete_run
 
 pytestmark = pytest.mark.engine
@@ -22,7 +21,7 @@ TINY = ["sampling.max_tokens=8", "sampling.num_samples=2", "model.max_model_len=
 
 def test_one_process_fills_every_item(tmp_path):
     out = tmp_path / "out"
-    run_job(prepare_job(compose("engine=hf", f"output_dir={out}", *TINY)), start_engine)
+    run_job(prepare_job(compose("engine=hf", f"output_dir={out}", *TINY)))
     summary = assert_complete_run(out, DATA / "Chameleons" / "test_leaderboard.json", 2)
     assert summary["engine"] == "hf" and summary["world_size"] == 1
 

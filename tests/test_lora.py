@@ -12,7 +12,8 @@ from conftest import REPO, compose
 from inference_core.model.adapters import ADAPTER_CONFIG
 from inference_core.cli import run_cli
 from inference_core.config import ConfigError
-from inference_core.engine import BorrowedEngine, GenerationRequest, SamplingSettings
+from inference_core.engine import GenerationRequest, SamplingSettings
+from inference_vllm.bench.rows import BorrowedEngine
 from inference_core.run.job import prepare_job, prepare_jobs
 from inference_core.run.pipeline import run_job
 from inference_core.rundir.writers import SUMMARY_FILE, iter_user_files, read_json

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import orjson
 import pytest
-from hydra import compose, initialize_config_dir
 
-from inference_core.config import CONF_DIR, ConfigError, register_resolvers
+from inference_core.compose import compose_config
+from inference_core.config import ConfigError
 from inference_core.engine import GenerationRequest, SamplingSettings
 from inference_core.run.job import prepare_job
 from inference_core.model.quantization import linear_input_sizes, quantization_info
@@ -30,9 +30,7 @@ SMOL_SIZES = {"hidden_size": 576, "num_attention_heads x head_dim": 576, "interm
 
 
 def compose_cfg(*overrides: str):
-    register_resolvers()
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        return compose(config_name="quantize", overrides=list(overrides))
+    return compose_config(*overrides, config_name="quantize")
 
 
 def test_group_size_falls_back_for_smollm2(model_path: Path, caplog) -> None:

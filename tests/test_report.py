@@ -167,7 +167,7 @@ def test_finish_writes_the_report_unless_turned_off(tmp_path: Path, model_path: 
     from dataclasses import replace
 
     from conftest import compose
-    from inference_core.run import pipeline
+    from inference_core.run import finish as pipeline
     from inference_core.run.job import prepare_job
 
     written: list[Path] = []

@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 from omegaconf import DictConfig, OmegaConf
 
-from inference_core.config import CONF_DIR, ConfigError, group_choices
+from inference_core.config import ConfigError, group_choices
 
 ADAPTER_CONFIG = "adapter_config.json"
 
@@ -119,28 +119,14 @@ def _folder_pairs(folder: Path, run_ablation: str, run_dataset: str) -> list[Ada
 
 
 def pair_config(cfg: DictConfig, pair: AdapterPair) -> DictConfig:
-    """The config a separate run of this adapter would have: same command line, own groups.
+    """The config a separate run of this adapter would have: the same command line (experiment
+    and local config included), with this pair's adapter, name, ablation and dataset."""
+    from inference_core.compose import recompose
 
-    Command-line overrides of `ablation.*`/`dataset.*` apply to the run's own choice only; a pair
-    with another dataset takes that dataset's file plus the local config's `dataset` section.
-    """
-    out = cfg.copy()
-    OmegaConf.set_struct(out, False)
-    out.model.adapters = None
-    out.model.path = str(pair.path)
-    out.model.name = pair.name
-    if pair.ablation != cfg.ablation.name:
-        out.ablation = _group_file("ablation", pair.ablation)
-    if pair.dataset != cfg.dataset.name:
-        out.dataset = _group_file("dataset", pair.dataset)
-        local = Path(CONF_DIR, "local", "default.yaml")
-        if local.is_file() and "dataset" in (local_cfg := OmegaConf.load(local)):
-            out.dataset = OmegaConf.merge(out.dataset, local_cfg.dataset)
-    return out
-
-
-def _group_file(group: str, choice: str) -> DictConfig:
-    choices = group_choices(group)
-    if choice not in choices:
-        raise ConfigError(f"model.adapters: unknown {group} '{choice}'; choices: {', '.join(choices)}")
-    return OmegaConf.load(Path(CONF_DIR, group, f"{choice}.yaml"))
+    for group, choice in (("ablation", pair.ablation), ("dataset", pair.dataset)):
+        if choice not in group_choices(group):
+            raise ConfigError(f"model.adapters: unknown {group} '{choice}'; "
+                              f"choices: {', '.join(group_choices(group))}")
+    return recompose(cfg, [f"ablation={pair.ablation}", f"dataset={pair.dataset}",
+                           f"model.path={pair.path}", "model.adapters=null",
+                           f"model.name={pair.name}"])

@@ -30,7 +30,7 @@ from omegaconf import DictConfig
 from inference_core.cli import check_group_choices, exit_code_of
 from inference_core.config import CONF_DIR, ConfigError, absolute, register_resolvers
 from inference_core.run.job import Job, prepare_job
-from inference_core.run.pipeline import all_prompts
+from inference_core.run.prompting import all_prompts
 from inference_core.model.quantization import linear_input_sizes
 
 log = logging.getLogger("inference_core.quantize")

@@ -110,7 +110,7 @@ def _prompt_builder(identity: dict[str, Any], tokenizer: Any) -> PromptBuilder:
 def rebuild_prompts(identity: dict[str, Any], users: Sequence[UserRecord], notes: list[str],
                     ) -> dict[Key, RebuiltPrompt]:
     """Every item's prompt as the engine got it: same builder, same settings, decoded ids."""
-    from inference_core.run.pipeline import load_tokenizer
+    from inference_core.run.prompting import load_tokenizer
 
     checkpoint = str(identity.get("checkpoint") or "")
     try:

@@ -1,26 +1,70 @@
-"""Gather completions per item, retry blank samples, and say when a user is finished."""
+"""Gather completions per item, redraw unusable samples, and say when a user is finished.
+
+Prompts arrive a user at a time while the engine already generates (`add_user`); every sample
+passes the output handler (blank text, answer tags, ratings...), and what it cannot use is drawn
+again in the next round, never replaced by a placeholder.
+"""
 from __future__ import annotations
 
+import hashlib
+from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
+from inference_core.data.records import Location, TestItem
 from inference_core.engine import Completion, GenerationRequest
 from inference_core.prompts.builder import Prompt
-from inference_core.data.records import Location
+
+
+@dataclass(frozen=True)
+class KeptSample:
+    """A sample the handler accepted: the continuation, the text as generated, and its flags."""
+
+    text: str
+    raw: str
+    flags: frozenset[str] = frozenset()
+
+
+# (generated text, the item, the stop string that ended it) -> a kept sample, or None to redraw.
+OutputHandler = Callable[[str, TestItem | None, str | None], Any]
+
+
+def keep_non_blank(text: str, item: TestItem | None, stop_reason: str | None) -> KeptSample | None:
+    """The default handler: any sample that is not blank, as generated."""
+    return KeptSample(text, text) if text.strip() else None
+
+
+def request_seed(run_seed: int, location: Location, round_: int) -> int:
+    """A seed that depends only on the run seed, the item and the redraw round (not on batching)."""
+    digest = hashlib.sha256(f"{run_seed}/{location.key()}/{round_}".encode()).digest()
+    return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
 
 
 @dataclass
 class ItemResult:
     prompt: Prompt
-    reference: str | None
+    test_item: TestItem | None
     num_samples: int
     texts: list[str] = field(default_factory=list)
+    raw_texts: list[str] = field(default_factory=list)
     finish_reasons: list[str] = field(default_factory=list)
     output_tokens: list[int] = field(default_factory=list)
+    flags: Counter = field(default_factory=Counter)
+    unusable: int = 0  # samples the handler refused (redrawn)
+    error: str | None = None  # the engine could not serve this item at all
 
     @property
     def full(self) -> bool:
         return len(self.texts) == self.num_samples
+
+    @property
+    def closed(self) -> bool:
+        """Nothing more will come for this item in this session."""
+        return self.full or self.error is not None
+
+    @property
+    def reference(self) -> str | None:
+        return self.test_item.reference if self.test_item else None
 
     def as_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -31,41 +75,74 @@ class ItemResult:
             "finish_reasons": self.finish_reasons,
             "output_tokens": self.output_tokens,
         }
+        if self.raw_texts != self.texts:  # a handler changed them: keep what was generated
+            out["raw_samples"] = self.raw_texts
+        if self.flags:
+            out["flags"] = dict(self.flags)
         if self.reference is not None:
             out["reference"] = self.reference
         return out
 
 
 class Collector:
-    """Per-item samples in request order; a user is done when all their items are full."""
+    """Per-item samples in request order; a user is done when all their items are closed."""
 
-    def __init__(self, prompts: list[Prompt], references: dict[Location, str | None],
-                 num_samples: int) -> None:
-        self.items = [ItemResult(p, references.get(p.location), num_samples) for p in prompts]
+    def __init__(self, num_samples: int, seed: int, handler: OutputHandler = keep_non_blank,
+                 ) -> None:
+        self.num_samples = num_samples
+        self.seed = seed
+        self.handler = handler
+        self.items: list[ItemResult] = []
         self.by_user: dict[str, list[ItemResult]] = {}
-        for item in self.items:
-            self.by_user.setdefault(item.prompt.user_hash, []).append(item)
-        self.open_items = {user: len(items) for user, items in self.by_user.items()}
+        self.open_items: dict[str, int] = {}
         self.generated_tokens = 0
 
-    def requests(self) -> list[GenerationRequest]:
-        """What is still missing: all samples at first, then only the blank ones again."""
-        return [GenerationRequest(str(i), r.prompt.token_ids, r.num_samples - len(r.texts))
-                for i, r in enumerate(self.items) if not r.full]
+    def add_user(self, prompts: list[Prompt], tests: dict[Location, TestItem],
+                 ) -> list[GenerationRequest]:
+        """Register every prompt of one user at once (so the user cannot finish half-registered);
+        their first requests."""
+        first = len(self.items)
+        for p in prompts:
+            item = ItemResult(p, tests.get(p.location), self.num_samples)
+            self.items.append(item)
+            self.by_user.setdefault(p.user_hash, []).append(item)
+            self.open_items[p.user_hash] = self.open_items.get(p.user_hash, 0) + 1
+        return [self._request(i, 0) for i in range(first, len(self.items))]
+
+    def _request(self, index: int, round_: int) -> GenerationRequest:
+        item = self.items[index]
+        return GenerationRequest(str(index), item.prompt.token_ids,
+                                 item.num_samples - len(item.texts),
+                                 seed=request_seed(self.seed, item.prompt.location, round_))
+
+    def redraws(self, round_: int) -> list[GenerationRequest]:
+        """The samples still missing after a round (blank or unusable ones), to draw again."""
+        return [self._request(i, round_) for i, r in enumerate(self.items) if not r.closed]
 
     def add(self, completion: Completion) -> tuple[int, str | None]:
-        """Keep the non-blank samples; (samples kept, user_hash if that user is now done)."""
+        """Keep the usable samples; (samples kept, user_hash if that user is now done)."""
         item = self.items[int(completion.request_id)]
+        was_closed = item.closed
         self.generated_tokens += sum(completion.output_tokens)
+        if completion.error is not None and not completion.texts:
+            item.error = completion.error
         kept = 0
-        for text, reason, tokens in zip(completion.texts, completion.finish_reasons,
-                                        completion.output_tokens):
-            if text.strip() and not item.full:
-                item.texts.append(text)
-                item.finish_reasons.append(reason)
-                item.output_tokens.append(tokens)
-                kept += 1
-        if kept and item.full:
+        stops = completion.stop_reasons or (None,) * len(completion.texts)
+        for text, reason, tokens, stop in zip(completion.texts, completion.finish_reasons,
+                                              completion.output_tokens, stops):
+            if item.full:
+                break
+            sample = self.handler(text, item.test_item, stop)
+            if sample is None:
+                item.unusable += 1
+                continue
+            item.texts.append(sample.text)
+            item.raw_texts.append(sample.raw)
+            item.finish_reasons.append(reason)
+            item.output_tokens.append(tokens)
+            item.flags.update(sample.flags)
+            kept += 1
+        if item.closed and not was_closed:
             user = item.prompt.user_hash
             self.open_items[user] -= 1
             if self.open_items[user] == 0:
@@ -80,3 +157,9 @@ class Collector:
 
     def incomplete(self) -> list[ItemResult]:
         return [r for r in self.items if not r.full]
+
+    def flag_totals(self) -> Counter:
+        total: Counter = Counter()
+        for r in self.items:
+            total.update(r.flags)
+        return total

@@ -40,12 +40,16 @@ def shard_reports(output_dir: Path, count: int) -> dict[int, dict[str, Any]]:
     return reports
 
 
-def collect_user_files(output_dir: Path, raw_test: list[Any]) -> tuple[dict[Location, list[str]], list[dict[str, Any]]]:
-    """Every generated item on disk (checked against the test file), and the files' items."""
+def collect_user_files(output_dir: Path, raw_test: list[Any],
+                       ) -> tuple[dict[Location, list[str]], list[dict[str, Any]], list[dict[str, Any]]]:
+    """Every generated item on disk (checked against the test file), the files' items, and the
+    items the files record as impossible to build."""
     continuations: dict[Location, list[str]] = {}
     items: list[dict[str, Any]] = []
+    skipped: list[dict[str, Any]] = []
     for path in iter_user_files(output_dir):
         user = read_json(path)
+        skipped += user.get("skipped_items", [])
         for item in user["items"]:
             loc = Location(**item["location"])
             if not owns(raw_test, loc, user["user_hash"]):
@@ -54,7 +58,7 @@ def collect_user_files(output_dir: Path, raw_test: list[Any]) -> tuple[dict[Loca
                 continue
             continuations[loc] = item["generated_samples"]
             items.append({**item, "user_hash": user["user_hash"]})
-    return continuations, items
+    return continuations, items, skipped
 
 
 def owns(raw_test: list[Any], loc: Location, user_hash: str) -> bool:
@@ -70,10 +74,10 @@ def merge_run(output_dir: Path, count: int = 1) -> dict[str, Any]:
     """Write the leaderboard and the summary for the whole run; returns the summary."""
     identity = read_json(output_dir / IDENTITY_FILE)
     raw_test = read_json_array(Path(identity["test_file"]))
-    continuations, items = collect_user_files(output_dir, raw_test)
+    continuations, items, unfit = collect_user_files(output_dir, raw_test)
     write_json_atomic(output_dir / LEADERBOARD_FILE, fill_leaderboard(raw_test, continuations))
     reports = shard_reports(output_dir, count)
-    summary = build_summary(identity, items, reports, count, output_dir)
+    summary = build_summary(identity, items, reports, count, output_dir, unfit)
     write_json_atomic(output_dir / SUMMARY_FILE, summary)
     log.info("%d samples for %d items of %d users; this run generated %d in %.1f s "
              "(%.2f samples/s); output in %s", summary["total_samples"],
@@ -82,14 +86,28 @@ def merge_run(output_dir: Path, count: int = 1) -> dict[str, Any]:
     return summary
 
 
+def still_skipped(skipped: list[dict[str, Any]], items: list[dict[str, Any]],
+                  ) -> dict[str, dict[str, Any]]:
+    """Skips once each, leaving out items a later session generated after all."""
+    generated = {(i["user_hash"], Location(**i["location"]).key()) for i in items}
+    out = {}
+    for s in skipped:
+        loc = s.get("location")
+        if loc and (s["user_hash"], Location(**loc).key()) in generated:
+            continue
+        out[str(loc) + str(s["user_hash"])] = s
+    return out
+
+
 def build_summary(identity: dict[str, Any], items: list[dict[str, Any]],
-                  reports: dict[int, dict[str, Any]], count: int, output_dir: Path) -> dict[str, Any]:
+                  reports: dict[int, dict[str, Any]], count: int, output_dir: Path,
+                  unfit: list[dict[str, Any]] = ()) -> dict[str, Any]:
     n = identity["sampling_params"]["num_samples"]
     parts = list(reports.values())
     seconds = max((r["inference_time_seconds"] for r in parts), default=0.0)
     generated = sum(r["samples_generated"] for r in parts)
     new_tokens = sum(r["generated_tokens_this_run"] for r in parts)
-    skipped = {str(s["location"]) + str(s["user_hash"]): s for r in parts for s in r["skipped_items"]}
+    skipped = still_skipped([*unfit, *(s for r in parts for s in r["skipped_items"])], items)
     first = parts[0] if parts else {}
     return {
         **{k: identity[k] for k in ("checkpoint", "model_name", "dataset", "dataset_path",
@@ -113,6 +131,10 @@ def build_summary(identity: dict[str, Any], items: list[dict[str, Any]],
         "generated_tokens": sum(sum(i["output_tokens"]) for i in items),
         "truncated_prompts": sum(bool(i.get("truncated")) for i in items),
         "skipped_items": list(skipped.values()),
+        # Samples the output handlers could not use (redrawn) and answers without a closing tag.
+        "unusable_samples": sum(r.get("unusable_samples", 0) for r in parts),
+        "answer_format_misses": sum((i.get("flags") or {}).get("answer_format_miss", 0)
+                                    for i in items),
         "resumed_users": sum(r["resumed_users"] for r in parts),
         "samples_generated": generated,
         "inference_time_seconds": round(seconds, 3),

@@ -9,6 +9,7 @@ from typing import Any, Iterable
 
 import orjson
 
+from inference_core.data.records import Location
 from inference_core.run.job import HOLDOUT_FILE
 from inference_core.rundir.writers import (LEADERBOARD_FILE, REPORT_FILE, SUMMARY_FILE, USERS_DIR, read_json,
                       user_file_path, write_json_atomic)
@@ -68,7 +69,9 @@ def is_finished(path: Path, user_hash: str, expected: set[str], num_samples: int
         if data.get("user_hash") != user_hash:
             return False
         items = data["items"]
-        got = {"{record}/{collection}/{item}".format(**i["location"]) for i in items}
+        # Items that cannot be built at all are recorded as skipped: the user is done without them.
+        got = {Location(**i["location"]).key() for i in items + data.get("skipped_items", [])
+               if i.get("location")}
         return got == expected and all(
             len(i["generated_samples"]) == num_samples
             and all(isinstance(t, str) and t.strip() for t in i["generated_samples"])

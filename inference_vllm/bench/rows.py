@@ -4,9 +4,10 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from typing import Any, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
-from inference_core.engine import BorrowedEngine, GenerationRequest
+from inference_core.engine import (Completion, Engine, GenerationRequest, SamplingSettings,
+                                   start_engine)
 from inference_core.run.job import Job
 from inference_core.prompts.builder import Prompt
 from inference_core.rundir.facts import throughput
@@ -43,6 +44,25 @@ class Row:
             **self.extra,
         }
 
+
+
+class BorrowedEngine:
+    """An engine lent to a job that must not close it (one engine serving several jobs)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.name = engine.name
+        self.load_seconds = engine.load_seconds
+
+    def generate(self, requests: Iterable[GenerationRequest],
+                 sampling: SamplingSettings) -> Iterator[Completion]:
+        return self.engine.generate(requests, sampling)
+
+    def stats(self) -> dict[str, Any]:
+        return self.engine.stats()
+
+    def close(self) -> None:  # the lender closes it
+        pass
 
 def vllm_prompts(prompts: Sequence[Prompt], copies: int = 1, salt: str | None = None,
                  ) -> list[dict[str, Any]]:
@@ -129,9 +149,7 @@ def pipeline_row(name: str, engine: Any, job: Job) -> Row:
 def hf_row(hf_cfg: dict[str, Any], job: Job, prompts: Sequence[Prompt],
            ) -> tuple[Row, float, float]:
     """The Transformers engine on the same prompts; (row, load seconds, warm-up seconds)."""
-    from inference_hf.engine import HFEngine
-
-    engine = HFEngine(str(job.model_path), hf_cfg, job.sampling.seed)
+    engine = start_engine(hf_cfg, str(job.model_path), job.sampling.seed)
     try:
         n = job.sampling.num_samples
         # The first generate() sets up the CPU kernels: start-up, not part of the row.

@@ -27,10 +27,10 @@ from typing import Any, Sequence
 
 import orjson
 
+from inference_core.compose import compose_config, engine_settings
 from inference_core.run.job import Job
 from inference_core.prompts.builder import Prompt
 from inference_core.rundir.facts import describe_device
-from inference_hf.engine import default_engine_cfg
 
 from inference_vllm.bench.report import cache_salt_finding, render, report
 from inference_vllm.bench.rows import (Row, hf_row, pipeline_row, raw_engine_row,
@@ -99,15 +99,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def compose(*overrides: str) -> Any:
-    """The composed Hydra config, as `python -m inference_vllm key=value ...` would build it."""
-    from hydra import compose as hydra_compose, initialize_config_dir
-
-    from inference_core.config import CONF_DIR, register_resolvers
-
-    register_resolvers()
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        return hydra_compose(config_name="config", overrides=list(overrides))
+compose = compose_config  # the config `python -m inference_vllm key=value ...` would build
 
 
 # ---------------------------------------------------------------------------------------------
@@ -146,17 +138,16 @@ def make_job(args: argparse.Namespace, data: Path, output_dir: Path) -> Job:
 def build_workload(job: Job) -> list[Prompt]:
     """Exactly the prompts the pipeline will build (same code, same tokenizer, same budget)."""
     from inference_core.data.loader import load_dataset
-    from inference_core.run.pipeline import load_tokenizer, plan_shard
+    from inference_core.prompts.builder import build_prompts
+    from inference_core.run.prompting import load_tokenizer, prompt_builder
 
-    holdout = getattr(job, "holdout", None)
     dataset = load_dataset(job.dataset_name, job.dataset_path, job.references_file, job.max_users,
-                           *([holdout] if holdout else []))
-    # Planned against an empty folder: nothing counts as already finished.
-    plan_job = dataclasses.replace(job, output_dir=job.output_dir.parent / ".bench-plan")
-    work = plan_shard(plan_job, dataset, load_tokenizer(job.model_path))
-    if work.skipped:
-        log.warning("%d items cannot be built and are left out of every row", len(work.skipped))
-    return work.prompts
+                           job.holdout)
+    prompts, unfit = build_prompts(prompt_builder(job, load_tokenizer(job.model_path)),
+                                   dataset.users)
+    if unfit:
+        log.warning("%d items cannot be built and are left out of every row", len(unfit))
+    return prompts
 
 
 # ---------------------------------------------------------------------------------------------
@@ -235,7 +226,7 @@ def run_bench(args: argparse.Namespace, engine: Any = None) -> dict[str, Any]:
         finally:
             second.close()
     if not args.skip_hf:
-        hf_cfg = default_engine_cfg(job.max_model_len)
+        hf_cfg = engine_settings("hf", job.max_model_len)
         rows["hf"], startup["hf"], startup["hf_warmup"] = hf_row(hf_cfg, job, prompts)
     if args.speculative:
         notes["speculative"] = speculative_rows(args, job, prompts, rows, startup)

@@ -1,0 +1,106 @@
+"""A job's prompts: its builder, and the thread that builds them while the engine works.
+
+Prompts are built one user at a time and handed to the engine as soon as a user's are ready,
+so the engine starts on the first users while the rest are still being tokenized.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from inference_core.data.loader import load_dataset
+from inference_core.data.records import Location, SkippedItem, UserRecord
+from inference_core.engine import GenerationRequest
+from inference_core.prompts.builder import Prompt, PromptBuilder, build_prompts
+from inference_core.run.feed import RequestFeed
+from inference_core.run.job import Job
+
+log = logging.getLogger(__name__)
+
+
+def load_tokenizer(model_path: Path) -> Any:
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(model_path))
+
+
+def prompt_builder(job: Job, tokenizer: Any) -> PromptBuilder:
+    """The job's prompt builder: its style, ablation, chat template and token budget."""
+    return PromptBuilder(tokenizer, job.style, job.ablation,
+                         job.max_model_len - job.sampling.max_tokens, job.chat_template_kwargs)
+
+
+def all_prompts(job: Job) -> list[Prompt]:
+    """Every prompt of the job's dataset as a run builds it: no shard, nothing resumed."""
+    dataset = load_dataset(job.dataset_name, job.dataset_path, job.references_file, job.max_users,
+                           job.holdout)
+    return build_prompts(prompt_builder(job, load_tokenizer(job.model_path)), dataset.users)[0]
+
+
+@dataclass
+class BuildTally:
+    """What building one run's prompts gave: counts and the items that could not fit."""
+
+    prompts: int = 0
+    truncated: int = 0
+    unfit: list[SkippedItem] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class BuildTask:
+    """One run's share of the building: its users, its builder, and where requests go."""
+
+    users: Sequence[UserRecord]
+    builder: PromptBuilder
+    # (user, its prompts, its items that cannot fit) -> the user's requests, tagged for the
+    # shared engine call.
+    register: Callable[[UserRecord, list[Prompt], list[SkippedItem]], list[GenerationRequest]]
+    tally: BuildTally
+
+
+def build_user(builder: PromptBuilder, user: UserRecord,
+               ) -> tuple[list[Prompt], list[tuple[Location, str]]]:
+    prompts, unfit = [], []
+    for built in builder.build_user(user):
+        (prompts if isinstance(built, Prompt) else unfit).append(built)
+    return prompts, unfit
+
+
+class PromptThread(threading.Thread):
+    """Builds every task's prompts in order, user by user, into one feed per sampling group."""
+
+    def __init__(self, groups: Sequence[tuple[Sequence[BuildTask], RequestFeed]]) -> None:
+        super().__init__(name="prompt-builder", daemon=True)
+        self.groups = groups
+        self.stopped = threading.Event()
+        self.finished_at: float | None = None
+
+    def run(self) -> None:
+        for number, (tasks, feed) in enumerate(self.groups):
+            try:
+                for task in tasks:
+                    self._build(task, feed)
+            except BaseException as err:  # noqa: BLE001 - re-raised in the engine's thread
+                for _, later in self.groups[number:]:
+                    later.close(err)
+                return
+            feed.close()
+        self.finished_at = time.perf_counter()
+
+    def _build(self, task: BuildTask, feed: RequestFeed) -> None:
+        start = time.perf_counter()
+        for user in task.users:
+            if self.stopped.is_set():
+                return
+            prompts, unfit = build_user(task.builder, user)
+            skipped = [SkippedItem(loc, user.user_hash, why) for loc, why in unfit]
+            task.tally.unfit += skipped
+            task.tally.prompts += len(prompts)
+            task.tally.truncated += sum(p.truncated for p in prompts)
+            feed.put(task.register(user, prompts, skipped))
+        task.tally.seconds += time.perf_counter() - start
