@@ -1,0 +1,67 @@
+"""An instant, deterministic engine for the pipeline's unit tests (never an engine of the product).
+
+Sample j of a request reads "fake <seed> <j>" where the seed is the request's own (or a digest of
+its token ids), so two runs that ask for the same items get the same texts. It can return blank
+samples on cue, fail with an error completion, raise after some completions (a crash), or be
+interrupted like a signal would.
+"""
+from __future__ import annotations
+
+import hashlib
+import time
+from typing import Any, Callable, Iterable, Iterator, Sequence
+
+from inference_core.engine import Completion, GenerationRequest, SamplingSettings
+from inference_core.run.signals import Interrupted
+
+
+class FakeEngine:
+    name = "fake"
+    load_seconds = 0.0
+
+    def __init__(self, blank: Callable[[GenerationRequest, int], bool] = lambda r, j: False,
+                 fail: Callable[[GenerationRequest], str | None] = lambda r: None,
+                 interrupt_after: int | None = None, crash_after: int | None = None) -> None:
+        self.blank = blank
+        self.fail = fail
+        self.interrupt_after = interrupt_after
+        self.crash_after = crash_after
+        self.requests: list[GenerationRequest] = []
+        self.first_request_at: float | None = None
+        self.closed = False
+
+    def generate(self, requests: Iterable[GenerationRequest],
+                 sampling: SamplingSettings) -> Iterator[Completion]:
+        for request in requests:
+            if self.first_request_at is None:
+                self.first_request_at = time.perf_counter()
+            self.requests.append(request)
+            done = len(self.requests)
+            if self.interrupt_after is not None and done > self.interrupt_after:
+                raise Interrupted(15)
+            if self.crash_after is not None and done > self.crash_after:
+                raise RuntimeError("fake engine crashed")
+            yield self.complete(request)
+
+    def complete(self, request: GenerationRequest) -> Completion:
+        error = self.fail(request)
+        if error is not None:
+            return Completion(request.request_id, (), (), (), len(request.token_ids), (), error)
+        seed = request.seed if request.seed is not None else int.from_bytes(
+            hashlib.sha256(bytes(str(list(request.token_ids)), "utf-8")).digest()[:4], "little")
+        texts = tuple("" if self.blank(request, j) else f"fake {seed} {j}"
+                      for j in range(request.num_samples))
+        n = request.num_samples
+        return Completion(request.request_id, texts, ("stop",) * n, (3,) * n,
+                          len(request.token_ids), (None,) * n)
+
+    def stats(self) -> dict[str, Any]:
+        return {"requests": len(self.requests)}
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def lend(engine: FakeEngine) -> Callable[[Any, Sequence[Any]], FakeEngine]:
+    """A `start` for run_job/run_jobs that hands out this one engine."""
+    return lambda job, adapters: engine

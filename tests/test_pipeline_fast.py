@@ -1,0 +1,148 @@
+"""The pipeline around a fake engine (tests/fake_engine.py): collector, redraws, resume, shards,
+accounting and the summary, in well under a second each. No model is loaded, only its tokenizer."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import orjson
+import pytest
+
+from conftest import DATA, compose
+from fake_engine import FakeEngine, lend
+from inference_core.prompts import builder as prompt_module
+from inference_core.run.finish import SkippedItemsError
+from inference_core.run.job import prepare_job
+from inference_core.run.pipeline import run_job
+from inference_core.run.signals import Interrupted
+from test_vllm_pipeline import assert_complete_run, load
+
+TINY = ["sampling.num_samples=2", "sampling.max_tokens=8", "evaluate=false", "report=false"]
+
+
+def job_for(tmp_path: Path, *overrides: str, name: str = "out"):
+    return prepare_job(compose(f"output_dir={tmp_path / name}", *TINY, *overrides))
+
+
+def test_every_item_filled_and_summary_counts_the_files(tmp_path: Path) -> None:
+    engine = FakeEngine()
+    out = run_job(job_for(tmp_path), lend(engine))
+    summary = assert_complete_run(out, DATA / "Chameleons" / "test_leaderboard.json", 2)
+    assert summary["samples_generated"] == summary["total_samples"] == 2 * len(engine.requests)
+    assert summary["engine"] == "fake" and engine.closed
+    assert summary["unusable_samples"] == 0
+
+
+def test_blank_samples_are_drawn_again_with_a_new_seed(tmp_path: Path) -> None:
+    first_round: set[str] = set()
+
+    def blank(request, j):  # every first draw of an item is blank once
+        if request.request_id in first_round:
+            return False
+        first_round.add(request.request_id)
+        return True
+
+    engine = FakeEngine(blank=blank)
+    out = run_job(job_for(tmp_path), lend(engine))
+    assert_complete_run(out, DATA / "Chameleons" / "test_leaderboard.json", 2)
+    by_id: dict[str, list] = {}
+    for r in engine.requests:
+        by_id.setdefault(r.request_id, []).append(r)
+    assert all(len(rs) == 2 and rs[0].seed != rs[1].seed and rs[1].num_samples == 1
+               for rs in by_id.values())
+    assert load(out / "inference_summary.json")["unusable_samples"] == len(by_id)
+
+
+def test_samples_still_blank_after_the_retries_are_skipped_not_filled(tmp_path: Path) -> None:
+    engine = FakeEngine(blank=lambda r, j: r.request_id.endswith("/0"))
+    with pytest.raises(SkippedItemsError):
+        run_job(job_for(tmp_path, "sampling.blank_retries=1"), lend(engine))
+    summary = load(tmp_path / "out" / "inference_summary.json")
+    assert [s["reason"] for s in summary["skipped_items"]] == [
+        "blank or unusable samples after 1 retries"]
+    filled = load(tmp_path / "out" / "test_leaderboard.json")
+    first = filled[0]["task"]["task_behavior_collections"][0]["data"][0]
+    assert "continuations" not in first  # never a placeholder
+
+
+def test_an_engine_error_lists_the_item_with_its_message(tmp_path: Path) -> None:
+    engine = FakeEngine(fail=lambda r: "HTTP 400: prompt too long" if r.request_id.endswith("/1")
+                        else None)
+    run_job(job_for(tmp_path, "allow_skips=true"), lend(engine))
+    summary = load(tmp_path / "out" / "inference_summary.json")
+    assert [s["reason"] for s in summary["skipped_items"]] == ["HTTP 400: prompt too long"]
+    assert summary["num_data_items"] == 14
+
+
+def test_interrupted_run_resumes_only_what_is_missing(tmp_path: Path) -> None:
+    job = job_for(tmp_path)
+    with pytest.raises(Interrupted):
+        run_job(job, lend(FakeEngine(interrupt_after=6)))
+    kept = {p.name: p.read_bytes() for p in (job.output_dir / "users").iterdir()}
+    assert 0 < len(kept) < 8
+    second = FakeEngine()
+    run_job(job, lend(second))
+    assert_complete_run(job.output_dir, DATA / "Chameleons" / "test_leaderboard.json", 2)
+    assert all((job.output_dir / "users" / n).read_bytes() == b for n, b in kept.items())
+    assert len(second.requests) == 15 - sum(len(orjson.loads(b)["items"]) for b in kept.values())
+    summary = load(job.output_dir / "inference_summary.json")
+    assert summary["resumed_users"] == len(kept)
+
+
+def test_resumed_samples_equal_an_uninterrupted_run(tmp_path: Path) -> None:
+    """Per-request seeds depend on the item, not on what else is in flight."""
+    whole = run_job(job_for(tmp_path, name="whole"), lend(FakeEngine()))
+    job = job_for(tmp_path, name="cut")
+    with pytest.raises(Interrupted):
+        run_job(job, lend(FakeEngine(interrupt_after=5)))
+    run_job(job, lend(FakeEngine()))
+    assert load(whole / "test_leaderboard.json") == load(job.output_dir / "test_leaderboard.json")
+
+
+def test_resuming_a_finished_run_builds_no_prompt(tmp_path: Path, monkeypatch) -> None:
+    job = job_for(tmp_path)
+    run_job(job, lend(FakeEngine()))
+    built = []
+    original = prompt_module.PromptBuilder.build_user
+    monkeypatch.setattr(prompt_module.PromptBuilder, "build_user",
+                        lambda self, user: built.append(user) or original(self, user))
+    started = []
+    run_job(job, lambda job, adapters: started.append(1) or FakeEngine())
+    assert built == [] and started == []
+
+
+def test_first_request_reaches_the_engine_before_prompt_building_ends(tmp_path: Path,
+                                                                      monkeypatch) -> None:
+    original = prompt_module.PromptBuilder.build_user
+    calls: list[float] = []
+
+    def slow(self, user):
+        calls.append(time.perf_counter())
+        time.sleep(0.05)
+        return original(self, user)
+
+    monkeypatch.setattr(prompt_module.PromptBuilder, "build_user", slow)
+    engine = FakeEngine()
+    run_job(job_for(tmp_path), lend(engine))
+    assert len(calls) == 8 and engine.first_request_at < calls[-1]
+
+
+def test_shards_fill_every_item_exactly_once(tmp_path: Path) -> None:
+    for index in (0, 1):
+        run_job(job_for(tmp_path, "shard.count=2", f"shard.index={index}"), lend(FakeEngine()))
+    summary = assert_complete_run(tmp_path / "out", DATA / "Chameleons" / "test_leaderboard.json", 2)
+    assert summary["num_shards"] == 2
+    assert sum(s["samples_generated"] for s in summary["shards"]) == summary["total_samples"]
+
+
+def test_a_failed_start_leaves_nothing_that_blocks_the_fixed_command(tmp_path: Path) -> None:
+    from conftest import write_dataset
+    from inference_core.data.loader import InputError
+
+    folder = tmp_path / "data"
+    write_dataset(folder, [], [])
+    (folder / "test_leaderboard.json").write_text("[{")  # malformed
+    job = job_for(tmp_path, "dataset=custom", f"dataset.path={folder}")
+    with pytest.raises(InputError):
+        run_job(job, lend(FakeEngine()))
+    assert not (job.output_dir / "run.json").exists()
