@@ -146,3 +146,15 @@ def test_a_failed_start_leaves_nothing_that_blocks_the_fixed_command(tmp_path: P
     with pytest.raises(InputError):
         run_job(job, lend(FakeEngine()))
     assert not (job.output_dir / "run.json").exists()
+
+
+def test_dry_run_writes_every_prompt_and_claims_nothing(tmp_path: Path, tokenizer) -> None:
+    engine = FakeEngine()
+    out = run_job(job_for(tmp_path, "dry_run=true"), lend(engine))
+    lines = [orjson.loads(line) for line in out.read_bytes().splitlines()]
+    assert out.name == "prompts.jsonl" and len(lines) == 15 and engine.requests == []
+    assert not (out.parent / "run.json").exists()
+    first = lines[0]
+    assert set(first) == {"user_hash", "location", "text", "prompt_tokens", "truncated"}
+    assert len(tokenizer(first["text"], add_special_tokens=False)["input_ids"]) == \
+        first["prompt_tokens"]

@@ -167,19 +167,19 @@ def test_finish_writes_the_report_unless_turned_off(tmp_path: Path, model_path: 
     from dataclasses import replace
 
     from conftest import compose
-    from inference_core.run import finish as pipeline
+    from inference_core.run import finish as run_finish
     from inference_core.run.job import prepare_job
 
     written: list[Path] = []
-    monkeypatch.setattr(pipeline, "merge_run", lambda out, count: {"skipped_items": []})
-    monkeypatch.setattr(report, "write_report_safely", written.append)
+    monkeypatch.setattr(run_finish, "merge_run", lambda out, count: {"skipped_items": []})
+    monkeypatch.setattr(report, "write_report_safely", lambda out, prompts=None: written.append(out))
     job = replace(prepare_job(compose(f"output_dir={tmp_path}")), evaluate=False)
     assert job.report is True
-    pipeline.finish(job)
+    run_finish.finish(job)
     assert written == [tmp_path]
     job = prepare_job(compose(f"output_dir={tmp_path}", "report=false"))
     assert job.report is False
-    pipeline.finish(replace(job, evaluate=False))
+    run_finish.finish(replace(job, evaluate=False))
     assert written == [tmp_path]
 
 

@@ -20,6 +20,7 @@ from inference_core.data.loader import TEST_FILE, TRAIN_FILE, load_dataset
 from inference_core.prompts.builder import Ablation, PromptStyle, PromptBuilder, build_prompts, render_cue
 from inference_core.data.records import Dataset, TestItem, UserRecord
 from inference_core.rundir.resume import IDENTITY_FILE
+from inference_core.run.prompting import PROMPTS_FILE
 from inference_core.rundir.writers import read_json
 
 log = logging.getLogger(__name__)
@@ -126,8 +127,14 @@ def rebuild_prompts(identity: dict[str, Any], users: Sequence[UserRecord], notes
         return {}
 
 
-def load_extras(run_dir: Path, user_hashes: set[str], with_prompts: bool = True) -> Extras:
-    """Cues, context and prompts for the run's users, as far as they can be had."""
+def load_extras(run_dir: Path, user_hashes: set[str], with_prompts: bool = True,
+                given: Mapping[Key, Sequence[int]] | None = None,
+                max_given_tokens: int = 10**8) -> Extras:
+    """Cues, context and prompts for the run's users, as far as they can be had.
+
+    Prompts come from what the run hands over (`given`: token ids it had in memory), else from
+    the dry run's prompts.jsonl, else they are rebuilt with the run's settings.
+    """
     notes: list[str] = []
     identity = read_identity(run_dir, notes)
     dataset = _load_run_dataset(identity, notes) if identity else None
@@ -136,8 +143,48 @@ def load_extras(run_dir: Path, user_hashes: set[str], with_prompts: bool = True)
     users = [u for u in dataset.users if u.user_hash in user_hashes]
     contexts = {(u.user_hash, it.location.key()): item_context(u, it)
                 for u in users for it in u.items}
-    prompts = rebuild_prompts(identity, users, notes) if with_prompts else {}
+    prompts: dict[Key, RebuiltPrompt] = {}
+    if with_prompts and given is not None:
+        prompts = decode_prompts(identity, given, notes, max_given_tokens)
+    elif with_prompts and (run_dir / PROMPTS_FILE).is_file():
+        prompts = read_prompts_file(run_dir / PROMPTS_FILE)
+    elif with_prompts:
+        prompts = rebuild_prompts(identity, users, notes)
     return Extras(contexts, prompts, tuple(notes))
+
+
+def decode_prompts(identity: dict[str, Any], given: Mapping[Key, Sequence[int]],
+                   notes: list[str], max_tokens: int = 10**8) -> dict[Key, RebuiltPrompt]:
+    """The run's own prompts (token ids it kept), as text: no second build."""
+    from inference_core.run.prompting import load_tokenizer
+
+    try:
+        tokenizer = load_tokenizer(Path(str(identity.get("checkpoint") or "")))
+    except Exception as exc:  # noqa: BLE001 - the page must be made
+        _note(notes, f"full prompts are not shown: no tokenizer ({type(exc).__name__}: {exc})")
+        return {}
+    out, tokens = {}, 0
+    for key, ids in given.items():
+        tokens += len(ids)
+        if tokens > max_tokens:  # the page has no room for more: decoding them is wasted work
+            break
+        out[key] = RebuiltPrompt(tokenizer.decode(list(ids), skip_special_tokens=False,
+                                                  clean_up_tokenization_spaces=False), len(ids))
+    return out
+
+
+def read_prompts_file(path: Path) -> dict[Key, RebuiltPrompt]:
+    """prompts.jsonl of a dry run: the exact texts, no tokenizer needed."""
+    import orjson
+
+    out = {}
+    for line in path.read_bytes().splitlines():
+        row = orjson.loads(line)
+        if "text" in row:
+            loc = row["location"]
+            key = (str(row["user_hash"]), f"{loc['record']}/{loc['collection']}/{loc['item']}")
+            out[key] = RebuiltPrompt(row["text"], int(row["prompt_tokens"]))
+    return out
 
 
 def location_key(item: dict[str, Any]) -> str:

@@ -12,7 +12,7 @@ import argparse
 import logging
 import math
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -151,13 +151,16 @@ def _controls_html() -> str:
 
 
 def render_report(run_dir: Path, prompt_budget_mb: float = DEFAULT_PROMPT_BUDGET_MB,
-                  with_prompts: bool = True) -> str:
-    """The whole page for one run folder."""
+                  with_prompts: bool = True, prompts: Mapping[Any, Sequence[int]] | None = None,
+                  ) -> str:
+    """The whole page for one run folder; `prompts`: the run's own token ids, if it has them."""
     summary = read_json(run_dir / SUMMARY_FILE)
     metrics_path = run_dir / METRICS_FILE
     metrics = read_json(metrics_path) if metrics_path.is_file() else {}
     docs = list(iter_user_docs(run_dir))
-    extras = load_extras(run_dir, {str(d.get("user_hash")) for d in docs}, with_prompts)
+    # A token is a few characters: no more prompts are decoded than the page can hold.
+    extras = load_extras(run_dir, {str(d.get("user_hash")) for d in docs}, with_prompts, prompts,
+                         int(prompt_budget_mb * 1e6))
     payload = build_payload(docs, extras, int(prompt_budget_mb * 1e6))
     notes = list(extras.notes)
     if not with_prompts:
@@ -185,19 +188,22 @@ def render_report(run_dir: Path, prompt_budget_mb: float = DEFAULT_PROMPT_BUDGET
 
 
 def write_report(run_dir: Path, prompt_budget_mb: float = DEFAULT_PROMPT_BUDGET_MB,
-                 with_prompts: bool = True) -> Path:
+                 with_prompts: bool = True, prompts: Mapping[Any, Sequence[int]] | None = None,
+                 ) -> Path:
     """Write RUN_DIR/report.html (atomically); return its path."""
     run_dir = Path(run_dir)
     path = run_dir / REPORT_FILE
-    write_bytes_atomic(path, render_report(run_dir, prompt_budget_mb, with_prompts).encode())
+    page_text = render_report(run_dir, prompt_budget_mb, with_prompts, prompts)
+    write_bytes_atomic(path, page_text.encode())
     log.info("wrote %s", path)
     return path
 
 
-def write_report_safely(run_dir: Path) -> Path | None:
+def write_report_safely(run_dir: Path, prompts: Mapping[Any, Sequence[int]] | None = None,
+                        ) -> Path | None:
     """For a finished run: a report that cannot be made is logged, never fails the run."""
     try:
-        return write_report(run_dir)
+        return write_report(run_dir, prompts=prompts)
     except Exception:  # noqa: BLE001 - the run's results are on disk whatever happens here
         log.exception("could not write %s; make it later with python -m inference_core.report %s",
                       Path(run_dir) / REPORT_FILE, run_dir)

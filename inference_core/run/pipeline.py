@@ -75,9 +75,11 @@ def run_jobs(jobs: Sequence[Job], start: StartEngine = start_job_engine,
     Every job's requests go into the same engine call, each with its own LoRA adapter, and each
     job writes its own folder exactly as a separate run would.
     """
-    from inference_core.run.prompting import load_tokenizer
+    from inference_core.run.prompting import load_tokenizer, write_prompts_file
 
     tokenizer = load_tokenizer(jobs[0].model_path)
+    if jobs[0].dry_run:
+        return [write_prompts_file(job, tokenizer) for job in jobs]
     runs = [open_run(job, tokenizer) for job in jobs]
     todo = [r for r in runs if r.users]
     if todo:
@@ -269,4 +271,5 @@ def close_run(run: JobRun, merge: bool) -> None:
         skipped = list(run.dataset.skipped) + skipped
     write_shard_report(job, run.report, run.collector, run.resumed_users, skipped)
     if merge and len(shard_reports(job.output_dir, job.shard_count)) == job.shard_count:
-        finish(job)
+        finish(job, {(r.prompt.user_hash, r.prompt.location.key()): r.prompt.token_ids
+                     for r in run.collector.items})

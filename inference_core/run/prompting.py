@@ -104,3 +104,45 @@ class PromptThread(threading.Thread):
             task.tally.truncated += sum(p.truncated for p in prompts)
             feed.put(task.register(user, prompts, skipped))
         task.tally.seconds += time.perf_counter() - start
+
+
+def write_prompts_file(job: Job, tokenizer: Any) -> Path:
+    """dry_run: every prompt of the job's users, one JSON line each, as the engine would get it.
+
+    `text` is the exact string given to the tokenizer (chat envelope included); nothing else is
+    written to the folder, so a real run afterwards starts as if none had happened.
+    """
+    import orjson
+
+    from inference_core.rundir.writers import write_bytes_atomic
+
+    dataset = load_dataset(job.dataset_name, job.dataset_path, job.references_file, job.max_users,
+                           job.holdout)
+    builder = prompt_builder(job, tokenizer)
+    lines = []
+    for user in dataset.users:
+        for built in builder.build_user(user):
+            if not isinstance(built, Prompt):
+                location, why = built
+                lines.append({"user_hash": user.user_hash, "location": location.as_dict(),
+                              "skipped": why})
+                continue
+            lines.append({"user_hash": user.user_hash, "location": built.location.as_dict(),
+                          "text": prompt_text(builder, built, tokenizer),
+                          "prompt_tokens": built.num_tokens, "truncated": built.truncated})
+    path = job.output_dir / PROMPTS_FILE
+    write_bytes_atomic(path, b"".join(orjson.dumps(line) + b"\n" for line in lines))
+    log.info("dry run: %d prompts of %d users in %s", len(lines), len(dataset.users), path)
+    return path
+
+
+PROMPTS_FILE = "prompts.jsonl"
+
+
+def prompt_text(builder: PromptBuilder, prompt: Prompt, tokenizer: Any) -> str:
+    """The text the builder tokenized for this prompt (decoded ids where it keeps none)."""
+    text = getattr(prompt, "text", None)
+    if text is not None:
+        return text
+    return tokenizer.decode(list(prompt.token_ids), skip_special_tokens=False,
+                            clean_up_tokenization_spaces=False)
