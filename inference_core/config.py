@@ -14,7 +14,7 @@ from inference_core.engine import SamplingSettings
 from inference_core.prompts.builder import Ablation, PromptStyle
 
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
-LANGUAGES = ("en", "zh")  # what the metrics know how to tokenize
+LANGUAGES = ("en", "zh", "ja")  # what the metrics know how to tokenize
 
 
 def group_choices(group: str) -> list[str]:
@@ -38,7 +38,8 @@ def sampling_settings(cfg: DictConfig) -> SamplingSettings:
     return SamplingSettings(
         num_samples=int(s.num_samples), temperature=float(s.temperature), top_p=float(s.top_p),
         top_k=int(s.top_k), max_tokens=int(s.max_tokens), seed=int(s.seed),
-        min_tokens=int(s.get("min_tokens", 1)), stop=tuple(cfg.dataset.get("stop") or ()))
+        min_tokens=int(s.get("min_tokens", 1)), stop=tuple(cfg.dataset.get("stop") or ()),
+        repetition_penalty=float(s.get("repetition_penalty", 1.0)))
 
 
 def ablation(cfg: DictConfig) -> Ablation:
@@ -47,7 +48,8 @@ def ablation(cfg: DictConfig) -> Ablation:
 
 
 def dataset_language(cfg: DictConfig) -> str:
-    """`dataset.language`: en (whitespace words) or zh (characters); unset, DMSC means zh."""
+    """`dataset.language`: en (whitespace words), zh (characters) or ja (janome words); unset,
+    DMSC means zh."""
     from inference_core.evaluation.metrics import language_for_dataset
 
     language = cfg.dataset.get("language") or language_for_dataset(str(cfg.dataset.name))

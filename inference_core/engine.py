@@ -19,6 +19,8 @@ class SamplingSettings:
     seed: int
     min_tokens: int = 1
     stop: tuple[str, ...] = ()
+    # 1.0 is off; above 1 discourages tokens already in the prompt or output (both engines).
+    repetition_penalty: float = 1.0
 
     def as_dict(self) -> dict[str, Any]:
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.__dict__.items()}

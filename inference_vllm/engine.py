@@ -64,7 +64,7 @@ def sampling_params(sampling: SamplingSettings, n: int) -> Any:
     return SamplingParams(
         n=n, temperature=sampling.temperature, top_p=sampling.top_p, top_k=sampling.top_k,
         max_tokens=sampling.max_tokens, min_tokens=sampling.min_tokens,
-        stop=list(sampling.stop) or None,
+        repetition_penalty=sampling.repetition_penalty, stop=list(sampling.stop) or None,
         output_kind=RequestOutputKind.FINAL_ONLY)  # only finished requests matter here
 
 
