@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from inference_core.data.loader import TEST_FILE, TRAIN_FILE
 from inference_core.engine import SamplingSettings
@@ -56,6 +56,31 @@ def dataset_language(cfg: DictConfig) -> str:
     if language not in LANGUAGES:
         raise ConfigError(f"dataset.language={language!r}: choose one of {', '.join(LANGUAGES)}")
     return str(language)
+
+
+def dataset_scorer(cfg: DictConfig) -> str:
+    """`dataset.scorer` (text, rating, choice; unset means text), checked against the registry."""
+    from inference_core.evaluation.scorers import DEFAULT_SCORER, scorer_names
+
+    scorer = cfg.dataset.get("scorer") or DEFAULT_SCORER
+    if scorer not in scorer_names():
+        raise ConfigError(f"dataset.scorer={scorer!r}: choose one of {', '.join(scorer_names())}")
+    return str(scorer)
+
+
+def output_handlers(cfg: DictConfig) -> tuple[tuple[str, ...], dict[str, Any]]:
+    """`dataset.output_handler` names (null, a name or a list) and their options, checked by
+    building the handler once (unknown names and bad options are a ConfigError here)."""
+    from inference_core.outputs import as_names, make_output_handler
+
+    raw = cfg.dataset.get("output_handler")
+    names = as_names(OmegaConf.to_container(raw) if isinstance(raw, DictConfig | ListConfig)
+                     else raw)
+    options = cfg.dataset.get("output_handler_options") or {}
+    options = OmegaConf.to_container(options, resolve=True) if isinstance(options, DictConfig) \
+        else dict(options)
+    make_output_handler(names, options)
+    return names, options
 
 
 def prompt_style(cfg: DictConfig) -> PromptStyle:
