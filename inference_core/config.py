@@ -7,14 +7,14 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from inference_core.data.loader import TEST_FILE, TRAIN_FILE
 from inference_core.engine import SamplingSettings
 from inference_core.prompts.builder import Ablation, PromptStyle
 
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
-LANGUAGES = ("en", "zh")  # what the metrics know how to tokenize
+LANGUAGES = ("en", "zh", "ja")  # what the metrics know how to tokenize
 
 
 def group_choices(group: str) -> list[str]:
@@ -38,7 +38,8 @@ def sampling_settings(cfg: DictConfig) -> SamplingSettings:
     return SamplingSettings(
         num_samples=int(s.num_samples), temperature=float(s.temperature), top_p=float(s.top_p),
         top_k=int(s.top_k), max_tokens=int(s.max_tokens), seed=int(s.seed),
-        min_tokens=int(s.get("min_tokens", 1)), stop=tuple(cfg.dataset.get("stop") or ()))
+        min_tokens=int(s.get("min_tokens", 1)), stop=tuple(cfg.dataset.get("stop") or ()),
+        repetition_penalty=float(s.get("repetition_penalty", 1.0)))
 
 
 def ablation(cfg: DictConfig) -> Ablation:
@@ -47,13 +48,39 @@ def ablation(cfg: DictConfig) -> Ablation:
 
 
 def dataset_language(cfg: DictConfig) -> str:
-    """`dataset.language`: en (whitespace words) or zh (characters); unset, DMSC means zh."""
+    """`dataset.language`: en (whitespace words), zh (characters) or ja (janome words); unset,
+    DMSC means zh."""
     from inference_core.evaluation.metrics import language_for_dataset
 
     language = cfg.dataset.get("language") or language_for_dataset(str(cfg.dataset.name))
     if language not in LANGUAGES:
         raise ConfigError(f"dataset.language={language!r}: choose one of {', '.join(LANGUAGES)}")
     return str(language)
+
+
+def dataset_scorer(cfg: DictConfig) -> str:
+    """`dataset.scorer` (text, rating, choice; unset means text), checked against the registry."""
+    from inference_core.evaluation.scorers import DEFAULT_SCORER, scorer_names
+
+    scorer = cfg.dataset.get("scorer") or DEFAULT_SCORER
+    if scorer not in scorer_names():
+        raise ConfigError(f"dataset.scorer={scorer!r}: choose one of {', '.join(scorer_names())}")
+    return str(scorer)
+
+
+def output_handlers(cfg: DictConfig) -> tuple[tuple[str, ...], dict[str, Any]]:
+    """`dataset.output_handler` names (null, a name or a list) and their options, checked by
+    building the handler once (unknown names and bad options are a ConfigError here)."""
+    from inference_core.outputs import as_names, make_output_handler
+
+    raw = cfg.dataset.get("output_handler")
+    names = as_names(OmegaConf.to_container(raw) if isinstance(raw, DictConfig | ListConfig)
+                     else raw)
+    options = cfg.dataset.get("output_handler_options") or {}
+    options = OmegaConf.to_container(options, resolve=True) if isinstance(options, DictConfig) \
+        else dict(options)
+    make_output_handler(names, options)
+    return names, options
 
 
 def prompt_style(cfg: DictConfig) -> PromptStyle:

@@ -21,6 +21,7 @@ class SamplingSettings:
     seed: int
     min_tokens: int = 1
     stop: tuple[str, ...] = ()
+    # 1.0 is off; above 1 discourages tokens already in the prompt or output (both engines).
     repetition_penalty: float = 1.0
 
     def as_dict(self) -> dict[str, Any]:

@@ -91,8 +91,9 @@ def generate_kwargs(sampling: SamplingSettings, num_samples: int, tokenizer: Any
         "pad_token_id": pad_id, "do_sample": not greedy,
         # Greedy samples are all the same: generate one and copy it (HF refuses n > 1 greedy).
         "num_return_sequences": 1 if greedy else num_samples,
-        # vLLM applies no penalty unless asked; a checkpoint's generation_config must not either.
-        "repetition_penalty": 1.0,
+        # Always explicit: vLLM applies no penalty unless asked, and a checkpoint's
+        # generation_config must not add one of its own.
+        "repetition_penalty": sampling.repetition_penalty,
     }
     if not greedy:  # the warpers only run when sampling; top_k must be explicit (HF's default is 50)
         kwargs.update(temperature=sampling.temperature, top_p=sampling.top_p,

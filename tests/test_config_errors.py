@@ -46,7 +46,11 @@ def test_tensor_parallel_must_divide_attention_heads(monkeypatch):
     conf.check_parallelism({"tensor_parallel_size": 3}, facts)
 
 
-@pytest.mark.parametrize("override,choices", [("dataset=Foo", "Chameleons, DMSC, custom"),
+ALL_DATASETS = ("Chameleons, DMSC, LovinkDialogue, LovinkQuestionnaire, MovieLens, PERSONA_Bench, "
+                "REALTALK, RealPersonaChat, custom")
+
+
+@pytest.mark.parametrize("override,choices", [("dataset=Foo", ALL_DATASETS),
                                               ("ablation=everything", "context_only")])
 def test_unknown_dataset_or_ablation_lists_the_choices(override, choices):
     done = subprocess.run([sys.executable, "-m", "inference_vllm", override], cwd=REPO,

@@ -1,5 +1,8 @@
 """Quality metrics for generated samples: BLEU, chrF, ROUGE-L, distinct-n and length.
 
+Tokens follow the run's language: en whitespace words (sacrebleu 13a), zh characters, ja words
+split by janome (its dictionary ships inside the package: nothing is downloaded).
+
 All reference-based scores are on a 0-100 scale (sacrebleu's convention; ROUGE-L F1 is
 multiplied by 100 to match), distinct-n is a 0-1 ratio and length is in characters.
 """
@@ -45,15 +48,36 @@ def language_for_dataset(dataset: str | None) -> str:
 
 
 def bleu_tokenize(language: str) -> str:
-    """sacrebleu tokenizer name: 13a would treat a whole Chinese sentence as one token."""
-    return "zh" if language == "zh" else "13a"
+    """sacrebleu tokenizer name: 13a would treat a whole Chinese or Japanese sentence as one
+    token. Japanese is split by janome first and then scored as given ("none")."""
+    return {"zh": "zh", "ja": "none"}.get(language, "13a")
+
+
+@lru_cache(maxsize=1)
+def _janome() -> Any:
+    from janome.tokenizer import Tokenizer  # pure Python; loads its dictionary once (~1 s)
+
+    return Tokenizer(wakati=True)
+
+
+def japanese_words(text: str) -> list[str]:
+    """janome's words of a Japanese text, without whitespace tokens."""
+    return [w for w in _janome().tokenize(text) if w.strip()]
 
 
 def tokens(text: str, language: str) -> list[str]:
-    """Tokens for distinct-n: non-space characters for Chinese, whitespace words otherwise."""
+    """Tokens for distinct-n: non-space characters for Chinese, janome words for Japanese,
+    whitespace words otherwise."""
     if language == "zh":
         return [ch for ch in text if not ch.isspace()]
+    if language == "ja":
+        return japanese_words(text)
     return text.split()
+
+
+def bleu_text(text: str, language: str) -> str:
+    """The text as BLEU sees it: Japanese pre-split into space-separated words."""
+    return " ".join(japanese_words(text)) if language == "ja" else text
 
 
 def distinct_n(samples: Sequence[str], n: int, language: str) -> float | None:
@@ -83,6 +107,13 @@ class CharTokenizer:
         return [ch for ch in text.lower() if ch.isalnum()]
 
 
+class JapaneseWordTokenizer:
+    """rouge-score tokenizer for Japanese: janome words, punctuation-only tokens dropped."""
+
+    def tokenize(self, text: str) -> list[str]:
+        return [w for w in japanese_words(text.lower()) if any(ch.isalnum() for ch in w)]
+
+
 @lru_cache(maxsize=None)
 def _bleu(language: str) -> BLEU:
     # effective_order avoids a zero sentence BLEU just because a short text lacks 4-grams.
@@ -103,11 +134,14 @@ def _chrf() -> CHRF:
 def _rouge(language: str) -> rouge_scorer.RougeScorer:
     if language == "zh":
         return rouge_scorer.RougeScorer(["rougeL"], tokenizer=CharTokenizer())
+    if language == "ja":
+        return rouge_scorer.RougeScorer(["rougeL"], tokenizer=JapaneseWordTokenizer())
     return rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
 
 
 def sentence_bleu(hypothesis: str, reference: str, language: str) -> float:
-    return float(_bleu(language).sentence_score(hypothesis, [reference]).score)
+    return float(_bleu(language).sentence_score(
+        bleu_text(hypothesis, language), [bleu_text(reference, language)]).score)
 
 
 def sentence_chrf(hypothesis: str, reference: str) -> float:
@@ -115,7 +149,8 @@ def sentence_chrf(hypothesis: str, reference: str) -> float:
 
 
 def rouge_l(hypothesis: str, reference: str, language: str) -> float:
-    """ROUGE-L F1 x 100 (LCS over characters for Chinese, stemmed words otherwise)."""
+    """ROUGE-L F1 x 100 (LCS over characters for Chinese, janome words for Japanese, stemmed
+    words otherwise)."""
     return 100.0 * _rouge(language).score(reference, hypothesis)["rougeL"].fmeasure
 
 
@@ -155,8 +190,10 @@ def _corpus_scores(items: Sequence[ItemInput], language: str) -> dict[str, float
         return {"bleu_corpus": None, "chrf_corpus": None}
     hyps = [h for h, _ in pairs]
     refs = [[r for _, r in pairs]]
+    bleu_refs = [[bleu_text(r, language) for r in refs[0]]]
+    bleu_hyps = [bleu_text(h, language) for h in hyps]
     return {
-        "bleu_corpus": float(_corpus_bleu(language).corpus_score(hyps, refs).score),
+        "bleu_corpus": float(_corpus_bleu(language).corpus_score(bleu_hyps, bleu_refs).score),
         "chrf_corpus": float(_chrf().corpus_score(hyps, refs).score),
     }
 
@@ -173,11 +210,15 @@ def _reference_aggregates(scored: Sequence[ItemScores]) -> dict[str, float | Non
 
 
 def compute_metrics(items: Sequence[ItemInput], dataset: str | None,
-                    language: str | None = None) -> dict[str, Any]:
+                    language: str | None = None, scorer: str | None = None) -> dict[str, Any]:
     """Aggregate metrics over items; reference metrics are None when nothing has a reference.
 
-    `language` ("en" or "zh", the run's `dataset.language`) wins over the guess from the name.
+    `language` ("en", "zh" or "ja", the run's `dataset.language`) wins over the guess from the
+    name. `scorer` (the run's `dataset.scorer`: text, rating, choice) adds that task's metrics
+    to the text metrics every run gets.
     """
+    from inference_core.evaluation.scorers import task_metrics
+
     language = language or language_for_dataset(dataset)
     items = [i for i in items if i.samples]  # an item with no samples has nothing to score
     scored = [score_item(i, language) for i in items]
@@ -194,5 +235,6 @@ def compute_metrics(items: Sequence[ItemInput], dataset: str | None,
     result["distinct_1"] = _mean_of([s.distinct_1 for s in scored])
     result["distinct_2"] = _mean_of([s.distinct_2 for s in scored])
     result["mean_chars"] = statistics.fmean(len(s) for s in all_samples) if all_samples else None
+    result.update(task_metrics(scorer, items))
     return result
 

@@ -21,6 +21,9 @@ from inference_core.rundir.writers import (SUMMARY_FILE, for_each_run_dir, iter_
 log = logging.getLogger(__name__)
 
 METRICS_FILE = "metrics.json"
+# The task metrics the one-line summary shows for each scorer.
+TASK_HEADLINES = {"rating": ("rating_mae", "rating_rmse", "rating_exact"),
+                  "choice": ("choice_accuracy", "choice_mean_distance")}
 SAMPLES_FILE = "samples.parquet"
 
 # Explicit column types: inferred types would be `null` for columns that happen to be all
@@ -129,7 +132,8 @@ def evaluate_run(run_dir: Path) -> dict[str, Any]:
         "num_truncated_prompts": run.num_truncated_prompts,
         "num_length_finishes": sum(1 for r in run.rows if r["finish_reason"] == "length"),
     }
-    metrics |= compute_metrics(run.items, run.dataset, summary.get("language"))
+    metrics |= compute_metrics(run.items, run.dataset, summary.get("language"),
+                               summary.get("scorer"))
     write_bytes_atomic(run_dir / METRICS_FILE, orjson.dumps(metrics, option=orjson.OPT_INDENT_2))
     write_samples_parquet(list(run.rows), run_dir / SAMPLES_FILE)
     return metrics
@@ -147,6 +151,7 @@ def summary_line(run_dir: Path, m: dict[str, Any]) -> str:
         f"bleu={_fmt(m['bleu_mean_of_n'])} chrf={_fmt(m['chrf_mean_of_n'])} "
         f"rougeL={_fmt(m['rouge_l_mean_of_n'])} d1={_fmt(m['distinct_1'], 3)} "
         f"d2={_fmt(m['distinct_2'], 3)} chars={_fmt(m['mean_chars'], 1)}"
+        + "".join(f" {k}={_fmt(m.get(k), 3)}" for k in TASK_HEADLINES.get(m.get("scorer"), ()))
     )
 
 

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +48,11 @@ class Job:
     shard_index: int
     # Build and write every prompt to prompts.jsonl, start no engine.
     dry_run: bool = False
+    # `dataset.scorer`: which task metrics metrics.json adds (text, rating, choice).
+    scorer: str = "text"
+    # `dataset.output_handler` names (inference_core.outputs) and their options.
+    output_handlers: tuple[str, ...] = ()
+    output_handler_options: dict[str, Any] = field(default_factory=dict)
 
     @property
     def test_file(self) -> Path:
@@ -62,6 +67,8 @@ class Job:
             "model_name": self.model_name,
             "dataset": self.dataset_name,
             "language": self.language,
+            "scorer": self.scorer,
+            "output_handlers": list(self.output_handlers),
             "dataset_path": str(self.dataset_path),
             "test_file": str(self.test_file),
             "test_file_sha256": file_digest(
@@ -137,6 +144,7 @@ def prepare_job(cfg: DictConfig, shard: tuple[int, int] | None = None) -> Job:
     if not 0 <= index < count:
         raise conf.ConfigError(f"shard.index={index} must be in [0, shard.count={count})")
     model = OmegaConf.to_container(cfg.model, resolve=True)
+    handlers, handler_options = conf.output_handlers(cfg)
     return Job(
         output_dir=Path(conf.absolute(str(cfg.output_dir))),
         dataset_name=str(cfg.dataset.name),
@@ -163,6 +171,9 @@ def prepare_job(cfg: DictConfig, shard: tuple[int, int] | None = None) -> Job:
         shard_count=count,
         shard_index=index,
         dry_run=bool(cfg.get("dry_run", False)),
+        scorer=conf.dataset_scorer(cfg),
+        output_handlers=handlers,
+        output_handler_options=handler_options,
     )
 
 

@@ -116,6 +116,8 @@ def build_summary(identity: dict[str, Any], items: list[dict[str, Any]],
         # The LoRA adapter applied over `checkpoint` (the base model), if any.
         "adapter": identity.get("adapter"),
         "language": identity.get("language"),
+        # `dataset.scorer`: the task metrics evaluate adds (older runs: text).
+        "scorer": identity.get("scorer"),
         # The checkpoint's quantization (method, bits, group size, format); null when unquantized.
         "quantization": quantization_info(identity["checkpoint"]),
         "engine": first.get("engine"),

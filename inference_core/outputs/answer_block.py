@@ -1,0 +1,35 @@
+"""answer_block: the text inside the prompt format's answer wrapper ([ANSWER]...[/ANSWER]).
+
+The parsing itself is `inference_core.prompts.answers.extract_answer` (the prompt formats own
+their wrapper); this handler only asks it and notes an answer the model never closed.
+"""
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from inference_core.data.records import TestItem
+from inference_core.outputs.registry import HandledSample, Stage, flagged, register
+
+
+@register("answer_block")
+def answer_block(options: Mapping[str, Any]) -> Stage:
+    from inference_core.config import ConfigError
+
+    try:
+        from inference_core.prompts.answers import extract_answer
+    except ImportError:
+        raise ConfigError("dataset.output_handler=answer_block needs "
+                          "inference_core.prompts.answers (the tagged prompt formats), which this "
+                          "install lacks: choose another handler or prompt format") from None
+    wrapper = options.get("answer_wrapper")
+
+    def stage(sample: HandledSample, item: TestItem, stop_reason: str | None,
+              ) -> HandledSample | None:
+        # The formats stop on the wrapper's closing tag, which vLLM leaves out of the text.
+        answer = extract_answer(sample.text, stop_reason is not None, wrapper)
+        if not answer.text.strip():
+            return None
+        flags = () if answer.closed else ("answer_unclosed",)
+        return flagged(sample, answer.text.strip(), *flags)
+
+    return stage

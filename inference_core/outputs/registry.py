@@ -1,0 +1,91 @@
+"""Output handlers: what a dataset makes of a generated text before it counts as a sample.
+
+A dataset names its handlers (`dataset.output_handler: rating`); `make_output_handler` chains
+them into one OutputHandler. A handler returns the cleaned text (the raw text kept beside it),
+or None when the text is unusable: the pipeline then draws that sample again within
+`sampling.blank_retries`, and counts and shows what is still unusable after that. No handler
+ever invents a placeholder.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping, Protocol, Sequence
+
+from inference_core.data.records import TestItem
+
+
+@dataclass(frozen=True)
+class HandledSample:
+    """One usable sample: the text that is scored and written, the raw generation, and notes
+    (e.g. "rating_snapped") on what the handlers did to it."""
+
+    text: str
+    raw: str
+    flags: frozenset[str] = frozenset()
+
+
+class OutputHandler(Protocol):
+    def __call__(self, raw_text: str, item: TestItem,
+                 stop_reason: str | None) -> HandledSample | None: ...
+
+
+# One link of the chain: sees the sample as the previous link left it.
+Stage = Callable[[HandledSample, TestItem, "str | None"], "HandledSample | None"]
+# Builds a stage from `dataset.output_handler_options`; raises ConfigError on bad options.
+StageFactory = Callable[[Mapping[str, Any]], Stage]
+
+HANDLERS: dict[str, StageFactory] = {}
+
+
+def register(name: str) -> Callable[[StageFactory], StageFactory]:
+    """Make a handler choosable by name in a dataset YAML."""
+    def add(factory: StageFactory) -> StageFactory:
+        HANDLERS[name] = factory
+        return factory
+    return add
+
+
+def handler_names() -> list[str]:
+    load_builtin_handlers()
+    return sorted(HANDLERS)
+
+
+def load_builtin_handlers() -> None:
+    # Imported for their @register side effect.
+    from inference_core.outputs import answer_block, choice, rating, script  # noqa: F401
+
+
+def as_names(value: str | Sequence[str] | None) -> tuple[str, ...]:
+    """`dataset.output_handler` as a tuple: null, one name, or a list applied in order."""
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        return (value,) if value.strip() else ()
+    return tuple(str(v) for v in value)
+
+
+def make_output_handler(names: Sequence[str], options: Mapping[str, Any]) -> OutputHandler:
+    """One handler that applies `names` in order; a blank result at any point is unusable."""
+    from inference_core.config import ConfigError
+
+    load_builtin_handlers()
+    unknown = [n for n in names if n not in HANDLERS]
+    if unknown:
+        raise ConfigError(f"dataset.output_handler={unknown[0]!r} is not a known output handler: "
+                          f"choose from {', '.join(sorted(HANDLERS))} (or null)")
+    stages = [HANDLERS[n](options) for n in names]
+
+    def handle(raw_text: str, item: TestItem, stop_reason: str | None) -> HandledSample | None:
+        sample: HandledSample | None = HandledSample(raw_text, raw_text)
+        for stage in stages:
+            if sample is None or not sample.text.strip():
+                return None
+            sample = stage(sample, item, stop_reason)
+        return sample if sample is not None and sample.text.strip() else None
+
+    return handle
+
+
+def flagged(sample: HandledSample, text: str, *flags: str) -> HandledSample:
+    """The sample with new text and extra flags (the raw generation stays as it was)."""
+    return HandledSample(text, sample.raw, sample.flags | frozenset(flags))
