@@ -21,7 +21,9 @@ class FakeEngine:
 
     def __init__(self, blank: Callable[[GenerationRequest, int], bool] = lambda r, j: False,
                  fail: Callable[[GenerationRequest], str | None] = lambda r: None,
-                 interrupt_after: int | None = None, crash_after: int | None = None) -> None:
+                 interrupt_after: int | None = None, crash_after: int | None = None,
+                 text: Callable[[int, int], str] = lambda seed, j: f"fake {seed} {j}") -> None:
+        self.text = text
         self.blank = blank
         self.fail = fail
         self.interrupt_after = interrupt_after
@@ -49,7 +51,7 @@ class FakeEngine:
             return Completion(request.request_id, (), (), (), len(request.token_ids), (), error)
         seed = request.seed if request.seed is not None else int.from_bytes(
             hashlib.sha256(bytes(str(list(request.token_ids)), "utf-8")).digest()[:4], "little")
-        texts = tuple("" if self.blank(request, j) else f"fake {seed} {j}"
+        texts = tuple("" if self.blank(request, j) else self.text(seed, j)
                       for j in range(request.num_samples))
         n = request.num_samples
         return Completion(request.request_id, texts, ("stop",) * n, (3,) * n,

@@ -158,3 +158,17 @@ def test_dry_run_writes_every_prompt_and_claims_nothing(tmp_path: Path, tokenize
     assert set(first) == {"user_hash", "location", "text", "prompt_tokens", "truncated"}
     assert len(tokenizer(first["text"], add_special_tokens=False)["input_ids"]) == \
         first["prompt_tokens"]
+
+
+def test_a_handler_redraws_what_it_cannot_use_then_skips_it(tmp_path: Path) -> None:
+    """MovieLens keeps ratings only: the fake engine's text is no rating, so every sample is
+    drawn again, then the items are listed as skipped, never filled with a stand-in."""
+    engine = FakeEngine(text=lambda seed, j: "no idea")
+    job = job_for(tmp_path, "dataset=MovieLens", "max_users=1", "sampling.blank_retries=1",
+                  "allow_skips=true")
+    run_job(job, lend(engine))
+    summary = load(job.output_dir / "inference_summary.json")
+    items = len({r.request_id for r in engine.requests})
+    assert len(engine.requests) == 2 * items  # the first round and one redraw
+    assert summary["num_data_items"] == 0 and len(summary["skipped_items"]) == items
+    assert summary["unusable_samples"] == 2 * 2 * items

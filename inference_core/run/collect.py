@@ -9,29 +9,12 @@ from __future__ import annotations
 import hashlib
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from inference_core.data.records import Location, TestItem
 from inference_core.engine import Completion, GenerationRequest
+from inference_core.outputs.registry import OutputHandler, make_output_handler
 from inference_core.prompts.builder import Prompt
-
-
-@dataclass(frozen=True)
-class KeptSample:
-    """A sample the handler accepted: the continuation, the text as generated, and its flags."""
-
-    text: str
-    raw: str
-    flags: frozenset[str] = frozenset()
-
-
-# (generated text, the item, the stop string that ended it) -> a kept sample, or None to redraw.
-OutputHandler = Callable[[str, TestItem | None, str | None], Any]
-
-
-def keep_non_blank(text: str, item: TestItem | None, stop_reason: str | None) -> KeptSample | None:
-    """The default handler: any sample that is not blank, as generated."""
-    return KeptSample(text, text) if text.strip() else None
 
 
 def request_seed(run_seed: int, location: Location, round_: int) -> int:
@@ -87,11 +70,10 @@ class ItemResult:
 class Collector:
     """Per-item samples in request order; a user is done when all their items are closed."""
 
-    def __init__(self, num_samples: int, seed: int, handler: OutputHandler = keep_non_blank,
-                 ) -> None:
+    def __init__(self, num_samples: int, seed: int, handler: OutputHandler | None = None) -> None:
         self.num_samples = num_samples
         self.seed = seed
-        self.handler = handler
+        self.handler = handler or make_output_handler((), {})  # blank samples are unusable
         self.items: list[ItemResult] = []
         self.by_user: dict[str, list[ItemResult]] = {}
         self.open_items: dict[str, int] = {}

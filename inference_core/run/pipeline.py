@@ -15,6 +15,7 @@ from inference_core.data.loader import load_dataset
 from inference_core.data.records import Dataset, Location, SkippedItem, TestItem, UserRecord
 from inference_core.engine import Engine, GenerationRequest, start_engine
 from inference_core.model.adapters import Adapter
+from inference_core.outputs.registry import make_output_handler
 from inference_core.prompts.builder import Prompt
 from inference_core.run.collect import Collector, ItemResult
 from inference_core.run.feed import RequestFeed
@@ -116,7 +117,8 @@ def open_run(job: Job, tokenizer: Any) -> JobRun:
     log.info("%s: %d users, %d to generate (%d items), %d resumed, %d records skipped",
              job.output_dir.name, len(dataset.users), len(todo), sum(len(u.items) for u in todo),
              len(done), len(dataset.skipped))
-    collector = Collector(job.sampling.num_samples, job.sampling.seed)
+    collector = Collector(job.sampling.num_samples, job.sampling.seed,
+                          make_output_handler(job.output_handlers, job.output_handler_options))
     return JobRun(job, dataset, todo, len(done), collector,
                   {"load_data_seconds": time.perf_counter() - start})
 
