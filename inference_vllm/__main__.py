@@ -8,7 +8,7 @@ from typing import Sequence
 import hydra
 from omegaconf import DictConfig
 
-from inference_core.cli import check_group_choices, run_cli
+from inference_core.cli import check_argv_or_exit, finish_task, run_outcome
 from inference_core.config import register_resolvers
 from inference_core.model.adapters import Adapter
 from inference_core.run.job import Job
@@ -30,17 +30,20 @@ def start_engine(job: Job, adapters: Sequence[Adapter] = ()):
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
-def main(cfg: DictConfig) -> None:
+def main(cfg: DictConfig) -> int:
+    return finish_task(lambda: run_job(cfg))
+
+
+def run_job(cfg: DictConfig) -> tuple[int, str]:
     if cfg.engine.name not in ENGINES:
-        log.error("engine=%s does not run here: use `python -m inference_hf` (or torchrun) "
-                  "for the Transformers engine; this entry runs %s", cfg.engine.name, ENGINES)
-        sys.exit(2)
-    code = run_cli(cfg, start_engine)
-    if code:
-        sys.exit(code)
+        reason = (f"engine={cfg.engine.name} does not run here: use `python -m inference_hf` (or "
+                  f"torchrun) for the Transformers engine; this entry runs {', '.join(ENGINES)}")
+        log.error("%s", reason)
+        return 2, reason
+    return run_outcome(cfg, start_engine)
 
 
 if __name__ == "__main__":  # vLLM spawns its engine process: the entry must be guarded
     register_resolvers()
-    check_group_choices(sys.argv[1:])
+    check_argv_or_exit(sys.argv[1:])
     main()
