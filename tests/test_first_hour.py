@@ -156,19 +156,30 @@ def test_help_says_what_the_command_does_in_its_first_line(tmp_path, module, wor
 
 # --- README commands: every documented run command composes (no engine) ---------------------
 
-HYDRA_ENTRY = re.compile(r"python -m (inference_vllm|inference_hf|inference_core\.quantize)\b(.*)")
+HYDRA_ENTRY = re.compile(r"python -m (inference_vllm|inference_hf|inference_core\.quantize)(?=\s|$)(.*)")
 
 
 def readme_commands() -> list[str]:
     """Commands in README.md's fenced blocks, continuation lines joined, `# no-check` left out."""
-    text = (REPO / "README.md").read_text(encoding="utf-8")
+    lines = (REPO / "README.md").read_text(encoding="utf-8").splitlines()
+    blocks, block, language = [], None, ""
+    for line in lines:
+        if line.startswith("```"):
+            if block is None:
+                block, language = [], line[3:].strip()
+            else:
+                if language in ("", "bash", "sh", "shell"):
+                    blocks.append("\n".join(block))
+                block = None
+        elif block is not None:
+            block.append(line)
     commands = []
-    for block in re.findall(r"```(?:bash|sh|shell)?\n(.*?)```", text, re.S):
-        for line in block.replace("\\\n", " ").splitlines():
+    for text in blocks:
+        for line in text.replace("\\\n", " ").splitlines():
             if re.search(r"#\s*no-check\s*$", line):
                 continue
             line = line.split(" #")[0].strip()
-            if re.match(r"(make |python -m inference_(vllm|hf)\b)", line):
+            if re.match(r"(make |python -m inference_(vllm|hf)(\s|$))", line):
                 commands.append(line)
     return commands
 
