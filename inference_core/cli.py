@@ -1,18 +1,22 @@
 """What both engines' `python -m ...` entry points share: checks, exit codes, resume hints.
 
-Exit codes: 0 done, 2 bad configuration or input, 3 items left without generations,
-128+N stopped by signal N (re-run the same command to resume).
+Exit codes (docs/exit-codes.md): 0 done, 2 bad configuration or input, 3 items left without
+generations, 128+N stopped by signal N (re-run the same command to resume); a sweep exits with
+its worst job's code after attempting every job.
 """
 from __future__ import annotations
 
 import logging
 import sys
-from typing import Callable
+from typing import Callable, Sequence
 
+from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig
 
+from inference_core import sweep
 from inference_core.config import ConfigError, group_choices
+from inference_core.config_check import check_command_line, check_config
 from inference_core.data.loader import InputError
 from inference_core.run.job import prepare_jobs
 from inference_core.run.finish import SkippedItemsError
@@ -45,27 +49,71 @@ def check_group_choices(argv: list[str]) -> None:
             sys.exit(2)
 
 
-def exit_code_of(action: Callable[[], object]) -> int:
-    """Run `action`; every expected failure becomes one log line and an exit code."""
+def check_argv_or_exit(argv: Sequence[str], config_name: str = "config") -> None:
+    """Before hydra.main: every job the command line asks for composes and checks, or one line
+    and exit 2 (Hydra would print a traceback and exit 1, or the job would fail after start-up)."""
+    check_group_choices(list(argv))
+    try:
+        check_command_line(argv, config_name)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+
+
+Outcome = tuple[int, str]  # exit code and, for a failure, its one line
+
+
+def outcome_of(action: Callable[[], object]) -> Outcome:
+    """Run `action`; every expected failure becomes one log line, an exit code and a reason."""
     try:
         action()
     except (ConfigError, InputError, RunMismatch) as err:
         log.error("%s", err)
-        return 2
+        return 2, str(err)
     except SkippedItemsError as err:
         log.error("%s", err)
-        return 3
+        return 3, str(err)
     except Interrupted as err:
         log.error("%s: finished users are kept on disk; run the same command again to resume", err)
-        return 128 + err.signum
-    return 0
+        return 128 + err.signum, str(err)
+    return 0, ""
+
+
+def exit_code_of(action: Callable[[], object]) -> int:
+    return outcome_of(action)[0]
+
+
+def run_outcome(cfg: DictConfig, start_engine: StartEngine = start_job_engine,
+                shard: tuple[int, int] | None = None, merge: bool = True) -> Outcome:
+    """Check the config, run this shard of the job(s), and say where the output went."""
+    def action() -> None:
+        if sweep.in_multirun():  # each job of a sweep is checked again, on its own config
+            check_config(cfg, dict(HydraConfig.get().runtime.choices),
+                         HydraConfig.get().job.config_name or "config")
+        for output_dir in run_jobs(prepare_jobs(cfg, shard), start_engine, merge):
+            print(f"output: {output_dir}")
+
+    return outcome_of(action)
 
 
 def run_cli(cfg: DictConfig, start_engine: StartEngine = start_job_engine,
             shard: tuple[int, int] | None = None, merge: bool = True) -> int:
-    """Check the config, run this shard of the job(s), and say where the output went."""
-    def action() -> None:
-        for output_dir in run_jobs(prepare_jobs(cfg, shard), start_engine, merge):
-            print(f"output: {output_dir}")
+    return run_outcome(cfg, start_engine, shard, merge)[0]
 
-    return exit_code_of(action)
+
+def finish_task(task: Callable[[], Outcome]) -> int:
+    """The end of a Hydra task function: a single run exits with its code; a sweep's job records
+    its failure and returns, so that Hydra starts the next job (the sweep exits at its end)."""
+    if not sweep.in_multirun():
+        code, _ = task()
+        if code:
+            sys.exit(code)
+        return 0
+    try:
+        code, reason = task()
+    except Exception as err:  # noqa: BLE001 - one job's crash must not end the sweep
+        log.exception("job failed")
+        code, reason = 1, f"{type(err).__name__}: {err}"
+    if code:
+        sweep.record_failure(code, reason)
+    return code

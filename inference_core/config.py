@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,11 @@ from inference_core.engine import SamplingSettings
 from inference_core.prompts.builder import Ablation, PromptStyle
 
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+# The repository folder: relative defaults in conf/ (data/, outputs/, .cache/) are relative to it.
+PROJECT_ROOT = Path(CONF_DIR).parent
+# Any of these makes a folder loadable by AutoTokenizer (fast, slow or SentencePiece tokenizers).
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")
+HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*")
 LANGUAGES = ("en", "zh", "ja")  # what the metrics know how to tokenize
 
 
@@ -27,10 +33,14 @@ class ConfigError(ValueError):
 
 
 def register_resolvers() -> None:
-    """`${basename:PATH[,DEFAULT]}` names runs after their checkpoint or data folder."""
+    """`${basename:PATH[,DEFAULT]}` names runs after their checkpoint or data folder;
+    `${root:data/Chameleons}` is that path under the repository folder, wherever the command runs;
+    `${abspath:PATH}` makes a path typed on the command line absolute against the cwd."""
     OmegaConf.register_new_resolver(
         "basename", lambda p, default="none": Path(str(p).rstrip("/")).name if p else default,
         replace=True)
+    OmegaConf.register_new_resolver("root", lambda p="": str(PROJECT_ROOT / str(p)), replace=True)
+    OmegaConf.register_new_resolver("abspath", lambda p: absolute(str(p)), replace=True)
 
 
 def sampling_settings(cfg: DictConfig) -> SamplingSettings:
@@ -123,9 +133,18 @@ def check_data_folder(cfg: DictConfig) -> Path:
 
 def check_model_folder(path: str) -> Path:
     folder = Path(path).expanduser().resolve()
+    if not folder.exists() and HUB_ID.fullmatch(path):
+        name = path.split("/")[1]
+        raise ConfigError(
+            f"model.path={path} is not a local folder and looks like a Hugging Face hub id: only "
+            f"local folders work (no downloads at run time); on a machine with network run "
+            f"`huggingface-cli download {path} --local-dir /ckpt/{name}`, then model.path=/ckpt/{name}")
     if not (folder / "config.json").is_file():
         what = "does not exist" if not folder.exists() else "has no config.json"
         raise ConfigError(f"model.path={folder} {what}")
+    if not any((folder / name).is_file() for name in TOKENIZER_FILES):
+        raise ConfigError(f"model.path={folder} has no tokenizer files ({', '.join(TOKENIZER_FILES)}"
+                          f"): copy them from the checkpoint's base model folder")
     return folder
 
 

@@ -12,7 +12,7 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from inference_core.cli import check_group_choices, exit_code_of, run_cli
+from inference_core.cli import check_argv_or_exit, exit_code_of, finish_task, run_outcome
 from inference_core.config import register_resolvers
 from inference_core.run.finish import finish
 from inference_core.run.job import prepare_jobs
@@ -32,10 +32,15 @@ def worst_code_over_ranks(code: int) -> int:
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config_hf")
-def main(cfg: DictConfig) -> None:
+def main(cfg: DictConfig) -> int:
+    return finish_task(lambda: run_ranks(cfg))
+
+
+def run_ranks(cfg: DictConfig) -> tuple[int, str]:
+    """One process, or this torchrun rank's share of the users; rank 0 merges."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world == 1:
-        code = run_cli(cfg)
+        return run_outcome(cfg)
     else:
         import torch
         import torch.distributed as dist
@@ -43,16 +48,16 @@ def main(cfg: DictConfig) -> None:
         rank = int(os.environ["RANK"])
         dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
         try:
-            code = worst_code_over_ranks(run_cli(cfg, shard=(world, rank), merge=False))
-            if rank == 0 and code == 0:
-                code = exit_code_of(lambda: [finish(j) for j in prepare_jobs(cfg, (world, 0))])
+            code, reason = run_outcome(cfg, shard=(world, rank), merge=False)
+            worst = worst_code_over_ranks(code)
+            if rank == 0 and worst == 0:
+                worst = exit_code_of(lambda: [finish(j) for j in prepare_jobs(cfg, (world, 0))])
         finally:
             dist.destroy_process_group()
-    if code:
-        sys.exit(code)
+        return worst, reason or (f"another rank failed (exit {worst})" if worst else "")
 
 
 if __name__ == "__main__":
     register_resolvers()
-    check_group_choices(sys.argv[1:])
+    check_argv_or_exit(sys.argv[1:], "config_hf")
     main()

@@ -10,18 +10,16 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from inference_core.cli import check_group_choices, run_cli
+from inference_core.cli import check_argv_or_exit, finish_task, run_outcome
 from inference_core.config import register_resolvers
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
-def main(cfg: DictConfig) -> None:
-    code = run_cli(cfg)
-    if code:
-        sys.exit(code)
+def main(cfg: DictConfig) -> int:
+    return finish_task(lambda: run_outcome(cfg))
 
 
 if __name__ == "__main__":  # vLLM spawns its engine process: the entry must be guarded
     register_resolvers()
-    check_group_choices(sys.argv[1:])
+    check_argv_or_exit(sys.argv[1:])
     main()

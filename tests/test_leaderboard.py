@@ -99,7 +99,9 @@ def test_evaluate_cli(runs: Path, tmp_path: Path) -> None:
     run_dir = runs / "a" / "cham-hist"
     assert evaluate.main([str(run_dir)]) == 0
     assert (run_dir / "metrics.json").is_file() and (run_dir / "samples.parquet").is_file()
-    assert evaluate.main([str(tmp_path / "nope")]) == 1
+    with pytest.raises(SystemExit) as missing:  # exit-code contract: bad input is 2, one line
+        evaluate.main([str(tmp_path / "nope")])
+    assert missing.value.code == 2
 
 
 def read_csv(path: Path) -> list[dict[str, str]]:

@@ -159,7 +159,9 @@ def test_report_cli(run_dir: Path, tmp_path: Path) -> None:
     assert report.main([str(run_dir), "--prompt-budget-mb", "0.0001"]) == 0  # 100 characters
     data = page_data((run_dir / REPORT_FILE).read_text())
     assert data["promptsOmitted"] == 3 and "--prompt-budget-mb" in data["promptNote"]
-    assert report.main([str(tmp_path / "not-a-run")]) == 1
+    (tmp_path / "not-a-run").mkdir()
+    assert report.main([str(run_dir), str(tmp_path / "not-a-run")]) == 3  # one folder skipped
+    assert report.main([str(tmp_path / "not-a-run")]) == 2  # no run folder at all: bad input
 
 
 def test_finish_writes_the_report_unless_turned_off(tmp_path: Path, model_path: Path,

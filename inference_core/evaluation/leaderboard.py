@@ -5,7 +5,6 @@ Usage: python -m inference_core.leaderboard ROOT [ROOT...] [--out DIR] [--recomp
 
 from __future__ import annotations
 
-import argparse
 import csv
 import io
 import logging
@@ -15,6 +14,7 @@ from dataclasses import astuple, dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from inference_core.command import CommandParser
 from inference_core.evaluation.scoring import METRICS_FILE, SUMMARY_FILE, evaluate_run
 from inference_core.rundir.writers import read_json, write_atomic, write_bytes_atomic
 
@@ -212,7 +212,9 @@ def write_leaderboard(rows: Sequence[LeaderboardRow], out_dir: Path) -> dict[str
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Build the leaderboard from run folders.")
+    parser = CommandParser("python -m inference_core.leaderboard",
+                           "build the leaderboard (md, csv, png, html) over every run folder "
+                           "under ROOT")
     parser.add_argument("roots", nargs="+", type=Path, metavar="ROOT")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output folder")
     parser.add_argument("--recompute", action="store_true", help="recompute every metrics.json")
@@ -220,9 +222,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="do not write missing or stale report.html files of the runs")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    missing = [r for r in args.roots if not r.is_dir()]
-    if missing:
-        parser.error(f"not a folder: {', '.join(map(str, missing))}")
+    parser.require_folders(args.roots)
     rows = collect_rows(args.roots, args.recompute)
     if not rows:
         log.warning("no run folders (with %s) under %s", SUMMARY_FILE, args.roots)

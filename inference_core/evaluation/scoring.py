@@ -5,7 +5,6 @@ Usage: python -m inference_core.evaluate RUN_DIR [RUN_DIR...]
 
 from __future__ import annotations
 
-import argparse
 import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -14,6 +13,7 @@ from typing import Any
 
 import orjson
 
+from inference_core.command import CommandParser, skipped_code
 from inference_core.evaluation.metrics import ItemInput, compute_metrics
 from inference_core.rundir.writers import (SUMMARY_FILE, for_each_run_dir, iter_user_files, read_json,
                                     write_atomic, write_bytes_atomic)
@@ -156,12 +156,14 @@ def summary_line(run_dir: Path, m: dict[str, Any]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Recompute metrics.json and samples.parquet.")
+    parser = CommandParser("python -m inference_core.evaluate",
+                           "recompute metrics.json and samples.parquet of run folders")
     parser.add_argument("run_dirs", nargs="+", type=Path, metavar="RUN_DIR")
     args = parser.parse_args(argv)
+    parser.require_folders(args.run_dirs)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    return for_each_run_dir(args.run_dirs, lambda run_dir: log.info(
-        "%s", summary_line(run_dir, evaluate_run(run_dir))))
+    return skipped_code(for_each_run_dir(args.run_dirs, lambda run_dir: log.info(
+        "%s", summary_line(run_dir, evaluate_run(run_dir)))), args.run_dirs)
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ from typing import Any, Sequence
 import hydra
 from omegaconf import DictConfig
 
-from inference_core.cli import check_group_choices, exit_code_of
+from inference_core.cli import check_argv_or_exit, exit_code_of
 from inference_core.config import CONF_DIR, ConfigError, absolute, register_resolvers
 from inference_core.run.job import Job, prepare_job
 from inference_core.run.prompting import all_prompts
@@ -182,7 +182,7 @@ def main(cfg: DictConfig) -> None:
 
 def run(argv: Sequence[str]) -> None:
     register_resolvers()
-    check_group_choices(list(argv))
+    check_argv_or_exit(list(argv), "quantize")
     main()
 
 

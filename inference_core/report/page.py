@@ -8,7 +8,6 @@ rendered by the page's script from the embedded JSON, one page of cards at a tim
 """
 from __future__ import annotations
 
-import argparse
 import logging
 import math
 from collections import Counter
@@ -18,6 +17,7 @@ from typing import Any
 
 import orjson
 
+from inference_core.command import CommandParser, skipped_code
 from inference_core.evaluation.scoring import METRICS_FILE, iter_user_docs
 from inference_core.report.html import esc, page
 from inference_core.report.data import build_payload, load_extras
@@ -211,16 +211,19 @@ def write_report_safely(run_dir: Path, prompts: Mapping[Any, Sequence[int]] | No
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Write report.html for run folders.")
+    parser = CommandParser("python -m inference_core.report",
+                           "(re)write report.html of run folders: summary, chart, every item's "
+                           "samples beside its reference")
     parser.add_argument("run_dirs", nargs="+", type=Path, metavar="RUN_DIR")
     parser.add_argument("--prompt-budget-mb", type=float, default=DEFAULT_PROMPT_BUDGET_MB,
                         help="most prompt text (MB) embedded in one page; the rest is left out")
     parser.add_argument("--no-prompts", action="store_true",
                         help="do not rebuild the full prompts (no tokenizer needed)")
     args = parser.parse_args(argv)
+    parser.require_folders(args.run_dirs)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    return for_each_run_dir(args.run_dirs, lambda run_dir: write_report(
-        run_dir, args.prompt_budget_mb, not args.no_prompts))
+    return skipped_code(for_each_run_dir(args.run_dirs, lambda run_dir: write_report(
+        run_dir, args.prompt_budget_mb, not args.no_prompts)), args.run_dirs)
 
 
 if __name__ == "__main__":

@@ -6,13 +6,13 @@ all end here, so the final files always cover every finished user exactly once.
 """
 from __future__ import annotations
 
-import argparse
 import logging
 import re
 import sys
 from pathlib import Path
 from typing import Any
 
+from inference_core.command import CommandParser
 from inference_core.data.loader import read_json_array
 from inference_core.model.quantization import quantization_info
 from inference_core.data.records import Location
@@ -151,11 +151,14 @@ def build_summary(identity: dict[str, Any], items: list[dict[str, Any]],
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m inference_core.merge", description=__doc__)
+    parser = CommandParser("python -m inference_core.merge", "build a run folder's final files "
+                           "(test_leaderboard.json, inference_summary.json) from its users/ and "
+                           "shard reports on disk", description=__doc__)
     parser.add_argument("output_dir", type=Path)
     parser.add_argument("--shards", type=int, default=None,
                         help="shard count (default: read from the shard reports)")
     args = parser.parse_args(argv)
+    parser.require_folders([args.output_dir], "run folder")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     count = args.shards or infer_shard_count(args.output_dir)
     missing = [i for i in range(count) if not shard_report_path(args.output_dir, i, count).is_file()]

@@ -6,6 +6,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from inference_core.command import CommandParser
 from inference_core.data.convert.common import ConversionSummary, SourceError
 from inference_core.data.convert.cornell import convert_cornell
 from inference_core.data.convert.dmsc import convert_dmsc
@@ -25,10 +26,10 @@ def _positive_int(text: str) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with one subcommand per corpus."""
-    parser = argparse.ArgumentParser(
-        prog="python -m inference_core.convert",
-        description="Convert a raw public corpus into the benchmark schema "
-        "(train.json, test_leaderboard.json, references.json).",
+    parser = CommandParser(
+        "python -m inference_core.convert",
+        "convert a raw public corpus (Cornell movie-dialogs, DMSC.csv) into the benchmark schema "
+        "(train.json, test_leaderboard.json, references.json)",
     )
     sub = parser.add_subparsers(dest="corpus", required=True)
     cornell = sub.add_parser("cornell", help="Cornell Movie-Dialogs corpus (folder of the four movie_*.txt files)")
@@ -53,7 +54,7 @@ def run(args: argparse.Namespace) -> ConversionSummary:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point; returns the exit status (2 for a bad source)."""
+    """Entry point; returns the exit status (2 for a bad source or an unwritable OUT_DIR)."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
@@ -63,7 +64,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except OSError as exc:
         log.error("cannot write %s, nothing written: %s", args.out_dir, exc)
-        return 1
+        return 2
     print(summary.report())
     return 0
 

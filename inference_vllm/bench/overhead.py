@@ -1,0 +1,196 @@
+"""`make bench-overhead`: what the pipeline itself costs, with generation taken out.
+
+Every stage runs unmodified except generation: an instant engine (benchmark-only, defined
+here, never an engine choice of the product) answers each request at once with a fixed short
+text. Synthetic Chameleons-like data (dialogue context, short lines) and DMSC-like data (long
+review histories) at 10k and 100k items; each workload runs in its own process so that its
+peak memory is its own. Writes outputs/bench/overhead.json.
+
+The share is the overhead that an engine would wait for, over the generation time of an 8B
+model on one H100 at the stated 10,000 samples/min: time to the first request, user-file
+writes in the engine loop, any prompt building slower than generation, and the stages after
+generation (merge, metrics, report).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import random
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Sequence
+
+import orjson
+
+from inference_core.engine import Completion, GenerationRequest, SamplingSettings
+
+log = logging.getLogger(__name__)
+REPO = Path(__file__).resolve().parents[2]
+SAMPLES_PER_MIN_8B_H100 = 10_000
+WORKLOADS = {  # name: (sample dataset, items per user, history items per user)
+    "chameleons": ("Chameleons", 2, 12),
+    "dmsc": ("DMSC", 1, 300),
+}
+
+
+class InstantEngine:
+    """Benchmark-only: every request answered at once with the same short text."""
+
+    name = "instant (benchmark only)"
+    load_seconds = 0.0
+
+    def __init__(self, model_path: str = "", engine_cfg: Any = None, seed: int = 0,
+                 adapters: Sequence[Any] = ()) -> None:
+        self.first_request_at: float | None = None
+        self.requests = 0
+
+    def generate(self, requests: Iterable[GenerationRequest],
+                 sampling: SamplingSettings) -> Iterator[Completion]:
+        for r in requests:
+            if self.first_request_at is None:
+                self.first_request_at = time.perf_counter()
+            self.requests += 1
+            n = r.num_samples
+            yield Completion(r.request_id, ("a short line of text",) * n, ("stop",) * n, (5,) * n,
+                             len(r.token_ids), (None,) * n)
+
+    def stats(self) -> dict[str, Any]:
+        return {"requests": self.requests}
+
+    def close(self) -> None:
+        pass
+
+
+def sample_items(folder: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Every data item of the sample dataset, and its user records (profiles to reuse)."""
+    items, records = [], []
+    for name in ("train.json", "test_leaderboard.json"):
+        for record in orjson.loads((folder / name).read_bytes()):
+            records.append(record)
+            for col in record["task"]["task_behavior_collections"]:
+                items += [i for i in col["data"] if i.get("continuation")]
+    return items, records
+
+
+def write_workload(name: str, total_items: int, target: Path, seed: int = 0) -> Path:
+    """A dataset of `total_items` test items resampled from the sample, numeric timestamps."""
+    sample, per_user, history = WORKLOADS[name]
+    items, records = sample_items(REPO / "data" / sample)
+    rng = random.Random(seed)
+    train, test = [], []
+    for u in range(max(1, total_items // per_user)):
+        template = rng.choice(records)
+        user = {"profile": {**template["user"]["profile"],
+                            "name": template["user"]["profile"].get("name", "U")},
+                "personality": template["user"].get("personality")}
+
+        def record(data: list[dict[str, Any]]) -> dict[str, Any]:
+            return {"user_hash": f"u{u:07d}", "user": user, "task": {
+                "description": template["task"].get("description", ""),
+                "task_behavior_collections": [{"type": "dialogue", "type_desc": "", "data": data}]}}
+
+        past = [{**rng.choice(items), "timestamp": 1_300_000_000 + k} for k in range(history)]
+        future = [{k: v for k, v in rng.choice(items).items() if k != "continuation"}
+                  for _ in range(per_user)]
+        train.append(record(past))
+        test.append(record(future))
+    target.mkdir(parents=True, exist_ok=True)
+    (target / "train.json").write_bytes(orjson.dumps(train))
+    (target / "test_leaderboard.json").write_bytes(orjson.dumps(test))
+    return target
+
+
+def measure(name: str, items: int, out: Path, num_samples: int) -> dict[str, Any]:
+    """One workload end to end in this process; seconds per stage and peak memory."""
+    from inference_core.compose import compose_config
+    from inference_core.evaluation.scoring import evaluate_run
+    from inference_core.report.page import write_report
+    from inference_core.run import pipeline
+    from inference_core.run.job import prepare_job
+    from inference_core.rundir.merge import merge_run
+
+    data = write_workload(name, items, out / "data" / f"{name}-{items}")
+    sample = WORKLOADS[name][0]
+    job = prepare_job(compose_config(
+        f"dataset={sample}", f"dataset.path={data}", f"output_dir={out / 'runs' / f'{name}-{items}'}",
+        f"sampling.num_samples={num_samples}", "overwrite=true", "evaluate=false", "report=false",
+        "allow_skips=true"))
+    engine = InstantEngine()
+    start = time.perf_counter()
+    pipeline.run_job(job, lambda job, adapters: engine, merge=False)
+    run_seconds = time.perf_counter() - start
+    report = orjson.loads((job.output_dir / "shards" / "0-of-1.json").read_bytes())
+    stages = {"load": report["load_data_seconds"], "prompts": report["build_prompts_seconds"],
+              "user_writes": report["write_seconds"], "run_total": run_seconds}
+    for stage, action in (("merge", lambda: merge_run(job.output_dir)),
+                          ("metrics", lambda: evaluate_run(job.output_dir)),
+                          ("report", lambda: write_report(job.output_dir, with_prompts=False))):
+        t0 = time.perf_counter()
+        action()
+        stages[stage] = time.perf_counter() - t0
+    samples = engine.requests * num_samples
+    generation = samples / (SAMPLES_PER_MIN_8B_H100 / 60)
+    first = (engine.first_request_at or start) - start
+    overhead = (first + stages["user_writes"] + max(0.0, stages["prompts"] - generation)
+                + stages["merge"] + stages["metrics"] + stages["report"])
+    return {"workload": name, "items": engine.requests, "samples": samples,
+            "seconds": {k: round(v, 3) for k, v in stages.items()},
+            "time_to_first_request_seconds": round(first, 3),
+            "per_item_ms": round(1000 * run_seconds / max(engine.requests, 1), 3),
+            "peak_memory_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+            "generation_seconds_8b_h100": round(generation, 1),
+            "overhead_seconds": round(overhead, 3),
+            "overhead_share_8b_h100": round(overhead / generation, 4)}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m inference_vllm.bench.overhead",
+                                     description=__doc__.splitlines()[0])
+    parser.add_argument("--items", type=int, nargs="+", default=[10_000, 100_000])
+    parser.add_argument("--workloads", nargs="+", default=list(WORKLOADS), choices=list(WORKLOADS))
+    parser.add_argument("--num-samples", type=int, default=5)
+    parser.add_argument("--out", type=Path, default=REPO / "outputs" / "bench")
+    parser.add_argument("--one", nargs=2, metavar=("WORKLOAD", "ITEMS"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if args.one:  # a child process: one workload, its row on stdout
+        print(json.dumps(measure(args.one[0], int(args.one[1]), args.out, args.num_samples)))
+        return 0
+    rows = []
+    for name in args.workloads:
+        for items in args.items:
+            done = subprocess.run([sys.executable, "-m", "inference_vllm.bench.overhead", "--one",
+                                   name, str(items), "--out", str(args.out), "--num-samples",
+                                   str(args.num_samples)], capture_output=True, text=True)
+            if done.returncode:
+                raise SystemExit(f"{name} at {items} items failed:\n{done.stderr[-2000:]}")
+            rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
+            log.warning("%s", rows[-1])
+    result = {"engine": InstantEngine.name, "samples_per_min_8b_h100": SAMPLES_PER_MIN_8B_H100,
+              "rows": rows}
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "overhead.json").write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))
+    print(render(rows))
+    return 0
+
+
+def render(rows: list[dict[str, Any]]) -> str:
+    head = (f"{'workload':<11} {'items':>7} {'load':>6} {'prompts':>8} {'writes':>7} {'merge':>6} "
+            f"{'metrics':>8} {'report':>7} {'1st req':>8} {'ms/item':>8} {'peak MB':>8} {'share':>7}")
+    lines = [head]
+    for r in rows:
+        s = r["seconds"]
+        lines.append(f"{r['workload']:<11} {r['items']:>7} {s['load']:>6.1f} {s['prompts']:>8.1f} "
+                     f"{s['user_writes']:>7.1f} {s['merge']:>6.1f} {s['metrics']:>8.1f} "
+                     f"{s['report']:>7.1f} {r['time_to_first_request_seconds']:>8.2f} "
+                     f"{r['per_item_ms']:>8.2f} {r['peak_memory_mb']:>8.0f} "
+                     f"{r['overhead_share_8b_h100']:>7.3f}")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
