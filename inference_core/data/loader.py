@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -135,7 +135,8 @@ def user_hash_of(record: Any, where: str, problems: Problems) -> str | None:
 
 def load_history(records: list[Any], file_name: str, problems: Problems,
                  ) -> dict[str, list[HistoryItem]]:
-    """Every train item per user_hash, oldest first (items without a timestamp count as oldest)."""
+    """Every train item per user_hash, oldest first (items without a timestamp count as oldest);
+    each keeps its file position in `order` for formats that show history in file order."""
     history: dict[str, list[HistoryItem]] = {}
     for r_i, record in enumerate(records):
         where = f"{file_name}[{r_i}]"
@@ -146,7 +147,7 @@ def load_history(records: list[Any], file_name: str, problems: Problems,
         for c_i, d_i, raw, _ in iter_items(record, where, problems):
             item = parse_history_item(raw, f"{where}...[{c_i}].data[{d_i}]", problems)
             if item is not None:
-                items.append(item)
+                items.append(replace(item, order=len(items)))
     for items in history.values():
         items.sort(key=lambda h: (h.timestamp is not None, h.timestamp or ""))
     return history
