@@ -153,18 +153,21 @@ class PromptBuilder:
             text = render.chatml_envelope(self.tokenizer, system,
                                           dict(self.settings.chat_template_kwargs))
         else:
-            text = render.gemma_envelope(system, getattr(self.tokenizer, "bos_token", None) or "<bos>")
+            text = render.gemma_envelope(system)
         return text + (self.settings.answer.open if self.settings.answer else "")
 
     def shared_prefix(self, up: UserParts, item: TestItem, keep_h: int, text: str) -> str:
-        """Where this text's user-level part ends (probe item differs in everything item-own)."""
+        """Where this text's user-level part ends (probe item differs in everything item-own),
+        at a point where this very text may be tokenized in two parts."""
         key = (keep_h, item.collection_desc)
+        pre = self.tokens.pre_tokenizer
         if key not in up.prefixes:
             history = up.history[len(up.history) - keep_h:] if keep_h else []
             probe = self.text(up, item, history, [PROBE] if self.ablation.context else [],
                               len(up.history) - keep_h, 0, prefix=PROBE)
-            up.prefixes[key] = text[:safe_split(text, common_prefix_length(text, probe))]
-        return up.prefixes[key]
+            up.prefixes[key] = text[:common_prefix_length(text, probe)]
+        limit = common_prefix_length(text, up.prefixes[key])
+        return text[:safe_split(text, limit, pre)]
 
     def encode(self, up: UserParts, item: TestItem, keep_h: int, context: list[str],
                dropped_context: int) -> tuple[array, str]:

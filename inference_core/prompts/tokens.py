@@ -1,8 +1,8 @@
 """Token ids of prompt texts that share a long per-user prefix, tokenized once.
 
-A text is split where its item part starts, snapped back to just after a newline that a
-non-space character follows: byte-level BPE tokenizers (GPT-2, Llama 3, Qwen, SmolLM) never merge
-across that point, so prefix ids + item ids equal the ids of the whole text. The first split of
+A text is split where its item part starts, snapped back to a line edge where the tokenizer's
+pre-tokenizer splits the text (BPE never merges across pre-token edges), so prefix ids + item ids equal the ids of the whole text where the pre-tokenizer agrees
+(checked on a window around the split point). The first split of
 every builder is checked against a whole-text tokenization; a tokenizer that disagrees (some
 SentencePiece models) gets whole-text tokenization from then on.
 """
@@ -22,13 +22,39 @@ def ids_of(tokenizer: Any, texts: list[str]) -> list[list[int]]:
     return tokenizer(texts, add_special_tokens=False)["input_ids"]
 
 
-def safe_split(text: str, limit: int) -> int:
-    """The last position <= limit that follows a newline and precedes a non-space character."""
-    j = text.rfind("\n", 0, limit)
-    while j != -1:
-        if j + 1 < len(text) and j + 1 <= limit and not text[j + 1].isspace():
-            return j + 1
-        j = text.rfind("\n", 0, j)
+WINDOW = 32  # characters either side of a split point that its pre-tokenization may depend on
+MAX_TRIES = 16
+
+
+def pieces(pre: Any, text: str) -> list[tuple[str, tuple[int, int]]]:
+    return pre.pre_tokenize_str(text)
+
+
+def boundary_ok(pre: Any, text: str, k: int) -> bool:
+    """Whether the tokenizer's pre-tokenizer splits `text` at k, and the text before k alone
+    ends in the same pieces (no merge, lookahead or greedy run crosses k)."""
+    if pre is None:
+        return True  # no pre-tokenizer to ask: the first split of the builder is checked whole
+    start = max(0, k - WINDOW)
+    head = text[start:k]
+    around = pieces(pre, text[start:k + WINDOW])
+    if not any(end == len(head) for _, (_, end) in around):
+        return False
+    return [p for p, (_, end) in around if end <= len(head)] == [p for p, _ in pieces(pre, head)]
+
+
+def safe_split(text: str, limit: int, pre: Any = None) -> int:
+    """The last line edge <= limit (just before or after a newline) where the text can be
+    tokenized in two parts with the same ids as whole; 0 when none is found."""
+    k = limit
+    for _ in range(MAX_TRIES):
+        j = text.rfind("\n", 0, k)
+        if j == -1:
+            return 0
+        for cut in (j + 1, j):
+            if 0 < cut <= limit and cut < len(text) and boundary_ok(pre, text, cut):
+                return cut
+        k = j
     return 0
 
 
@@ -52,6 +78,8 @@ class PrefixTokenizer:
     def __init__(self, tokenizer: Any) -> None:
         self.tokenizer = tokenizer
         self.split_ok: bool | None = None  # None until the first split is checked
+        backend = getattr(tokenizer, "backend_tokenizer", None)
+        self.pre_tokenizer = getattr(backend, "pre_tokenizer", None)
 
     def whole(self, text: str) -> array:
         return array("i", self.tokenizer(text, add_special_tokens=False)["input_ids"])

@@ -49,9 +49,9 @@ def load_tokenizer(model_path: Path) -> Any:
 
 
 def prompt_builder(job: Job, tokenizer: Any) -> PromptBuilder:
-    """The job's prompt builder: its style, ablation, chat template and token budget."""
-    return PromptBuilder(tokenizer, job.style, job.ablation,
-                         job.max_model_len - job.sampling.max_tokens, job.chat_template_kwargs)
+    """The job's prompt builder: its format, ablation, chat template and token budget."""
+    return PromptBuilder(tokenizer, job.prompt, job.ablation,
+                         job.max_model_len - job.sampling.max_tokens)
 
 
 def all_prompts(job: Job) -> list[Prompt]:
