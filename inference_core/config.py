@@ -12,7 +12,8 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from inference_core.data.loader import TEST_FILE, TRAIN_FILE
 from inference_core.engine import SamplingSettings
-from inference_core.prompts.builder import Ablation, PromptStyle
+from inference_core.prompts.builder import Ablation
+from inference_core.prompts.settings import PromptConfigError, PromptSettings, settings_from_config
 
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 # The repository folder: relative defaults in conf/ (data/, outputs/, .cache/) are relative to it.
@@ -48,7 +49,8 @@ def sampling_settings(cfg: DictConfig) -> SamplingSettings:
     return SamplingSettings(
         num_samples=int(s.num_samples), temperature=float(s.temperature), top_p=float(s.top_p),
         top_k=int(s.top_k), max_tokens=int(s.max_tokens), seed=int(s.seed),
-        min_tokens=int(s.get("min_tokens", 1)), stop=tuple(cfg.dataset.get("stop") or ()),
+        min_tokens=int(s.get("min_tokens", 1)),
+        stop=prompt_settings(cfg).stop_strings(tuple(cfg.dataset.get("stop") or ())),
         repetition_penalty=float(s.get("repetition_penalty", 1.0)))
 
 
@@ -93,9 +95,18 @@ def output_handlers(cfg: DictConfig) -> tuple[tuple[str, ...], dict[str, Any]]:
     return names, options
 
 
-def prompt_style(cfg: DictConfig) -> PromptStyle:
-    d = cfg.dataset
-    return PromptStyle(str(d.instruction), str(d.history_header), int(d.history_context_turns))
+def prompt_settings(cfg: DictConfig) -> PromptSettings:
+    """The `prompt` group (default native) merged with the dataset's `prompt` sections."""
+    try:
+        fmt = OmegaConf.to_container(cfg.prompt, resolve=True)
+        dataset_prompt = cfg.dataset.get("prompt")
+        dataset_prompt = (OmegaConf.to_container(dataset_prompt, resolve=True)
+                          if isinstance(dataset_prompt, DictConfig) else dataset_prompt)
+        kwargs = cfg.model.get("chat_template_kwargs") if cfg.get("model") else None
+        kwargs = OmegaConf.to_container(kwargs, resolve=True) if isinstance(kwargs, DictConfig) else kwargs
+        return settings_from_config(fmt, dataset_prompt, kwargs)
+    except PromptConfigError as err:
+        raise ConfigError(str(err)) from None
 
 
 @dataclass(frozen=True)

@@ -67,7 +67,7 @@ def test_loads_and_builds_prompts_for_every_ablation(name, tokenizer):
     assert dataset.users and not dataset.skipped
     for ablation in ABLATIONS:
         cfg = compose(f"dataset={name}", f"ablation={ablation}")
-        builder = PromptBuilder(tokenizer, conf.prompt_style(cfg), conf.ablation(cfg), 2048 - 32)
+        builder = PromptBuilder(tokenizer, conf.prompt_settings(cfg), conf.ablation(cfg), 2048 - 32)
         prompts, unfit = build_prompts(builder, dataset.users)
         assert not unfit and len(prompts) == sum(len(u.items) for u in dataset.users)
         assert all(0 < p.num_tokens <= 2048 - 32 for p in prompts)
@@ -87,7 +87,7 @@ def test_awkward_cases_are_in_the_samples(tokenizer):
     assert set(rpc["personality"]["structured"]) == {"big_five", "ios"}
     movielens = load_dataset("MovieLens", DATA / "MovieLens")
     cfg = compose("dataset=MovieLens", "ablation=history_only")
-    builder = PromptBuilder(tokenizer, conf.prompt_style(cfg), conf.ablation(cfg), 2048 - 32)
+    builder = PromptBuilder(tokenizer, conf.prompt_settings(cfg), conf.ablation(cfg), 2048 - 32)
     prompts, _ = build_prompts(builder, movielens.users)
     assert any(p.dropped_history for p in prompts)  # the long history is cut at 2048
     assert all(i.reference.count(".") == 1 for u in movielens.users for i in u.items)

@@ -7,8 +7,9 @@ plain is skipped (and listed in the summary), never guessed at.
 from __future__ import annotations
 
 import logging
+import re
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -21,6 +22,7 @@ log = logging.getLogger(__name__)
 TRAIN_FILE = "train.json"
 TEST_FILE = "test_leaderboard.json"
 MAX_LOGGED_WARNINGS = 25
+MAX_EXAMPLES = 3  # places kept per kind of warning for the totals
 
 
 class InputError(ValueError):
@@ -29,22 +31,34 @@ class InputError(ValueError):
 
 @dataclass
 class Problems:
-    """Collects warnings about the input; logs the first few in full and counts the rest."""
+    """Collects warnings about the input by kind: logs the first few in full, then counts them,
+    keeping a few places of each kind for the totals."""
 
     counts: Counter = field(default_factory=Counter)
+    examples: dict[str, list[str]] = field(default_factory=dict)
+    total: int = 0
 
     def warn(self, where: str, message: str) -> None:
-        self.counts[message] += 1
-        total = sum(self.counts.values())
-        if total <= MAX_LOGGED_WARNINGS:
+        kind = kind_of(message)
+        self.counts[kind] += 1
+        self.total += 1
+        places = self.examples.setdefault(kind, [])
+        if len(places) < MAX_EXAMPLES:
+            places.append(f"{where}: {message}")
+        if self.total <= MAX_LOGGED_WARNINGS:
             log.warning("%s: %s", where, message)
-        elif total == MAX_LOGGED_WARNINGS + 1:
+        elif self.total == MAX_LOGGED_WARNINGS + 1:
             log.warning("more input warnings follow; only their counts are logged")
 
     def log_totals(self) -> None:
-        for message, n in self.counts.most_common():
+        for kind, n in self.counts.most_common():
             if n > 1:
-                log.warning("%d times: %s", n, message)
+                log.warning("%d times: %s (e.g. %s)", n, kind, "; ".join(self.examples[kind]))
+
+
+def kind_of(message: str) -> str:
+    """A warning's kind: its message with quoted or numeric values taken out."""
+    return re.sub(r"'[^']*'|\"[^\"]*\"|-?\d+(\.\d+)?", "…", message)
 
 
 def read_json_array(path: Path) -> list[Any]:
@@ -135,7 +149,8 @@ def user_hash_of(record: Any, where: str, problems: Problems) -> str | None:
 
 def load_history(records: list[Any], file_name: str, problems: Problems,
                  ) -> dict[str, list[HistoryItem]]:
-    """Every train item per user_hash, oldest first (items without a timestamp count as oldest)."""
+    """Every train item per user_hash, oldest first (items without a timestamp count as oldest);
+    each keeps its file position in `order` for formats that show history in file order."""
     history: dict[str, list[HistoryItem]] = {}
     for r_i, record in enumerate(records):
         where = f"{file_name}[{r_i}]"
@@ -146,7 +161,7 @@ def load_history(records: list[Any], file_name: str, problems: Problems,
         for c_i, d_i, raw, _ in iter_items(record, where, problems):
             item = parse_history_item(raw, f"{where}...[{c_i}].data[{d_i}]", problems)
             if item is not None:
-                items.append(item)
+                items.append(replace(item, order=len(items)))
     for items in history.values():
         items.sort(key=lambda h: (h.timestamp is not None, h.timestamp or ""))
     return history

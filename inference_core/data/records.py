@@ -36,6 +36,8 @@ class HistoryItem:
     prefix: str
     text: str
     timestamp: str | None
+    # Position in train.json (over all of the user's records): the order training read them in.
+    order: int = 0
 
 
 @dataclass(frozen=True)

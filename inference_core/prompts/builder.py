@@ -1,18 +1,28 @@
-"""Build every prompt up front: ablation parts, chat template, token budget, stable order.
+"""Build every prompt up front: the format's templates, the ablation, the token budget.
 
-Layout: the system message holds what is the same for all of a user's items (task, instruction,
-profile, history) and the user message holds the item's own part (context, cue), so the prompts
-of one user share a long prefix that vLLM's prefix cache computes once.
+What a prompt says comes from its PromptSettings (conf/prompt/<format>.yaml merged with the
+dataset's parts); this module only fills the templates and fits the result into the budget.
+A user's shared part (task, profile, history) is rendered and tokenized once per user; each
+item adds its own part (context, cue).
 """
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from array import array
+from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator
 
-from inference_core.data.records import HistoryItem, Location, TestItem, Turn, UserRecord
+from inference_core.data.records import HistoryItem, Location, TestItem, UserRecord
+from inference_core.prompts import render
+from inference_core.prompts.fit import plan_fit, step_down
+from inference_core.prompts.legacy import PromptStyle, native_settings
+from inference_core.prompts.settings import PromptSettings
+from inference_core.prompts.tokens import PrefixTokenizer, common_prefix_length, ids_of, safe_split
 
 log = logging.getLogger(__name__)
+PROBE = "\x00"  # stands for item-specific text when finding where a user's shared part ends
+
+__all__ = ["Ablation", "Prompt", "PromptBuilder", "PromptStyle", "build_prompts", "render_cue"]
 
 
 @dataclass(frozen=True)
@@ -24,24 +34,17 @@ class Ablation:
 
 
 @dataclass(frozen=True)
-class PromptStyle:
-    """Dataset-specific wording (from conf/dataset/*.yaml)."""
-
-    instruction: str
-    history_header: str
-    history_context_turns: int
-
-
-@dataclass(frozen=True)
 class Prompt:
     """One item's final prompt, as token ids, with what the budget made us drop."""
 
     user_hash: str
     location: Location
-    token_ids: tuple[int, ...]
+    token_ids: array  # array('i'): 4 bytes a token; list() and len() work as on a tuple
     dropped_history: int
     dropped_context: int
     cut_tokens: int
+    # The exact text given to the tokenizer (envelope included), only when asked for (dry run).
+    text: str | None = field(default=None, repr=False, compare=False)
 
     @property
     def num_tokens(self) -> int:
@@ -52,59 +55,128 @@ class Prompt:
         return bool(self.dropped_history or self.dropped_context or self.cut_tokens)
 
 
-def render_turns(turns: Iterable[Turn]) -> list[str]:
-    return [f"{t.source}: {t.content}" if t.source else t.content for t in turns]
-
-
-def render_history_item(item: HistoryItem, context_turns: int) -> str:
-    lines = render_turns(item.context[-context_turns:]) if context_turns > 0 else []
-    return "\n".join(lines + [f"{item.prefix}{item.text}"])
-
-
-def flatten(value: Any, prefix: str = "") -> list[str]:
-    """Nested profile/personality fields as 'key: value' lines, in their input order."""
-    if isinstance(value, dict):
-        lines: list[str] = []
-        for key, sub in value.items():
-            lines += flatten(sub, f"{prefix}{key}" if not prefix else f"{prefix} / {key}")
-        return lines
-    if value in (None, "", [], {}):
-        return []
-    if isinstance(value, list):
-        value = ", ".join(str(v) for v in value)
-    return [f"{prefix}: {value}" if prefix else str(value)]
-
-
-def render_profile(user: UserRecord) -> str:
-    lines = flatten(user.profile) + flatten(user.personality)
-    return "About this person:\n" + "\n".join(lines) if lines else ""
-
-
 def render_cue(user: UserRecord, item: TestItem) -> str:
-    """The item's own question: always present, whatever the ablation."""
+    """The item's own question as the native format shows it (also on report cards)."""
     if item.prefix.strip():
         return item.prefix.rstrip()
     return f"{user.name}:" if user.name else ""
 
 
+@dataclass
+class UserParts:
+    """A user's rendered shared pieces and their token counts, made once per user."""
+
+    user: UserRecord
+    base: dict[str, Any]
+    history: list[str]
+    history_tokens: list[int]
+    prefix_ids: dict[str, array] = field(default_factory=dict)
+    prefixes: dict[tuple[int, str], str] = field(default_factory=dict)
+
+
 class PromptBuilder:
     """Turns (user, item) into token ids that fit `budget` = max_model_len - max_tokens."""
 
-    def __init__(self, tokenizer: Any, style: PromptStyle, ablation: Ablation, budget: int,
-                 chat_template_kwargs: dict[str, Any] | None = None) -> None:
+    def __init__(self, tokenizer: Any, settings: PromptSettings | PromptStyle, ablation: Ablation,
+                 budget: int, chat_template_kwargs: dict[str, Any] | None = None,
+                 keep_text: bool = False) -> None:
         if budget <= 0:
             raise ValueError(f"no room for a prompt: token budget is {budget}")
+        if isinstance(settings, PromptStyle):  # the original constructor: the native format
+            settings = native_settings(settings, chat_template_kwargs)
         self.tokenizer = tokenizer
-        self.style = style
+        self.settings = settings
         self.ablation = ablation
         self.budget = budget
-        self.template_kwargs = dict(chat_template_kwargs or {})
+        self.keep_text = keep_text
+        self.envelope = (render.envelope_family(tokenizer) if settings.envelope == "auto"
+                         else settings.envelope)
+        where = f"prompt={settings.name}"
+        self.system = render.compile_template(settings.system, f"{where} system template")
+        self.user_template = (render.compile_template(settings.user, f"{where} user template")
+                              if settings.user else None)
+        self.history_item = render.compile_template(settings.history_item, f"{where} history_item")
+        self.context_line = render.compile_template(settings.context_line, f"{where} context_line")
+        self.tokens = PrefixTokenizer(tokenizer)
+        self.order = [s for s in settings.truncate if s != "cut_turn"]
+        self.can_cut = "cut_turn" in settings.truncate
 
-    def count(self, texts: list[str]) -> list[int]:
-        if not texts:
+    # -- text -------------------------------------------------------------------------------
+    def user_parts(self, user: UserRecord, with_history: bool = True) -> UserParts:
+        a, s = self.ablation, self.settings
+        base = {
+            "user_hash": user.user_hash, "name": user.name, "profile": user.profile,
+            "description": user.description, "parts": s.parts,
+            "ablation": {"profile": a.profile, "history": a.history, "context": a.context},
+            "profile_lines": render.profile_lines(user) if a.profile else [],
+            "profile_tags": render.profile_tags(user) if a.profile else [],
+        }
+        history = self.render_history(user) if a.history and with_history else []
+        return UserParts(user, base, history, [len(i) for i in ids_of(self.tokenizer, history)])
+
+    def render_history(self, user: UserRecord) -> list[str]:
+        items: Iterable[HistoryItem] = user.history
+        if self.settings.history_order == "file":
+            items = sorted(items, key=lambda h: h.order)
+        items = list(items)
+        if self.settings.history_limit is not None:
+            items = items[:self.settings.history_limit]
+        return [self.history_item.render(item=self.history_data(h, user), parts=self.settings.parts)
+                for h in items]
+
+    def history_data(self, h: HistoryItem, user: UserRecord) -> dict[str, Any]:
+        turns = render.turn_data(h.context, user, self.settings.drop_blank_turns)
+        return {"text": h.text, "prefix": h.prefix, "timestamp": h.timestamp, "context": turns}
+
+    def context_lines(self, user: UserRecord, item: TestItem) -> list[str]:
+        if not self.ablation.context:
             return []
-        return [len(ids) for ids in self.tokenizer(texts, add_special_tokens=False)["input_ids"]]
+        turns = render.turn_data(item.context, user, self.settings.drop_blank_turns)
+        return [self.context_line.render(turn=t, parts=self.settings.parts) for t in turns]
 
+    def text(self, up: UserParts, item: TestItem, history: list[str], context: list[str],
+             dropped_history: int = 0, dropped_context: int = 0, prefix: str | None = None) -> str:
+        """The exact text the tokenizer gets: templates filled, envelope and answer opener on."""
+        values = {**up.base, "history": history, "history_total": len(up.history),
+                  "dropped_history": dropped_history, "context": context,
+                  "dropped_context": dropped_context, "collection_desc": item.collection_desc,
+                  "prefix": item.prefix if prefix is None else prefix}
+        system = self.system.render(values)
+        if self.envelope == "chat":
+            messages = [{"role": "system", "content": system}]
+            if self.user_template is not None:
+                messages.append({"role": "user", "content": self.user_template.render(values)})
+            text = self.tokenizer.apply_chat_template(
+                messages, tokenize=False, add_generation_prompt=True,
+                **dict(self.settings.chat_template_kwargs))
+        elif self.envelope == "chatml":
+            text = render.chatml_envelope(self.tokenizer, system,
+                                          dict(self.settings.chat_template_kwargs))
+        else:
+            text = render.gemma_envelope(system)
+        return text + (self.settings.answer.open if self.settings.answer else "")
+
+    def shared_prefix(self, up: UserParts, item: TestItem, keep_h: int, text: str) -> str:
+        """Where this text's user-level part ends (probe item differs in everything item-own),
+        at a point where this very text may be tokenized in two parts."""
+        key = (keep_h, item.collection_desc)
+        pre = self.tokens.pre_tokenizer
+        if key not in up.prefixes:
+            history = up.history[len(up.history) - keep_h:] if keep_h else []
+            probe = self.text(up, item, history, [PROBE] if self.ablation.context else [],
+                              len(up.history) - keep_h, 0, prefix=PROBE)
+            up.prefixes[key] = text[:common_prefix_length(text, probe)]
+        limit = common_prefix_length(text, up.prefixes[key])
+        return text[:safe_split(text, limit, pre)]
+
+    def encode(self, up: UserParts, item: TestItem, keep_h: int, context: list[str],
+               dropped_context: int) -> tuple[array, str]:
+        history = up.history[len(up.history) - keep_h:] if keep_h else []
+        text = self.text(up, item, history, context, len(up.history) - keep_h, dropped_context)
+        prefix = self.shared_prefix(up, item, keep_h, text)
+        return self.tokens.encode(text, prefix, up.prefix_ids), text
+
+    # -- budget -----------------------------------------------------------------------------
     def estimate_user(self, user: UserRecord, chars_per_token: float) -> int:
         """A user's prompt tokens, guessed cheaply: one item tokenized without history or
         context, the history and context counted in characters, each prompt capped at the budget.
@@ -113,95 +185,50 @@ class PromptBuilder:
         """
         if not user.items:
             return 0
-        fixed = len(self.encode(user, user.items[0], [], []))
-        history = sum(len(render_history_item(h, self.style.history_context_turns))
-                      for h in user.history) if self.ablation.history else 0
+        up = self.user_parts(user, with_history=False)
+        fixed = len(self.encode(up, user.items[0], 0, [], 0)[0])
+        history = sum(map(len, self.render_history(user))) if self.ablation.history else 0
         total = 0
         for item in user.items:
-            context = sum(map(len, render_turns(item.context))) if self.ablation.context else 0
+            context = sum(map(len, self.context_lines(user, item)))
             total += min(self.budget, fixed + int((history + context) / chars_per_token))
         return total
 
-    def encode(self, user: UserRecord, item: TestItem, history: list[str], context: list[str],
-               ) -> list[int]:
-        system = "\n\n".join(p for p in [
-            user.description, item.collection_desc, self.style.instruction,
-            render_profile(user) if self.ablation.profile else "",
-            f"{self.style.history_header}:\n" + "\n\n".join(history) if history else "",
-        ] if p)
-        parts = []
-        if context:
-            parts.append("Conversation so far:\n" + "\n".join(context))
-        parts.append(render_cue(user, item))
-        messages = [{"role": "system", "content": system},
-                    {"role": "user", "content": "\n\n".join(p for p in parts if p)}]
-        text = self.tokenizer.apply_chat_template(
-            messages, tokenize=False, add_generation_prompt=True, **self.template_kwargs)
-        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
-
     def build_user(self, user: UserRecord) -> Iterator[Prompt | tuple[Location, str]]:
         """Every item of one user: a Prompt, or (location, reason) when none can fit."""
-        history = [render_history_item(h, self.style.history_context_turns)
-                   for h in user.history] if self.ablation.history else []
-        history_tokens = self.count(history)
-        for item in user.items:
-            context = render_turns(item.context) if self.ablation.context else []
-            yield self.fit(user, item, history, history_tokens, context)
+        up = self.user_parts(user)
+        contexts = [self.context_lines(user, item) for item in user.items]
+        counts = iter(len(i) for i in ids_of(self.tokenizer, [c for cs in contexts for c in cs]))
+        for item, context in zip(user.items, contexts):
+            yield self.fit(up, item, context, [next(counts) for _ in context])
 
-    def fit(self, user: UserRecord, item: TestItem, history: list[str], history_tokens: list[int],
-            context: list[str]) -> Prompt | tuple[Location, str]:
-        """Drop oldest history, then oldest context turns, then cut the last turn's oldest text."""
-        fixed = len(self.encode(user, item, [], []))
+    def fit(self, up: UserParts, item: TestItem, context: list[str], context_tokens: list[int],
+            ) -> Prompt | tuple[Location, str]:
+        """Cut what the format's `truncate` names, oldest first, until the prompt fits."""
+        fixed = len(self.encode(up, item, 0, [], 0)[0])
         if fixed > self.budget:
             return item.location, f"prompt without history or context is {fixed} tokens, over the budget of {self.budget}"
-        keep_h, keep_c, cut = plan_fit(self.budget - fixed, history_tokens, self.count(context))
+        sizes = {"history": up.history_tokens, "context": context_tokens}
+        first, second = (sizes[s] for s in self.order)
+        keep = list(plan_fit(self.budget - fixed, first, second, self.can_cut))
         while True:
+            keep_h, keep_c, cut = (keep[0], keep[1], keep[2]) if self.order[0] == "history" else (
+                keep[1], keep[0], keep[2])
             ctx = context[len(context) - keep_c:] if keep_c else []
             if cut and ctx:
                 ctx = ctx[:-1] + [self.keep_tail(ctx[-1], cut)]
-            ids = self.encode(user, item, history[len(history) - keep_h:] if keep_h else [], ctx)
+            ids, text = self.encode(up, item, keep_h, ctx, len(context) - keep_c)
             if len(ids) <= self.budget:
-                return Prompt(user.user_hash, item.location, tuple(ids), len(history) - keep_h,
-                              len(context) - keep_c, cut)
+                return Prompt(up.user.user_hash, item.location, ids, len(up.history) - keep_h,
+                              len(context) - keep_c, cut, text if self.keep_text else None)
             # Pieces tokenized alone differ by a token or two from the joined text: step further.
-            if keep_h:
-                keep_h -= 1
-            elif keep_c > 1:
-                keep_c -= 1
-            elif keep_c == 1:
-                cut += len(ids) - self.budget
-            else:
+            if not step_down(keep, len(ids) - self.budget, self.can_cut):
                 return item.location, "prompt does not fit the budget"
 
     def keep_tail(self, text: str, cut_tokens: int) -> str:
         """The most recent part of a turn: its last tokens, minus `cut_tokens` from the front."""
         ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
         return self.tokenizer.decode(ids[min(cut_tokens, len(ids)):])
-
-
-def plan_fit(room: int, history_tokens: list[int], context_tokens: list[int]) -> tuple[int, int, int]:
-    """How many newest history items and context turns fit in `room`, and how much to cut.
-
-    Each piece costs its tokens plus a separator or two.
-    """
-    sep = 2
-    ctx_cost = sum(context_tokens) + sep * len(context_tokens)
-    if ctx_cost <= room:
-        keep_h, used = 0, ctx_cost
-        for tokens in reversed(history_tokens):
-            if used + tokens + sep > room:
-                break
-            keep_h, used = keep_h + 1, used + tokens + sep
-        return keep_h, len(context_tokens), 0
-    keep_c, used = 0, 0
-    for tokens in reversed(context_tokens):
-        if used + tokens + sep > room:
-            break
-        keep_c, used = keep_c + 1, used + tokens + sep
-    if keep_c:
-        return 0, keep_c, 0
-    # Not even the last turn fits whole: keep it, cut to its most recent text.
-    return 0, 1, max(0, context_tokens[-1] + sep - room)
 
 
 def build_prompts(builder: PromptBuilder, users: Iterable[UserRecord],

@@ -18,6 +18,7 @@ from typing import Any
 
 from inference_core.data.loader import TEST_FILE, TRAIN_FILE, load_dataset
 from inference_core.prompts.builder import Ablation, PromptStyle, PromptBuilder, build_prompts, render_cue
+from inference_core.prompts.settings import PromptSettings
 from inference_core.data.records import Dataset, TestItem, UserRecord
 from inference_core.rundir.resume import IDENTITY_FILE
 from inference_core.run.prompting import PROMPTS_FILE
@@ -104,6 +105,10 @@ def _prompt_builder(identity: dict[str, Any], tokenizer: Any) -> PromptBuilder:
     ablation = Ablation(str(identity["ablation_config"]), bool(parts["profile"]),
                         bool(parts["history"]), bool(parts["context"]))
     budget = int(identity["max_model_len"]) - int(identity["sampling_params"]["max_tokens"])
+    if "prompt" in identity:  # the run's whole format, templates included
+        return PromptBuilder(tokenizer, PromptSettings.from_dict(identity["prompt"]), ablation,
+                             budget)
+    # run.json of a run made before prompt formats: the native format with its wording
     return PromptBuilder(tokenizer, PromptStyle(**identity["prompt_style"]), ablation, budget,
                          identity.get("chat_template_kwargs"))
 

@@ -13,7 +13,8 @@ from inference_core.model.adapters import Adapter, adapter_pairs, is_adapter, pa
 from inference_core.data.loader import TEST_FILE, TRAIN_FILE
 from inference_core.engine import SamplingSettings
 from inference_core.model.store import ensure_default_model, offline_hub
-from inference_core.prompts.builder import Ablation, PromptStyle
+from inference_core.prompts.builder import Ablation
+from inference_core.prompts.settings import PromptSettings
 
 HOLDOUT_FILE = "holdout_test.json"
 
@@ -37,7 +38,8 @@ class Job:
     sampling: SamplingSettings
     blank_retries: int
     ablation: Ablation
-    style: PromptStyle
+    # The prompt format with the dataset's parts (templates, envelope, answer wrapper).
+    prompt: PromptSettings
     max_users: int | None
     holdout: str | None
     overwrite: bool
@@ -53,6 +55,11 @@ class Job:
     # `dataset.output_handler` names (inference_core.outputs) and their options.
     output_handlers: tuple[str, ...] = ()
     output_handler_options: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def style(self) -> PromptSettings:
+        """The former name of `prompt` (callers that build a PromptBuilder from it still work)."""
+        return self.prompt
 
     @property
     def test_file(self) -> Path:
@@ -77,7 +84,7 @@ class Job:
             "ablation_config": self.ablation.name,
             "ablation_parts": {"profile": self.ablation.profile, "history": self.ablation.history,
                                "context": self.ablation.context},
-            "prompt_style": self.style.__dict__,
+            "prompt": self.prompt.identity(),
             "chat_template_kwargs": self.chat_template_kwargs,
             "max_model_len": self.max_model_len,
             "max_users": self.max_users,
@@ -161,7 +168,7 @@ def prepare_job(cfg: DictConfig, shard: tuple[int, int] | None = None) -> Job:
         sampling=conf.sampling_settings(cfg),
         blank_retries=int(cfg.sampling.get("blank_retries", 0)),
         ablation=conf.ablation(cfg),
-        style=conf.prompt_style(cfg),
+        prompt=conf.prompt_settings(cfg),
         max_users=cfg.get("max_users"),
         holdout=holdout,
         overwrite=bool(cfg.get("overwrite", False)),

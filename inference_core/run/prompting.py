@@ -28,10 +28,10 @@ def load_tokenizer(model_path: Path) -> Any:
     return AutoTokenizer.from_pretrained(str(model_path))
 
 
-def prompt_builder(job: Job, tokenizer: Any) -> PromptBuilder:
-    """The job's prompt builder: its style, ablation, chat template and token budget."""
-    return PromptBuilder(tokenizer, job.style, job.ablation,
-                         job.max_model_len - job.sampling.max_tokens, job.chat_template_kwargs)
+def prompt_builder(job: Job, tokenizer: Any, keep_text: bool = False) -> PromptBuilder:
+    """The job's prompt builder: its format, ablation, chat template and token budget."""
+    return PromptBuilder(tokenizer, job.prompt, job.ablation,
+                         job.max_model_len - job.sampling.max_tokens, keep_text=keep_text)
 
 
 def all_prompts(job: Job) -> list[Prompt]:
@@ -118,7 +118,7 @@ def write_prompts_file(job: Job, tokenizer: Any) -> Path:
 
     dataset = load_dataset(job.dataset_name, job.dataset_path, job.references_file, job.max_users,
                            job.holdout)
-    builder = prompt_builder(job, tokenizer)
+    builder = prompt_builder(job, tokenizer, keep_text=True)
     lines = []
     for user in dataset.users:
         for built in builder.build_user(user):
