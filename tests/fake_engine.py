@@ -22,8 +22,10 @@ class FakeEngine:
     def __init__(self, blank: Callable[[GenerationRequest, int], bool] = lambda r, j: False,
                  fail: Callable[[GenerationRequest], str | None] = lambda r: None,
                  interrupt_after: int | None = None, crash_after: int | None = None,
-                 text: Callable[[int, int], str] = lambda seed, j: f"fake {seed} {j}") -> None:
+                 text: Callable[[int, int], str] = lambda seed, j: f"fake {seed} {j}",
+                 stop_reason: Callable[[int], str | None] = lambda j: None) -> None:
         self.text = text
+        self.stop_reason = stop_reason
         self.blank = blank
         self.fail = fail
         self.interrupt_after = interrupt_after
@@ -55,7 +57,7 @@ class FakeEngine:
                       for j in range(request.num_samples))
         n = request.num_samples
         return Completion(request.request_id, texts, ("stop",) * n, (3,) * n,
-                          len(request.token_ids), (None,) * n)
+                          len(request.token_ids), tuple(self.stop_reason(j) for j in range(n)))
 
     def stats(self) -> dict[str, Any]:
         return {"requests": len(self.requests)}

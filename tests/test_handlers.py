@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import sys
-import types
-from dataclasses import dataclass
 
 import pytest
 
@@ -111,35 +109,16 @@ def test_script_ratio_share_and_options():
         make_output_handler(["script_ratio"], {"min_script_ratio": 30})
 
 
-@dataclass(frozen=True)
-class FakeAnswer:
-    text: str
-    closed: bool
+def test_answer_block_then_rating_chain():
+    from inference_core.prompts.settings import AnswerWrapper
 
-
-@pytest.fixture
-def fake_answers(monkeypatch):
-    """A stand-in for the prompts branch's extract_answer, recording how it was called."""
-    calls = []
-
-    def extract_answer(text, closed_by_stop, wrapper):
-        calls.append((text, closed_by_stop, wrapper))
-        inner = text.split("[ANSWER]")[-1].split("[/ANSWER]")[0]
-        return FakeAnswer(inner.strip(), closed_by_stop or "[/ANSWER]" in text)
-
-    module = types.ModuleType("inference_core.prompts.answers")
-    module.extract_answer = extract_answer
-    monkeypatch.setitem(sys.modules, "inference_core.prompts.answers", module)
-    return calls
-
-
-def test_answer_block_then_rating_chain(fake_answers):
-    handler = make_output_handler(["answer_block", "rating"], {"answer_wrapper": "ANSWER"})
-    sample = handler("[ANSWER]\n4.5\n", item(), "[/ANSWER]")
-    assert sample.text == "4.5" and sample.raw == "[ANSWER]\n4.5\n" and not sample.flags
-    assert fake_answers == [("[ANSWER]\n4.5\n", True, "ANSWER")]
-    assert handler("[ANSWER]\n4", item(), None).flags == {"answer_unclosed"}
-    assert handler("[ANSWER]\n[/ANSWER]", item(), None) is None
+    wrapper = AnswerWrapper("[ANSWER]\n", "[/ANSWER]")
+    handler = make_output_handler(["answer_block", "rating"], {"answer_wrapper": wrapper})
+    sample = handler("4.5\n", item(), "[/ANSWER]")  # the prompt ended with the opener
+    assert sample.text == "4.5" and sample.raw == "4.5\n" and not sample.flags
+    unclosed = handler("[ANSWER]\n4", item(), None)  # a nested opener, and no closing tag
+    assert unclosed.text == "4.0" and "answer_format_miss" in unclosed.flags
+    assert handler("\n", item(), "[/ANSWER]") is None
 
 
 def test_answer_block_without_the_answers_module_is_a_config_error(monkeypatch):

@@ -172,3 +172,17 @@ def test_a_handler_redraws_what_it_cannot_use_then_skips_it(tmp_path: Path) -> N
     assert len(engine.requests) == 2 * items  # the first round and one redraw
     assert summary["num_data_items"] == 0 and len(summary["skipped_items"]) == items
     assert summary["unusable_samples"] == 2 * 2 * items
+
+
+def test_tagged_answers_are_unwrapped_and_unclosed_ones_counted(tmp_path: Path) -> None:
+    """Sample 0 ends on the closing tag (a stop string), sample 1 never closes its answer."""
+    engine = FakeEngine(text=lambda seed, j: f"[ANSWER]\nline {j}\n",
+                        stop_reason=lambda j: "[/ANSWER]" if j == 0 else None)
+    job = job_for(tmp_path, "prompt=tagged")
+    assert "[/ANSWER]" in job.sampling.stop and "\n" not in job.sampling.stop
+    out = run_job(job, lend(engine))
+    summary = load(out / "inference_summary.json")
+    assert summary["answer_format_misses"] == summary["num_data_items"]
+    user = load(next((out / "users").iterdir()))
+    assert user["items"][0]["generated_samples"] == ["line 0", "line 1"]
+    assert user["items"][0]["raw_samples"][0] == "[ANSWER]\nline 0\n"

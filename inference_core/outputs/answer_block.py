@@ -25,11 +25,13 @@ def answer_block(options: Mapping[str, Any]) -> Stage:
 
     def stage(sample: HandledSample, item: TestItem, stop_reason: str | None,
               ) -> HandledSample | None:
-        # The formats stop on the wrapper's closing tag, which vLLM leaves out of the text.
-        answer = extract_answer(sample.text, stop_reason is not None, wrapper)
+        # The formats stop on the wrapper's closing tag, which the engines leave out of the text.
+        closed_by_stop = stop_reason is not None and (wrapper is None or stop_reason == wrapper.close)
+        answer = extract_answer(sample.text, closed_by_stop, wrapper)
         if not answer.text.strip():
             return None
-        flags = () if answer.closed else ("answer_unclosed",)
+        # Kept as generated, but counted: the summary's answer_format_misses.
+        flags = () if answer.closed else ("answer_format_miss",)
         return flagged(sample, answer.text.strip(), *flags)
 
     return stage

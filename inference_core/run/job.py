@@ -151,7 +151,13 @@ def prepare_job(cfg: DictConfig, shard: tuple[int, int] | None = None) -> Job:
     if not 0 <= index < count:
         raise conf.ConfigError(f"shard.index={index} must be in [0, shard.count={count})")
     model = OmegaConf.to_container(cfg.model, resolve=True)
+    prompt = conf.prompt_settings(cfg)
     handlers, handler_options = conf.output_handlers(cfg)
+    if prompt.answer is not None and "answer_block" not in handlers:
+        # The format wraps its answers: the text inside is the sample, before any dataset handler.
+        handlers = ("answer_block", *handlers)
+    if prompt.answer is not None:
+        handler_options = {**handler_options, "answer_wrapper": prompt.answer}
     return Job(
         output_dir=Path(conf.absolute(str(cfg.output_dir))),
         dataset_name=str(cfg.dataset.name),
@@ -168,7 +174,7 @@ def prepare_job(cfg: DictConfig, shard: tuple[int, int] | None = None) -> Job:
         sampling=conf.sampling_settings(cfg),
         blank_retries=int(cfg.sampling.get("blank_retries", 0)),
         ablation=conf.ablation(cfg),
-        prompt=conf.prompt_settings(cfg),
+        prompt=prompt,
         max_users=cfg.get("max_users"),
         holdout=holdout,
         overwrite=bool(cfg.get("overwrite", False)),
