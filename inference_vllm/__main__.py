@@ -35,7 +35,12 @@ def main(cfg: DictConfig) -> None:
         log.error("engine=%s does not run here: use `python -m inference_hf` (or torchrun) "
                   "for the Transformers engine; this entry runs %s", cfg.engine.name, ENGINES)
         sys.exit(2)
-    code = run_cli(cfg, start_engine)
+    from inference_vllm.replicas import data_parallel_size, is_replica, run_replicas
+
+    if data_parallel_size(cfg) > 1:  # N replica processes, one shard each, merged here once
+        code = run_replicas(cfg)
+    else:
+        code = run_cli(cfg, start_engine, merge=not is_replica())
     if code:
         sys.exit(code)
 
