@@ -9,6 +9,7 @@ vLLM's own data_parallel_size is never used: vLLM 0.32 refuses it for offline si
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import signal
@@ -150,7 +151,9 @@ def run_replicas(cfg: DictConfig, overrides: Sequence[str] | None = None) -> int
         log.error("users the replicas finished are kept in %s: run the same command again to "
                   "generate only what is missing", jobs[0].output_dir)
         return max(exit_status(rc) for _, rc in failed)
-    return exit_code_of(lambda: [finish_with_replicas(job, results) for job in jobs])
+    # The merge reads the replicas' shard reports: N of them, not the parent's single shard.
+    merged = [dataclasses.replace(job, shard_count=len(replicas), shard_index=0) for job in jobs]
+    return exit_code_of(lambda: [finish_with_replicas(job, results) for job in merged])
 
 
 def exit_reason(rc: int) -> str:

@@ -113,3 +113,40 @@ def test_dp_times_tp_above_the_devices_exits_2_before_loading_anything(tmp_path)
     assert "needs 6 GPUs; 0 found" in said
     assert "replica" not in said.lower() and "starting vLLM" not in said
     assert not (out / "users").exists()
+
+
+# --- python -m inference_vllm.gpu_check ---
+
+def test_gpu_check_plans_the_cpu_part_without_gpus():
+    from inference_vllm.gpu_check import plan_checks
+
+    assert [name for name, _, _ in plan_checks(0, 9)] == ["tp1", "dp2"]
+
+
+def test_gpu_check_splits_tp_where_the_heads_allow():
+    from inference_vllm.gpu_check import largest_split, plan_checks
+
+    assert largest_split(32, 8) == 8 and largest_split(9, 8) == 3 and largest_split(9, 2) == 1
+    assert [name for name, _, _ in plan_checks(8, 32)] == ["tp1", "tp8", "dp8"]
+    checks = {name: note for name, _, note in plan_checks(8, 9)}
+    assert list(checks) == ["tp1", "tp3", "dp8"] and "--model-path" in checks["tp3"]
+    assert [name for name, _, _ in plan_checks(1, 9)] == ["tp1"]
+
+
+@pytest.mark.engine
+def test_gpu_check_on_cpu_prints_its_table_and_exits_0(tmp_path):
+    out = tmp_path / "gpu_check.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "inference_vllm.gpu_check", "--out", str(out),
+         "--work-dir", str(tmp_path / "work")],
+        cwd=REPO, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "no GPU found" in done.stdout and "samples_per_s" in done.stdout
+    import orjson
+
+    report = orjson.loads(out.read_bytes())
+    assert [r["check"] for r in report["rows"]] == ["tp1", "dp2"]
+    assert all(r["status"] == "ok" and r["samples"] == 16 for r in report["rows"])
+    assert report["rows"][1]["replicas"] == 2
+    assert report["rows"][0]["engine_args"]["enforce_eager"] is True
+    assert report["found"]["gpus"] == [] and report["found"]["vllm_build"] == "cpu"
