@@ -150,3 +150,23 @@ def test_gpu_check_on_cpu_prints_its_table_and_exits_0(tmp_path):
     assert report["rows"][1]["replicas"] == 2
     assert report["rows"][0]["engine_args"]["enforce_eager"] is True
     assert report["found"]["gpus"] == [] and report["found"]["vllm_build"] == "cpu"
+
+
+@pytest.mark.parametrize("experiment, tp, dp", [
+    ("dmsc_8b_tp4", 4, 1), ("dmsc_8b_dp8", 1, 8), ("dmsc_4b_dp8", 1, 8),
+    ("dmsc_27b_tp2_dp4", 2, 4), ("dmsc_30b_a3b_tp2_dp4_ep", 2, 4)])
+def test_parallel_experiments_fill_an_8_gpu_node(gpus, experiment, tp, dp):
+    gpus(8)
+    cfg = engine_cfg(f"experiment={experiment}", "model.path=/ckpt/X")
+    assert (cfg["tensor_parallel_size"], cfg["data_parallel_size"]) == (tp, dp)
+    assert cfg["gpu_memory_utilization"] == "auto" and cfg["enforce_eager"] == "auto"
+    conf.check_parallelism(cfg, conf.ModelFacts(40960, 32))  # the four models have 32 heads
+    gpus(4)
+    if tp * dp > 4:
+        with pytest.raises(ConfigError, match="4 found"):
+            conf.check_parallelism(cfg, conf.ModelFacts(40960, 32))
+
+
+def test_the_moe_experiment_turns_on_expert_parallelism():
+    cfg = engine_cfg("experiment=dmsc_30b_a3b_tp2_dp4_ep", "model.path=/ckpt/X")
+    assert engine_args(cfg)["enable_expert_parallel"] is True
