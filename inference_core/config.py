@@ -123,7 +123,7 @@ def check_parallelism(engine_cfg: Any, facts: ModelFacts) -> None:
     wanted = tp * pp * dp
     have = gpu_count() if wanted > 1 else 0
     # Without GPUs data-parallel replicas are CPU processes; only TP/PP need devices.
-    if have == 0 and tp * pp > 1 or have > 0 and wanted > have:
+    if (have == 0 and tp * pp > 1) or (have > 0 and wanted > have):
         raise ConfigError(f"engine.tensor_parallel_size={tp} x pipeline_parallel_size={pp} x "
                           f"data_parallel_size={dp} needs {wanted} GPUs; "
                           f"{have} found (CUDA_VISIBLE_DEVICES limits what is seen)")
