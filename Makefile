@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install browser run test test-fast leaderboard bench bench-lora compare clean
+.PHONY: install browser run test test-fast leaderboard bench bench-lora compare gpu-check clean
 
 # make leaderboard [DATASET=DMSC] [MODEL_PATH=/ckpt/DMSC_8B] [ENGINE=vllm|hf] [EXTRA="overrides"]
 DATASET ?= Chameleons
@@ -73,6 +73,11 @@ bench-lora: install
 
 compare: install
 	$(BIN)/python -m inference_hf.compare $(ARGS)
+
+# First thing on a GPU node: what is there, tiny TP=1 / TP / DP jobs and the bench's raw-engine vs
+# pipeline rows; one table, also in outputs/gpu_check.json. Without GPUs: the CPU part only.
+gpu-check: install
+	$(BIN)/python -m inference_vllm.gpu_check $(ARGS)
 
 # 4-bit AWQ with llm-compressor, in a venv of its own: llm-compressor 0.14 needs transformers
 # <= 5.17 and compressed-tensors 0.19, which vLLM's pins keep out of .venv. torch is pinned to

@@ -174,12 +174,16 @@ def check_parallelism(engine_cfg: Any, facts: ModelFacts) -> None:
     tp = int(engine_cfg.get("tensor_parallel_size") or 1)
     pp = int(engine_cfg.get("pipeline_parallel_size") or 1)
     dp = int(engine_cfg.get("data_parallel_size") or 1)
+    if min(tp, pp, dp) < 1:
+        raise ConfigError(f"engine.tensor_parallel_size={tp}, pipeline_parallel_size={pp} and "
+                          f"data_parallel_size={dp} must each be at least 1")
     wanted = tp * pp * dp
-    if wanted > 1:
-        have = gpu_count()
-        if wanted > have:
-            raise ConfigError(f"engine.tensor_parallel_size={tp} x pipeline_parallel_size={pp} x "
-                              f"data_parallel_size={dp} needs {wanted} GPUs; {have} found")
+    have = gpu_count() if wanted > 1 else 0
+    # Without GPUs data-parallel replicas are CPU processes; only TP/PP need devices.
+    if (have == 0 and tp * pp > 1) or (have > 0 and wanted > have):
+        raise ConfigError(f"engine.tensor_parallel_size={tp} x pipeline_parallel_size={pp} x "
+                          f"data_parallel_size={dp} needs {wanted} GPUs; "
+                          f"{have} found (CUDA_VISIBLE_DEVICES limits what is seen)")
     if facts.num_attention_heads and facts.num_attention_heads % tp:
         raise ConfigError(f"engine.tensor_parallel_size={tp} does not divide the model's "
                           f"{facts.num_attention_heads} attention heads")

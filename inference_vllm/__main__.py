@@ -16,7 +16,17 @@ from inference_core.config import register_resolvers
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> int:
-    return finish_task(lambda: run_outcome(cfg))
+    return finish_task(lambda: run_command(cfg))
+
+
+def run_command(cfg: DictConfig) -> tuple[int, str]:
+    """One engine, or N replica processes (engine.data_parallel_size) merged here once."""
+    from inference_vllm.replicas import data_parallel_size, is_replica, run_replicas
+
+    if data_parallel_size(cfg) > 1:
+        code = run_replicas(cfg)
+        return code, f"a replica failed (exit {code})" if code else ""
+    return run_outcome(cfg, merge=not is_replica())
 
 
 if __name__ == "__main__":  # vLLM spawns its engine process: the entry must be guarded

@@ -12,7 +12,9 @@ from inference_core.engine import Completion, GenerationRequest, SamplingSetting
 log = logging.getLogger(__name__)
 
 # Keys of conf/engine/vllm.yaml that are ours, not vLLM engine arguments.
-NOT_ENGINE_ARGS = {"name", "extra", "_target_"}
+# data_parallel_size is ours too: replicas are separate processes (inference_vllm/replicas.py);
+# vLLM 0.32 refuses it for offline single-process use.
+NOT_ENGINE_ARGS = {"name", "_target_", "extra", "data_parallel_size"}
 
 
 # Our speculative-decoding keys (conf/engine/vllm.yaml), mapped onto vLLM's `speculative_config`.
@@ -40,14 +42,18 @@ def speculative_config(engine_cfg: Mapping[str, Any]) -> dict[str, Any] | None:
     raise ConfigError(f"engine.speculative={method!r}: choose null, ngram or draft")
 
 
-def engine_args(engine_cfg: Mapping[str, Any]) -> dict[str, Any]:
+def engine_args(engine_cfg: Mapping[str, Any], on_gpu: bool | None = None) -> dict[str, Any]:
     """vLLM `LLM(...)` keyword arguments: our config under vLLM's own names, unset ones left out.
 
+    `auto` device settings become this device's values (`on_gpu`: see resolve_device_defaults).
     `engine.speculative` and its keys become vLLM's `speculative_config`; an explicit
     `engine.speculative_config` (or one in `engine.extra`) wins over them.
     """
+    from inference_vllm.device_defaults import resolve_device_defaults
+
     ours = NOT_ENGINE_ARGS | SPECULATIVE_KEYS
-    args = {k: v for k, v in engine_cfg.items() if k not in ours and v is not None}
+    resolved = resolve_device_defaults(engine_cfg, on_gpu)
+    args = {k: v for k, v in resolved.items() if k not in ours and v is not None}
     if "speculative_config" not in args:
         spec = speculative_config(engine_cfg)
         if spec is not None:

@@ -32,8 +32,10 @@ def engine_kwargs(engine_cfg: Mapping[str, Any], seed: int) -> dict[str, Any]:
     """vLLM engine arguments for the Ray Data replicas: ours left out, unset ones left out."""
     from inference_vllm.engine import engine_args  # the same mapping as the plain vLLM engine
 
+    # `auto` device settings follow where the replicas run (engine.accelerator), not the driver.
     args = engine_args({k: v for k, v in engine_cfg.items()
-                        if k not in NOT_ENGINE_ARGS - {"name", "extra"}})
+                        if k not in NOT_ENGINE_ARGS - {"name", "extra"}},
+                       on_gpu=engine_cfg.get("accelerator") is not None)
     args["seed"] = seed
     if engine_cfg.get("accelerator") is None:
         # CPU build: Ray Data's default executor ("uni", or "ray" for TP/PP > 1) asks Ray for GPUs;

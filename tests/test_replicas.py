@@ -1,0 +1,164 @@
+"""engine.data_parallel_size=N: N replica processes, one shard each, one merge; kill and resume."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import DATA, REPO, compose
+from inference_core import config as conf
+from inference_core.config import ConfigError
+from inference_core.rundir.writers import read_json
+from inference_vllm.replicas import (REPLICA_ENV, check_replica_settings, device_slices,
+                                     exit_status, plan_replicas, replica_env, replica_overrides)
+
+TINY = ["max_users=4", "sampling.max_tokens=8", "sampling.num_samples=2"]
+TEST_FILE = DATA / "Chameleons" / "test_leaderboard.json"
+
+
+# --- planning (no engine) ---
+
+def test_each_replica_gets_its_own_consecutive_gpus():
+    assert device_slices(4, 2, None, 8) == [("0", "1"), ("2", "3"), ("4", "5"), ("6", "7")]
+    assert device_slices(2, 1, None, 2) == [("0",), ("1",)]
+
+
+def test_slices_come_from_the_gpus_this_process_was_given():
+    assert device_slices(2, 2, "4,5,6,7", 4) == [("4", "5"), ("6", "7")]
+    assert device_slices(2, 1, "GPU-aa, GPU-bb", 2) == [("GPU-aa",), ("GPU-bb",)]
+
+
+def test_cpu_replicas_hide_nothing():
+    assert device_slices(3, 1, None, 0) == [None, None, None]
+
+
+def test_too_few_gpus_for_the_slices_is_a_config_error():
+    with pytest.raises(ConfigError, match="needs 8 GPUs; 4 found"):
+        device_slices(4, 2, None, 4)
+
+
+def test_replica_overrides_replace_the_parents_shard_and_keep_the_rest():
+    mine = ["dataset=DMSC", "engine.data_parallel_size=4", "+engine.extra.max_logprobs=5",
+            "overwrite=true", "shard.count=1"]
+    got = replica_overrides(mine, 2, 4)
+    assert got[:2] == ["dataset=DMSC", "+engine.extra.max_logprobs=5"]
+    assert {"engine.data_parallel_size=1", "shard.count=4", "shard.index=2",
+            "overwrite=false", "hydra.output_subdir=null"} <= set(got)
+    assert "overwrite=true" not in got and "engine.data_parallel_size=4" not in got
+
+
+def test_plan_sets_devices_and_the_replica_mark(monkeypatch, tmp_path):
+    monkeypatch.setattr(conf, "gpu_count", lambda: 4)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    cfg = compose("engine.data_parallel_size=2", "engine.tensor_parallel_size=2")
+    replicas = plan_replicas(cfg, ["engine.data_parallel_size=2"], tmp_path)
+    assert [r.devices for r in replicas] == [("0", "1"), ("2", "3")]
+    assert replicas[1].command[:3] == (sys.executable, "-m", "inference_vllm")
+    env = replica_env(replicas[1])
+    assert env["CUDA_VISIBLE_DEVICES"] == "2,3" and env[REPLICA_ENV] == "1/2"
+    assert "CUDA_VISIBLE_DEVICES=2,3" in replicas[1].describe()
+
+
+def test_replicas_with_slurm_shards_are_refused_for_now():
+    with pytest.raises(ConfigError, match="shard.count=2 is not supported yet"):
+        check_replica_settings(compose("engine.data_parallel_size=2", "shard.count=2"))
+
+
+def test_a_killed_replica_reads_like_a_killed_run():
+    assert exit_status(-signal.SIGKILL) == 137 and exit_status(3) == 3
+
+
+# --- real replicas on CPU (two engines, tiny work) ---
+
+def command(out: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "inference_vllm", "engine.data_parallel_size=2",
+            f"output_dir={out}", *TINY, *extra]
+
+
+def replica_pids(parent: int) -> dict[int, int]:
+    """{shard index: pid} of the parent's replica processes (read from /proc)."""
+    found = {}
+    children = Path(f"/proc/{parent}/task/{parent}/children")
+    for pid in children.read_text().split() if children.exists() else ():
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        for arg in argv:
+            if arg.startswith(b"shard.index="):
+                found[int(arg.split(b"=")[1])] = int(pid)
+    return found
+
+
+def assert_every_item_once(out: Path, n: int) -> dict:
+    """The first 4 users' items each filled with n samples, each in exactly one user file."""
+    source = read_json(TEST_FILE)
+    filled = read_json(out / "test_leaderboard.json")
+    wanted = set()
+    for r_i, (record, done) in enumerate(zip(source, filled)):
+        for c_i, col in enumerate(done["task"]["task_behavior_collections"]):
+            for d_i, item in enumerate(col["data"]):
+                if r_i < 4:
+                    wanted.add(f"{r_i}/{c_i}/{d_i}")
+                    assert len(item["continuations"]) == n
+                    assert all(t.strip() for t in item["continuations"])
+                else:
+                    assert "continuations" not in item
+    written = [f"{i['location']['record']}/{i['location']['collection']}/{i['location']['item']}"
+               for path in (out / "users").glob("*.json") for i in read_json(path)["items"]]
+    assert sorted(written) == sorted(wanted)  # every item once across the replicas' files
+    summary = read_json(out / "inference_summary.json")
+    assert summary["num_users"] == 4 and summary["data_parallel_size"] == 2
+    assert summary["num_data_items"] == len(wanted) and summary["total_samples"] == len(wanted) * n
+    assert [r["replica"] for r in summary["replicas"]] == [0, 1]
+    assert [s["shard_index"] for s in summary["shards"]] == [0, 1]
+    assert summary["engine"] == "vllm"
+    return summary
+
+
+@pytest.mark.engine
+def test_two_replicas_then_kill_one_and_resume(tmp_path):
+    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1"}
+    whole = tmp_path / "whole"
+    done = subprocess.run(command(whole), cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = assert_every_item_once(whole, 2)
+    assert sum(r["users_generated"] for r in summary["replicas"]) == 4
+    args = summary["shards"][0]["engine_stats"]["engine_args"]
+    assert args["gpu_memory_utilization"] == 0.3 and args["enforce_eager"] is True
+    assert "[replica 1]" in done.stderr
+
+    # Again, and SIGKILL one replica as soon as the first user file is on disk.
+    out = tmp_path / "killed"
+    parent = subprocess.Popen(command(out), cwd=REPO, env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+    victim = None
+    deadline = time.time() + 400
+    while victim is None and time.time() < deadline and parent.poll() is None:
+        pids = replica_pids(parent.pid)
+        if len(pids) == 2 and (out / "users").is_dir() and any((out / "users").iterdir()):
+            victim = max(pids)  # shard 1, unless it is already gone
+            os.kill(pids[victim], signal.SIGKILL)
+        time.sleep(0.1)
+    stdout, stderr = parent.communicate(timeout=300)
+    said = stdout + stderr  # Hydra logs to stdout, the replicas' output comes on stderr
+    assert victim is not None, "the replicas never both ran: " + said[-2000:]
+    assert parent.returncode == 137, said[-3000:]
+    assert f"replica {victim} of 2" in stdout and "SIGKILL" in stdout
+    assert not (out / "test_leaderboard.json").exists()
+    # Its users may all be written already (a tiny job ends in a few steps): kept is 1 to 4.
+    kept = len(list((out / "users").glob("*.json")))
+    assert kept >= 1
+
+    again = subprocess.run(command(out), cwd=REPO, env=env, capture_output=True, text=True,
+                           timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    summary = assert_every_item_once(out, 2)
+    assert summary["resumed_users"] == kept  # only the missing users were generated again
+    assert read_json(out / "run.json")["max_users"] == 4
