@@ -146,3 +146,21 @@ def test_dataset_language_setting_wins_over_the_name():
     chinese = [ItemInput(("我爱北京", "我爱"), "我爱北京")]
     assert compute_metrics(chinese, "MyChineseSet", "zh")["bleu_tokenize"] == "zh"
     assert compute_metrics(chinese, "MyChineseSet")["bleu_tokenize"] == "13a"
+
+
+def test_cached_rouge_tokenization_scores_like_rouge_score_itself() -> None:
+    """The cached stems and reference tokens must not change a single ROUGE-L value."""
+    import random
+
+    from rouge_score import rouge_scorer
+
+    from inference_core.evaluation.metrics import rouge_l
+
+    rng = random.Random(1)
+    words = "running runs ran the cats cat's dogs happily happiness quickly Generalizing, 42".split()
+    plain = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
+    for _ in range(300):
+        hyp = " ".join(rng.choice(words) for _ in range(rng.randint(1, 12)))
+        ref = " ".join(rng.choice(words) for _ in range(rng.randint(1, 12)))
+        assert rouge_l(hyp, ref, "en") == pytest.approx(
+            100 * plain.score(ref, hyp)["rougeL"].fmeasure, abs=1e-9)
