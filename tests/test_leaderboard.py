@@ -1,4 +1,4 @@
-"""evaluate_run and the leaderboard builder on tiny fabricated run folders."""
+"""evaluate_run and the leaderboard builder on tiny fabricated run folders (no engine)."""
 
 from __future__ import annotations
 
@@ -7,29 +7,34 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import pandas as pd
 import pytest
 
 from inference_core.evaluation import leaderboard
 from inference_core.evaluation import scoring as evaluate
 from inference_core.evaluation.scoring import evaluate_run
-from inference_core.evaluation.leaderboard import collect_rows, write_leaderboard
+from inference_core.evaluation.leaderboard import collect_rows
+from inference_core.evaluation.leaderboard_output import write_leaderboard
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 def make_run(root: Path, name: str, dataset: str, model: str, ablation: str,
-             users: dict[str, list[dict[str, Any]]], samples_per_s: float) -> Path:
+             users: dict[str, list[dict[str, Any]]], samples_per_s: float,
+             checkpoint: str | None = None, **extra: Any) -> Path:
     """A run folder shaped like the pipeline's: summary plus users/<name>.json."""
     run_dir = root / name
     (run_dir / "users").mkdir(parents=True)
     total = sum(len(it["generated_samples"]) for items in users.values() for it in items)
     summary = {
-        "checkpoint": f"/models/{model}", "model_name": model, "dataset": dataset,
+        "checkpoint": checkpoint or f"/models/{model}", "model_name": model, "dataset": dataset,
+        "sampling_params": {"num_samples": 2, "temperature": 1.0, "top_p": 0.9, "top_k": 50,
+                            "max_tokens": 32, "seed": 0},
         "ablation_config": ablation, "engine": "vllm", "num_users": len(users),
         "num_data_items": sum(len(v) for v in users.values()), "num_samples_per_item": 2,
         "total_samples": total, "prompt_tokens": 100, "generated_tokens": 50,
         "inference_time_seconds": 2.0, "throughput_samples_per_sec": samples_per_s,
-        "output_tokens_per_sec": 25.0, "timestamp": "2025-01-01T00:00:00",
+        "output_tokens_per_sec": 25.0, "timestamp": "2025-01-01T00:00:00", **extra,
     }
     (run_dir / "inference_summary.json").write_bytes(orjson.dumps(summary))
     for user_hash, items in users.items():
@@ -130,15 +135,22 @@ def test_leaderboard_rows_sorted_and_metrics_computed(runs: Path, tmp_path: Path
     assert float(dmsc["rouge_l_mean_of_n"]) == pytest.approx((50 + 25) / 2)
 
     md = (out / "leaderboard.md").read_text()
+    assert "95% intervals: percentile bootstrap over users" in md and "1000 resamples, seed 0" in md
     lines = [ln for ln in md.splitlines() if ln.startswith("| ")]
-    header = "| dataset | model | ablation | engine | users | samples | samples/s | output tok/s"
-    assert lines[0].startswith(header)
+    header = ("| dataset | model | ablation | engine | checkpoint | sampling | n | items | users "
+              "| samples | samples/s | output tok/s | chars | bleu mean-of-n | bleu best-of-n |")
+    assert lines[0].startswith(header) and lines[0].endswith("| distinct_1 | distinct_2 | run |")
     assert lines[1].startswith(
-        "| Chameleons | llama-a | no_profile | vllm | 1 | 2 | 3.00 | 25.00 | - |"
-    )
-    assert lines[1].endswith("| 0.400 | 0.667 | 4.0 |")  # chars: (5 + 3) / 2
+        "| Chameleons | llama-a | no_profile | vllm | /models/llama-a "
+        "| T=1.0 p=0.9 k=50 n=2 max=32 | 2 | 1 | 1 | 2 | 3.00 | 25.00 | 4.0 | - |"
+    )  # chars: (5 + 3) / 2; one user: no interval, so the mean alone
+    assert lines[1].endswith(f"| 0.400 | 0.667 | {next(runs.rglob('cham-none')).resolve()} |")
     assert lines[2].startswith("| Chameleons | llama-a | profile_and_history |")
-    assert lines[3].startswith("| DMSC | qwen-b | profile_and_history | vllm | 2 | 4 | 4.00 |")
+    assert lines[3].startswith("| DMSC | qwen-b | profile_and_history | vllm | /models/qwen-b |")
+    assert "| 75.00 [50.00, 100.00] |" in lines[3]  # rouge_l best-of-n over 2 users, 100 and 50
+    assert float(dmsc["rouge_l_best_of_n_ci_low"]) == pytest.approx(50)
+    assert float(dmsc["rouge_l_best_of_n_ci_high"]) == pytest.approx(100)
+    assert dmsc["status"] == "complete" and dmsc["ci_resamples"] == "1000"
 
 
 def test_leaderboard_png_opens(runs: Path, tmp_path: Path) -> None:
@@ -156,15 +168,21 @@ def test_leaderboard_png_opens(runs: Path, tmp_path: Path) -> None:
     assert not [p for p in paths["png"].parent.iterdir() if p.name.endswith(".tmp")]
 
 
-def test_existing_metrics_are_reused(runs: Path) -> None:
+def test_existing_metrics_and_item_scores_are_reused(runs: Path) -> None:
     run_dir = runs / "a" / "cham-none"
     metrics = evaluate_run(run_dir)
-    metrics["distinct_1"] = 0.123  # a marker: reused means not recomputed
+    metrics["mean_chars"] = 0.123  # a marker: reused means not recomputed
     (run_dir / "metrics.json").write_bytes(orjson.dumps(metrics))
     rows = {r.ablation: r for r in collect_rows([runs / "a"])}
-    assert rows["no_profile"].distinct_1 == 0.123
+    assert rows["no_profile"].mean_chars == 0.123
+    assert (run_dir / "item_scores.parquet").is_file()
+    scores = pd.read_parquet(run_dir / "item_scores.parquet")
+    scores["distinct_1"] = 0.5  # the per-item cache is reused too while it is fresh
+    scores.to_parquet(run_dir / "item_scores.parquet", index=False)
+    assert collect_rows([run_dir])[0].estimate("distinct_1").mean == 0.5
     rows = {r.ablation: r for r in collect_rows([runs / "a"], recompute=True)}
-    assert rows["no_profile"].distinct_1 == pytest.approx(0.4)
+    assert rows["no_profile"].mean_chars == pytest.approx(4.0)
+    assert rows["no_profile"].estimate("distinct_1").mean == pytest.approx(0.4)
 
 
 def test_empty_root_still_writes_files(tmp_path: Path) -> None:
