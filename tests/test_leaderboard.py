@@ -189,3 +189,121 @@ def test_empty_root_still_writes_files(tmp_path: Path) -> None:
     paths = write_leaderboard(collect_rows([tmp_path]), tmp_path / "board")
     assert paths["png"].read_bytes().startswith(PNG_MAGIC)
     assert read_csv(paths["csv"]) == []
+
+
+# --- several checkpoints, incomplete runs, paired comparisons ---------------------------------
+
+REFERENCE = "the quick brown fox jumps over the lazy dog"
+
+
+def users_of(samples: list[str], num_users: int = 8, items_per_user: int = 2
+             ) -> dict[str, list[dict[str, Any]]]:
+    """num_users users with items_per_user referenced items each, all with the same samples."""
+    return {f"u{u}": [item(list(samples), REFERENCE, record=u * items_per_user + k)
+                      for k in range(items_per_user)] for u in range(num_users)}
+
+
+@pytest.fixture
+def checkpoints(tmp_path: Path) -> Path:
+    """Base, fine-tuned and an identical copy of base over one dataset, plus broken runs."""
+    root = tmp_path / "outputs"
+    worse = ["a zebra sat", "lions roar loudly"]
+    make_run(root / "base", "hist", "Chameleons", "base", "history_only", users_of(worse), 2.0,
+             checkpoint="/ckpt/base")
+    make_run(root / "tuned", "hist", "Chameleons", "tuned", "history_only",
+             users_of([REFERENCE, REFERENCE]), 2.0, checkpoint="/ckpt/tuned")
+    make_run(root / "copy", "hist", "Chameleons", "copy", "history_only", users_of(worse), 2.0,
+             checkpoint="/ckpt/copy")
+    make_run(root / "few", "hist", "Chameleons", "few", "history_only",
+             users_of([REFERENCE, "a zebra"], num_users=5), 2.0, checkpoint="/ckpt/few")
+    # crashed: run.json and one user file, no summary
+    crashed = root / "tuned" / "crashed"
+    (crashed / "users").mkdir(parents=True)
+    (crashed / "run.json").write_bytes(orjson.dumps(
+        {"checkpoint": "/ckpt/tuned", "model_name": "tuned", "dataset": "Chameleons",
+         "ablation_config": "no_profile", "sampling_params": {"num_samples": 2}}))
+    (crashed / "users" / "u0.json").write_bytes(orjson.dumps({"user_hash": "u0", "items": []}))
+    make_run(root / "tuned", "skipped", "Chameleons", "tuned", "profile_only",
+             users_of(worse), 2.0, checkpoint="/ckpt/tuned",
+             skipped_items=[{"location": None, "user_hash": "u9", "reason": "blank samples"}])
+    make_run(root / "tuned", "short", "Chameleons", "tuned", "context_only",
+             users_of(worse), 2.0, checkpoint="/ckpt/tuned", num_data_items=40)
+    return root
+
+
+def test_checkpoints_side_by_side_and_incomplete_runs_without_numbers(
+        checkpoints: Path, tmp_path: Path) -> None:
+    out = tmp_path / "board"
+    roots = [checkpoints / "base", checkpoints / "tuned"]  # one root per checkpoint
+    assert leaderboard.main([*map(str, roots), "--out", str(out), "--no-reports"]) == 0
+    rows = read_csv(out / "leaderboard.csv")
+    complete = [r for r in rows if r["status"] == "complete"]
+    assert [(r["model"], r["checkpoint"]) for r in complete] == [
+        ("base", "/ckpt/base"), ("tuned", "/ckpt/tuned")]
+    base, tuned = complete
+    assert base["sampling"] == tuned["sampling"] == "T=1.0 p=0.9 k=50 n=2 max=32"
+    assert base["items"] == tuned["items"] == "16" and base["n"] == "2" and base["users"] == "8"
+    assert float(tuned["rouge_l_best_of_n"]) == pytest.approx(100)
+    assert float(tuned["rouge_l_best_of_n_ci_low"]) == pytest.approx(100)
+
+    incomplete = {Path(r["run_dir"]).name: r for r in rows if r["status"] == "incomplete"}
+    assert set(incomplete) == {"crashed", "skipped", "short"}
+    assert "no inference_summary.json" in incomplete["crashed"]["reason"]
+    assert incomplete["crashed"]["ablation"] == "no_profile"  # named from run.json
+    assert "1 items have no generations" in incomplete["skipped"]["reason"]
+    assert "16 items, the summary 40" in incomplete["short"]["reason"]
+    metric_cols = [c for c in rows[0] if c.endswith(("_of_n", "_ci_low", "_ci_high"))
+                   or c.startswith("distinct")]
+    for row in incomplete.values():  # never zeros: no number at all
+        assert all(row[c] == "" for c in metric_cols) and row["items"] == ""
+
+    md = (out / "leaderboard.md").read_text()
+    table, _, rest = md.partition("## Incomplete runs")
+    assert "/ckpt/base" in table and "/ckpt/tuned" in table and "crashed" not in table
+    assert "crashed" in rest and "16 items, the summary 40" in rest
+    html = (out / "leaderboard.html").read_text()
+    assert html.count("<strong>incomplete</strong>") == 3
+
+
+def paired_rows(root: Path, baseline: str, tmp_path: Path) -> dict[str, dict[str, str]]:
+    out = tmp_path / "paired"
+    assert leaderboard.main([str(root), "--out", str(out), "--baseline", baseline,
+                             "--no-reports", "--resamples", "2000"]) == 0
+    return {r["model"]: r for r in read_csv(out / "leaderboard.csv") if r["status"] == "complete"}
+
+
+def test_paired_with_a_checkpoint_baseline(checkpoints: Path, tmp_path: Path) -> None:
+    rows = paired_rows(checkpoints, "/ckpt/base", tmp_path)
+    copy, tuned, few = rows["copy"], rows["tuned"], rows["few"]
+    assert float(copy["rouge_l_best_of_n_diff"]) == 0 and float(copy["rouge_l_best_of_n_p"]) == 1
+    assert copy["pair_note"] == "" and copy["shared_items"] == "16"
+    assert float(tuned["rouge_l_best_of_n_diff"]) > 50
+    assert float(tuned["rouge_l_best_of_n_p"]) < 0.05  # 8 users all better: p ~ 2/2^8
+    assert float(tuned["rouge_l_best_of_n_diff_ci_low"]) > 0
+    assert few["shared_items"] == "10" and "compared on the 10 shared items" in few["pair_note"]
+    assert rows["base"]["baseline"] == "checkpoint /ckpt/base"
+    md = (tmp_path / "paired" / "leaderboard.md").read_text()
+    assert "## Paired with the baseline (checkpoint /ckpt/base)" in md
+    assert "| baseline |" in md and "item sets differ" in md
+    html = (tmp_path / "paired" / "leaderboard.html").read_text()
+    assert 'id="paired"' in html and "item sets differ" in html
+
+
+def test_paired_with_a_run_folder_or_an_ablation(checkpoints: Path, tmp_path: Path) -> None:
+    by_run = paired_rows(checkpoints / "base", str(checkpoints / "base" / "hist"), tmp_path)
+    assert by_run["base"]["baseline"] == "run hist"
+    make_run(checkpoints / "base", "none", "Chameleons", "base", "no_profile",
+             users_of(["a zebra sat", "lions roar loudly"]), 2.0, checkpoint="/ckpt/base")
+    out = tmp_path / "abl"
+    assert leaderboard.main([str(checkpoints / "base"), "--out", str(out), "--no-reports",
+                             "--baseline", "no_profile"]) == 0
+    rows = {r["ablation"]: r for r in read_csv(out / "leaderboard.csv")}
+    assert float(rows["history_only"]["chrf_mean_of_n_diff"]) == 0  # same samples
+    assert rows["history_only"]["baseline_run_dir"].endswith("none")
+
+
+def test_unknown_baseline_is_a_clear_error(checkpoints: Path, tmp_path: Path,
+                                           caplog: pytest.LogCaptureFixture) -> None:
+    assert leaderboard.main([str(checkpoints), "--out", str(tmp_path / "x"), "--no-reports",
+                             "--baseline", "nope"]) == 2
+    assert "--baseline nope: no run folder, ablation, model name or checkpoint" in caplog.text

@@ -88,8 +88,11 @@ def format_paired(name: str, row: LeaderboardRow) -> str:
     if result is None:
         return "-"
     diff = result.diff
-    sign = "+" if diff.mean > 0 else ""
-    text = f"{sign}{format_number(name, diff.mean)}"
+    text = format_number(name, diff.mean)
+    if not text.strip("-0."):  # rounds to zero: neither "+0.00" nor "-0.00"
+        text = text.lstrip("-")
+    elif diff.mean > 0:
+        text = "+" + text
     if diff.low is not None and diff.high is not None:
         text += f" [{format_number(name, diff.low)}, {format_number(name, diff.high)}]"
     return f"{text} p={format_p(result.p_value)}"
