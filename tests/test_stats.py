@@ -114,3 +114,11 @@ def test_many_metrics_at_once_match_one_at_a_time() -> None:
     # One set of resamples: column 0 sees the same draws (equal up to matrix-product rounding).
     assert alone is not None and together[0] is not None
     assert (together[0].low, together[0].high) == pytest.approx((alone.low, alone.high))
+
+
+def test_few_users_get_the_exact_permutation_p_value() -> None:
+    # 5 users, all better: only the observed labelling and its mirror are as extreme: 2 / 32.
+    result = stats.paired_difference([2.0, 3.0, 4.0, 5.0, 6.0], [1.0, 1.0, 1.0, 1.0, 1.0])
+    assert result is not None and result.p_value == pytest.approx(2 / 32)
+    same = stats.paired_difference([1.0, 2.0], [1.0, 2.0])
+    assert same is not None and same.p_value == 1.0

@@ -23,6 +23,8 @@ DEFAULT_SEED = 0
 CONFIDENCE = 0.95
 # Index matrix cells per chunk: 4M int64 = 32 MB, fast to gather and small enough for laptops.
 _CHUNK_CELLS = 4_000_000
+# Up to this many users the paired test enumerates all 2**users sign patterns (4096 at most).
+EXACT_MAX_CLUSTERS = 12
 
 
 @dataclass(frozen=True)
@@ -134,17 +136,28 @@ def mean_interval(values: Sequence[float] | np.ndarray,
     return mean_intervals(_as_matrix(values), clusters, resamples, seed, confidence)[0]
 
 
+def _all_sign_patterns(num_clusters: int) -> np.ndarray:
+    """Every +-1 vector of that length, one per row (2**num_clusters rows)."""
+    bits = (np.arange(2 ** num_clusters)[:, None] >> np.arange(num_clusters)) & 1
+    return bits.astype(np.float64) * 2 - 1
+
+
 def sign_flip_p_values(sums: np.ndarray, resamples: int, rng: np.random.Generator
                        ) -> np.ndarray:
     """Two-sided p-values of a paired randomisation test, one per column of per-cluster sums.
 
     Under "no difference" the two runs' labels are exchangeable within each user, so every
-    user's sum of differences is as likely negated. p = (1 + #{|T*| >= |T|}) / (1 + resamples):
-    never 0 (the observed labelling is one of the permutations), exactly 1 when all sums are 0.
+    user's sum of differences is as likely negated. Up to EXACT_MAX_CLUSTERS users every sign
+    pattern is tried (exact p: with k users it cannot go below 2 / 2**k); beyond, `resamples`
+    random ones with p = (1 + #{|T*| >= |T|}) / (1 + resamples), never 0. Both are exactly 1
+    when every difference is 0.
     """
     observed = np.abs(sums.sum(axis=0))
     # Float noise must not make a permutation with the same |T| look smaller.
     tolerance = 1e-9 * np.maximum(1.0, np.abs(sums).sum(axis=0))
+    if len(sums) <= EXACT_MAX_CLUSTERS:
+        flipped = np.abs(_all_sign_patterns(len(sums)) @ sums)
+        return np.count_nonzero(flipped >= observed - tolerance, axis=0) / len(flipped)
     hits = np.zeros(sums.shape[1])
     for size in _chunk_sizes(resamples, len(sums)):
         signs = rng.integers(0, 2, size=(size, len(sums))).astype(np.float64) * 2 - 1
