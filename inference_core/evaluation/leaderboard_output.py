@@ -31,6 +31,17 @@ STANDARD_METRICS = tuple(f"{m}_{kind}_of_n" for m in REFERENCE_METRICS
 HEADERS = {"samples_per_s": "samples/s", "output_tokens_per_s": "output tok/s",
            "mean_chars": "chars", "run_dir": "run"}
 _THREE_DIGITS = ("distinct_1", "distinct_2")
+# Below this many users a percentile bootstrap interval is too narrow (it cannot see users it
+# never drew); the tables say so rather than let a reader trust it.
+FEW_USERS = 10
+
+
+def few_users_warning(rows: Sequence[LeaderboardRow]) -> str | None:
+    few = sum(1 for r in rows if r.complete and r.users is not None and r.users < FEW_USERS)
+    if not few:
+        return None
+    return (f"{few} rows have fewer than {FEW_USERS} users: their intervals are too narrow "
+            "(read them as rough); the paired p-value stays valid (exact up to 12 users)")
 
 
 def metric_header(name: str) -> str:
@@ -107,6 +118,9 @@ def render_markdown(rows: Sequence[LeaderboardRow], boot: Bootstrap = Bootstrap(
     complete = [r for r in rows if r.complete]
     names = metric_names(complete)
     out = ["# Leaderboard", "", f"{boot.describe()}. Every row is one run folder.", ""]
+    warning = few_users_warning(complete)
+    if warning:
+        out += [f"Warning: {warning}.", ""]
     out += _md_table(
         [HEADERS.get(c, c) for c in ID_COLUMNS] + [metric_header(m) for m in names] + ["run"],
         [[format_cell(c, getattr(r, c)) for c in ID_COLUMNS]
