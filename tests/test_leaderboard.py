@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import csv
+import json
+import shutil
+import subprocess
+from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
@@ -307,3 +311,51 @@ def test_unknown_baseline_is_a_clear_error(checkpoints: Path, tmp_path: Path,
     assert leaderboard.main([str(checkpoints), "--out", str(tmp_path / "x"), "--no-reports",
                              "--baseline", "nope"]) == 2
     assert "--baseline nope: no run folder, ablation, model name or checkpoint" in caplog.text
+
+
+class _Tables(HTMLParser):
+    """The sortable tables of leaderboard.html: header columns and each row's sort keys."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tables: list[dict[str, Any]] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = dict(attrs)
+        if tag == "table" and "board" in (a.get("class") or ""):
+            self.tables.append({"id": a.get("id"), "headers": [], "rows": []})
+        elif tag == "th" and self.tables:
+            col = a.get("data-col")
+            self.tables[-1]["headers"].append(col and {"col": col, "type": a.get("data-type")})
+        elif tag == "tr" and self.tables and self.tables[-1]["headers"]:
+            self.tables[-1]["rows"].append([])
+        elif tag == "td" and self.tables:
+            self.tables[-1]["rows"][-1].append(a.get("data-sort"))
+
+
+def test_leaderboard_js_sorts_both_tables(checkpoints: Path, tmp_path: Path) -> None:
+    """The page's script on a minimal DOM under node: #sort= on the main table, a click on the
+    paired one (the Chromium test in test_report.py covers a real browser where one exists)."""
+    node = shutil.which("node")
+    if not node:
+        pytest.skip("no node on PATH")
+    out = tmp_path / "js"
+    assert leaderboard.main([str(checkpoints), "--out", str(out), "--no-reports",
+                             "--baseline", "/ckpt/base"]) == 0
+    parser = _Tables()
+    parser.feed((out / "leaderboard.html").read_text())
+    board, paired = parser.tables
+    assert board["id"] == "board" and paired["id"] == "paired"
+    items_col = [h and h["col"] for h in board["headers"]].index("items")
+    shared_col = [h and h["col"] for h in paired["headers"]].index("shared_items")
+    spec = {"hash": "#sort=items:asc", "tables": [board, paired], "clicks": [[1, shared_col]]}
+    script = Path(leaderboard.__file__).parents[1] / "report" / "assets" / "leaderboard.js"
+    done = subprocess.run([node, str(Path(__file__).parent / "js" / "leaderboard_dom.js"),
+                           str(script), json.dumps(spec)], capture_output=True, text=True,
+                          timeout=60, check=True)
+    result = json.loads(done.stdout)
+    items = [board["rows"][i][items_col] for i in result["orders"][0]]
+    assert items[0] == "10" and items[1:4] == ["16"] * 3 and set(items[4:]) == {""}  # empty last
+    shared = [paired["rows"][i][shared_col] for i in result["orders"][1]]
+    assert shared == sorted(shared, key=int, reverse=True)  # numbers: first click descending
+    assert result["hash"] == "#sort=items:asc"  # a click on the paired table leaves the address

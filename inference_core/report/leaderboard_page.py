@@ -150,8 +150,8 @@ def render_leaderboard_html(rows: Sequence[LeaderboardRow], out_dir: Path,
         f'<th class="text">run</th>{headers}</tr></thead><tbody>{body_rows}</tbody></table></div>'
         + (f"<p class=\"muted\">no run folders (with {esc(SUMMARY_FILE)}) found</p>" if not rows
            else "")
-        + _chart(png)
         + _paired_table(rows, metrics)
+        + _chart(png)
     )
     return page("Leaderboard", body, scripts=("leaderboard.js",))
 
