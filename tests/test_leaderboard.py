@@ -359,3 +359,17 @@ def test_leaderboard_js_sorts_both_tables(checkpoints: Path, tmp_path: Path) -> 
     shared = [paired["rows"][i][shared_col] for i in result["orders"][1]]
     assert shared == sorted(shared, key=int, reverse=True)  # numbers: first click descending
     assert result["hash"] == "#sort=items:asc"  # a click on the paired table leaves the address
+
+
+def test_adapter_runs_are_their_own_checkpoint(tmp_path: Path) -> None:
+    root = tmp_path / "outputs"
+    worse = ["a zebra sat", "lions roar loudly"]
+    make_run(root, "base", "Chameleons", "base", "history_only", users_of(worse), 2.0,
+             checkpoint="/ckpt/base")
+    make_run(root, "lora", "Chameleons", "lora", "history_only", users_of([REFERENCE] * 2), 2.0,
+             checkpoint="/ckpt/base", adapter="/ckpt/lora")
+    for baseline, expected in (("/ckpt/base", "base"), ("/ckpt/lora", "lora")):
+        rows = paired_rows(root, baseline, tmp_path / baseline.replace("/", "_"))
+        assert rows["lora"]["checkpoint"] == "/ckpt/base + adapter /ckpt/lora"
+        assert rows[expected]["baseline_run_dir"].endswith(expected)  # its own baseline
+        assert all(r["pair_note"] == "" for r in rows.values())  # one match each, no ambiguity

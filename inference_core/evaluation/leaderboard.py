@@ -9,6 +9,7 @@ the picture in inference_core.evaluation.leaderboard_output.
 
 from __future__ import annotations
 
+import argparse
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -87,6 +88,9 @@ class LeaderboardRow:
     status: str = COMPLETE
     reason: str | None = None
     comparison: Comparison | None = None
+    # The raw paths behind the `checkpoint` label, for --baseline to match a path given to it.
+    checkpoint_path: str = ""
+    adapter_path: str | None = None
 
     @property
     def complete(self) -> bool:
@@ -165,7 +169,9 @@ def _identity_row(run_dir: Path, doc: dict[str, Any], **numbers: Any) -> Leaderb
         items=numbers.get("items"), users=numbers.get("users"), samples=numbers.get("samples"),
         samples_per_s=doc.get("throughput_samples_per_sec"),
         output_tokens_per_s=doc.get("output_tokens_per_sec"),
-        mean_chars=numbers.get("mean_chars"), run_dir=str(run_dir))
+        mean_chars=numbers.get("mean_chars"), run_dir=str(run_dir),
+        checkpoint_path=str(doc.get("checkpoint") or ""),
+        adapter_path=str(doc["adapter"]) if doc.get("adapter") else None)
 
 
 def incomplete_row(run_dir: Path, reason: str) -> LeaderboardRow:
@@ -267,9 +273,7 @@ def item_keys(scores: ItemScores) -> np.ndarray:
             + frame["collection"].astype(str) + "|" + frame["item"].astype(str)).to_numpy()
 
 
-def parse_args(argv: Sequence[str] | None) -> Any:
-    import argparse
-
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m inference_core.leaderboard",
         description="Build the leaderboard (md, csv, json, png, html) from run folders.")

@@ -42,14 +42,22 @@ def _matcher(baseline: str, rows: Sequence[LeaderboardRow]) -> tuple[Matcher, st
     if any(r.ablation == baseline for r in rows):
         return (lambda row, cand: cand.ablation == baseline and cand.setup() == row.setup(),
                 f"ablation {baseline}")
-    if any(baseline in (r.model, r.checkpoint) for r in rows):
-        return (lambda row, cand: baseline in (cand.model, cand.checkpoint)
+    names = {baseline, str(path.resolve())} if path.exists() else {baseline}
+    if any(_is_checkpoint(r, names) for r in rows):
+        return (lambda row, cand: _is_checkpoint(cand, names)
                 and (cand.dataset, cand.ablation, cand.engine, cand.sampling)
                 == (row.dataset, row.ablation, row.engine, row.sampling),
                 f"checkpoint {baseline}")
     raise ConfigError(f"--baseline {baseline}: no run folder, ablation, model name or checkpoint "
                       f"of the runs found is called that (ablations: "
                       f"{', '.join(sorted({r.ablation for r in rows}))})")
+
+
+def _is_checkpoint(row: LeaderboardRow, names: set[str]) -> bool:
+    """The row's model is called one of the names: model name, label, adapter or base path
+    (the base path only for runs without an adapter, which are the base model itself)."""
+    own = {row.model, row.checkpoint, row.adapter_path or row.checkpoint_path}
+    return bool(own & names)
 
 
 def compare(row: LeaderboardRow, scores: ItemScores, base_row: LeaderboardRow,
