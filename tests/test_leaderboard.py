@@ -373,3 +373,16 @@ def test_adapter_runs_are_their_own_checkpoint(tmp_path: Path) -> None:
         assert rows["lora"]["checkpoint"] == "/ckpt/base + adapter /ckpt/lora"
         assert rows[expected]["baseline_run_dir"].endswith(expected)  # its own baseline
         assert all(r["pair_note"] == "" for r in rows.values())  # one match each, no ambiguity
+
+
+def test_a_checkpoint_folder_on_disk_is_a_checkpoint_baseline(tmp_path: Path) -> None:
+    ckpt = tmp_path / "ckpt" / "base"
+    ckpt.mkdir(parents=True)  # exists, like a real checkpoint: must not be taken for a run
+    root = tmp_path / "outputs"
+    make_run(root, "base", "Chameleons", "base", "history_only",
+             users_of(["a zebra sat", "lions roar loudly"]), 2.0, checkpoint=str(ckpt))
+    make_run(root, "tuned", "Chameleons", "tuned", "history_only", users_of([REFERENCE] * 2),
+             2.0, checkpoint=str(tmp_path / "ckpt" / "tuned"))
+    rows = paired_rows(root, str(tmp_path / "ckpt" / ".." / "ckpt" / "base"), tmp_path)
+    assert rows["tuned"]["baseline_run_dir"].endswith("base")
+    assert float(rows["tuned"]["chrf_mean_of_n_diff"]) > 0

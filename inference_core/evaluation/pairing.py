@@ -33,10 +33,8 @@ Matcher = Callable[[LeaderboardRow, LeaderboardRow], bool]
 def _matcher(baseline: str, rows: Sequence[LeaderboardRow]) -> tuple[Matcher, str]:
     """How to find a row's baseline row, and how the tables name the baseline."""
     path = Path(baseline).expanduser()
-    if path.is_dir():
-        target = str(path.resolve())
-        if not any(r.run_dir == target for r in rows):
-            raise ConfigError(f"--baseline {baseline}: not one of the run folders found")
+    target = str(path.resolve())
+    if any(r.run_dir == target for r in rows):  # a checkpoint folder is not a run folder
         return (lambda row, cand: cand.run_dir == target and cand.dataset == row.dataset,
                 f"run {path.name}")
     if any(r.ablation == baseline for r in rows):
