@@ -122,3 +122,30 @@ def test_few_users_get_the_exact_permutation_p_value() -> None:
     assert result is not None and result.p_value == pytest.approx(2 / 32)
     same = stats.paired_difference([1.0, 2.0], [1.0, 2.0])
     assert same is not None and same.p_value == 1.0
+
+
+def test_weighted_columns_pool_samples_and_root_gives_an_rmse() -> None:
+    # Item means with their sample counts as weights: the pooled mean over all samples.
+    item_means = np.array([1.0, 3.0, np.nan])
+    counts = np.array([1.0, 3.0, 5.0])  # the NaN item counts for nothing, whatever its weight
+    iv = stats.mean_intervals(item_means[:, None], weights=counts[:, None], resamples=200)[0]
+    assert iv is not None and iv.mean == pytest.approx((1 * 1 + 3 * 3) / 4) and iv.num_items == 2
+    # Per-item mean squared errors, rooted: sqrt((1*4 + 3*1) / 4), the pooled RMSE.
+    rmse = stats.mean_intervals(np.array([[4.0], [1.0]]), weights=np.array([[1.0], [3.0]]),
+                                root=[True], resamples=200)[0]
+    assert rmse is not None and rmse.mean == pytest.approx(np.sqrt(7 / 4))
+
+
+def test_weighted_paired_difference_is_the_difference_of_pooled_statistics() -> None:
+    rng = np.random.default_rng(8)
+    users = np.repeat([f"u{k}" for k in range(30)], 2)
+    base, base_w = rng.uniform(0, 2, size=60), rng.integers(1, 5, size=60).astype(float)
+    run, run_w = base + 0.5, rng.integers(1, 5, size=60).astype(float)
+    result = stats.paired_differences(run[:, None], base[:, None], users, resamples=500,
+                                      weights=run_w[:, None], baseline_weights=base_w[:, None])[0]
+    pooled = np.sum(run * run_w) / run_w.sum() - np.sum(base * base_w) / base_w.sum()
+    assert result is not None and result.diff.mean == pytest.approx(pooled)
+    assert result.p_value is not None and result.p_value < 0.05
+    same = stats.paired_differences(base[:, None], base[:, None], users, weights=base_w[:, None],
+                                    baseline_weights=base_w[:, None])[0]
+    assert same is not None and same.diff.mean == 0.0 and same.p_value == 1.0
