@@ -386,3 +386,25 @@ def test_a_checkpoint_folder_on_disk_is_a_checkpoint_baseline(tmp_path: Path) ->
     rows = paired_rows(root, str(tmp_path / "ckpt" / ".." / "ckpt" / "base"), tmp_path)
     assert rows["tuned"]["baseline_run_dir"].endswith("base")
     assert float(rows["tuned"]["chrf_mean_of_n_diff"]) > 0
+
+
+def test_rating_runs_pool_samples_like_metrics_json(tmp_path: Path) -> None:
+    """Task metrics (dataset.scorer=rating) pool readable samples; the leaderboard's means must be
+    metrics.json's figures, and the paired test must see an improvement."""
+    pytest.importorskip("inference_core.evaluation.scorers")  # the task scorers' branch
+    root = tmp_path / "outputs"
+
+    def rating_users(samples: list[str]) -> dict[str, list[dict[str, Any]]]:
+        return {f"u{u}": [item(list(samples), str(1 + (u + k) % 5), record=u * 2 + k)
+                          for k in range(2)] for u in range(8)}
+
+    make_run(root, "base", "MovieLens", "base", "history_only",
+             rating_users(["1", "5", "no idea"]), 2.0, checkpoint="/ckpt/base", scorer="rating")
+    make_run(root, "tuned", "MovieLens", "tuned", "history_only",
+             rating_users(["3", "3", "3"]), 2.0, checkpoint="/ckpt/tuned", scorer="rating")
+    rows = paired_rows(root, "/ckpt/base", tmp_path)
+    for name in ("base", "tuned"):
+        metrics = orjson.loads((root / name / "metrics.json").read_bytes())
+        for metric in ("rating_mae", "rating_rmse", "rating_exact"):
+            assert float(rows[name][metric]) == pytest.approx(metrics[metric]), (name, metric)
+    assert rows["tuned"]["rating_mae_diff"] != "" and rows["base"]["rating_mae_ci_low"] != ""

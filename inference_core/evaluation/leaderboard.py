@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from inference_core.evaluation import stats
-from inference_core.evaluation.item_scores import ItemScores, load_item_scores
+from inference_core.evaluation.item_scores import ItemScores, load_item_scores, root_flags
 from inference_core.evaluation.metrics import language_for_dataset
 from inference_core.evaluation.scoring import METRICS_FILE, SAMPLES_FILE, SUMMARY_FILE, evaluate_run
 from inference_core.rundir.resume import IDENTITY_FILE
@@ -215,7 +215,8 @@ def score_problems(summary: dict[str, Any], scores: ItemScores) -> list[str]:
 def estimate_metrics(scores: ItemScores, boot: Bootstrap) -> tuple[MetricEstimate, ...]:
     users = scores.frame["user_hash"].to_numpy()
     intervals = stats.mean_intervals(scores.values(scores.metrics), users, boot.resamples,
-                                     boot.seed, boot.confidence)
+                                     boot.seed, boot.confidence, scores.weights(scores.metrics),
+                                     root_flags(scores.metrics))
     return tuple(MetricEstimate(m, iv) for m, iv in zip(scores.metrics, intervals))
 
 
@@ -234,7 +235,8 @@ def build_row(run_dir: Path, boot: Bootstrap, recompute: bool = False
         metrics = load_metrics(run_dir, recompute)
         language = (metrics.get("language") or summary.get("language")
                     or language_for_dataset(summary.get("dataset")))
-        scores = load_item_scores(run_dir, str(language), recompute)
+        scores = load_item_scores(run_dir, str(language), recompute,
+                                  metrics.get("scorer") or summary.get("scorer"))
     except (OSError, ValueError, KeyError) as exc:  # one broken run must not hide the others
         log.warning("%s: no scores: %s", run_dir, exc)
         return incomplete_row(run_dir, f"could not be scored: {exc}"), None

@@ -30,7 +30,7 @@ STANDARD_METRICS = tuple(f"{m}_{kind}_of_n" for m in REFERENCE_METRICS
                          for kind in ("mean", "best")) + ("distinct_1", "distinct_2")
 HEADERS = {"samples_per_s": "samples/s", "output_tokens_per_s": "output tok/s",
            "mean_chars": "chars", "run_dir": "run"}
-_THREE_DIGITS = ("distinct_1", "distinct_2")
+_THREE_DIGITS = ("distinct_", "rating_", "choice_")  # 0-1 ratios and 1-5 scale errors
 # Below this many users a percentile bootstrap interval is too narrow (it cannot see users it
 # never drew); the tables say so rather than let a reader trust it.
 FEW_USERS = 10

@@ -21,7 +21,7 @@ import numpy as np
 
 from inference_core.config import ConfigError
 from inference_core.evaluation import stats
-from inference_core.evaluation.item_scores import ItemScores
+from inference_core.evaluation.item_scores import ItemScores, root_flags
 from inference_core.evaluation.leaderboard import Bootstrap, Comparison, LeaderboardRow, item_keys
 
 log = logging.getLogger(__name__)
@@ -71,7 +71,8 @@ def compare(row: LeaderboardRow, scores: ItemScores, base_row: LeaderboardRow,
     names = [m.name for m in row.metrics]
     results = stats.paired_differences(
         scores.values(names)[idx], base.values(names)[base_idx],
-        scores.frame["user_hash"].to_numpy()[idx], boot.resamples, boot.seed, boot.confidence)
+        scores.frame["user_hash"].to_numpy()[idx], boot.resamples, boot.seed, boot.confidence,
+        scores.weights(names)[idx], base.weights(names)[base_idx], root_flags(names))
     return Comparison(base_row.run_dir, label, len(shared), note, tuple(zip(names, results)),
                       is_baseline=row.run_dir == base_row.run_dir)
 
