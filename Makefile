@@ -7,10 +7,14 @@ STAMP := $(VENV)/.installed
 
 .PHONY: install browser run test test-fast leaderboard bench bench-lora compare gpu-check clean
 
-# make leaderboard [DATASET=DMSC] [MODEL_PATH=/ckpt/DMSC_8B] [ENGINE=vllm|hf] [EXTRA="overrides"]
+# make leaderboard [DATASET=DMSC] [MODEL_PATH=/ckpt/DMSC_8B | MODEL_PATHS="/ckpt/a /ckpt/b"]
+#                  [ENGINE=vllm|hf] [EXTRA="overrides"] [BASELINE=no_profile|/ckpt/a|RUN_DIR]
 DATASET ?= Chameleons
 ENGINE ?= vllm
 MODEL_PATH ?=
+# Several checkpoints side by side in one table (base, fine-tuned, adapters, 4-bit copies).
+MODEL_PATHS ?= $(MODEL_PATH)
+BASELINE ?=
 EXTRA ?=
 MODEL_ARGS := $(if $(MODEL_PATH),model=finetuned_8b model.path=$(MODEL_PATH))
 
@@ -53,16 +57,21 @@ test-fast: install browser
 	$(BIN)/python -m pytest -q -m "not engine" $(ARGS)
 
 # All seven ablations as one Hydra multirun (each into its usual folder, so a re-run resumes),
-# then the table, CSV and picture in outputs/leaderboard/.
-# MODEL_PATH may be a folder of LoRA adapters, one subfolder per ablation: then one engine start
+# once per checkpoint of MODEL_PATHS (the default model when empty), then the table, CSV,
+# JSON, picture and page in outputs/leaderboard/ (docs/leaderboard.md). A checkpoint whose runs
+# fail does not stop the others: its runs are listed as incomplete, and make fails at the end.
+# A path may be a folder of LoRA adapters, one subfolder per ablation: then one engine start
 # serves every adapter (a single run, not a multirun) and each ablation gets its usual folder.
+# One command line per checkpoint, written out by make (so `make -n leaderboard` shows them).
+leaderboard_run = $(BIN)/python -m inference_$(ENGINE) \
+  $(if $(wildcard $(1)/*/adapter_config.json),,-m 'ablation=glob(*)') dataset=$(DATASET) \
+  $(if $(filter-out -,$(1)),model=finetuned_8b model.path=$(1)) $(EXTRA) || status=$$?;
+
 leaderboard: install
-	if [ -n "$(MODEL_PATH)" ] && ls $(MODEL_PATH)/*/adapter_config.json >/dev/null 2>&1; then \
-	  $(BIN)/python -m inference_$(ENGINE) dataset=$(DATASET) $(MODEL_ARGS) $(EXTRA); \
-	else \
-	  $(BIN)/python -m inference_$(ENGINE) -m 'ablation=glob(*)' dataset=$(DATASET) $(MODEL_ARGS) $(EXTRA); \
-	fi
-	$(BIN)/python -m inference_core.leaderboard outputs/$(DATASET)
+	status=0; \
+	$(foreach path,$(or $(strip $(MODEL_PATHS)),-),$(call leaderboard_run,$(path))) \
+	$(BIN)/python -m inference_core.leaderboard outputs/$(DATASET) $(if $(BASELINE),--baseline $(BASELINE)) || status=$$?; \
+	exit $$status
 
 bench: install
 	$(BIN)/python -m inference_vllm.bench $(ARGS)

@@ -1,4 +1,5 @@
-"""`python -m inference_core.leaderboard ROOT...`: the leaderboard over every run folder under ROOT."""
+"""`python -m inference_core.leaderboard ROOT... [--baseline X]`: the leaderboard over every run
+folder under ROOT, with bootstrap intervals and paired comparisons (docs/leaderboard.md)."""
 import sys
 
 from inference_core.evaluation.leaderboard import main

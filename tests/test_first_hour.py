@@ -190,7 +190,7 @@ def hydra_invocations(command: str) -> list[tuple[str, list[str]]]:
         done = subprocess.run(["make", "-n", "-s", *shlex.split(command)[1:]], cwd=REPO,
                               capture_output=True, text=True, timeout=60)
         found = HYDRA_ENTRY.findall(done.stdout.replace("\\\n", " "))
-        pieces = [(m, tail.split(";")[0]) for m, tail in found]
+        pieces = [(m, re.split(r";|\|\||&&", tail)[0]) for m, tail in found]
     else:
         pieces = [HYDRA_ENTRY.match(command).groups()]
     return [(module, shlex.split(tail)) for module, tail in pieces]

@@ -1,74 +1,124 @@
-"""Build a leaderboard (markdown, CSV, PNG, HTML) from every run folder under some roots.
+"""Leaderboard rows from run folders: per-item means with bootstrap intervals, one row per run.
 
-Usage: python -m inference_core.leaderboard ROOT [ROOT...] [--out DIR] [--recompute] [--no-reports]
+A row is one run folder, never a merge of several: its checkpoint, sampling, engine and ablation
+are columns, so runs of several checkpoints over one dataset stand side by side. A run that
+crashed, is empty or lacks items is an incomplete row with its reason and no numbers at all.
+Paired comparisons with a baseline live in inference_core.evaluation.pairing; the tables and
+the picture in inference_core.evaluation.leaderboard_output.
 """
 
 from __future__ import annotations
 
-import csv
-import io
+import argparse
 import logging
-import math
 from collections.abc import Sequence
-from dataclasses import astuple, dataclass, fields
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from inference_core.command import CommandParser
-from inference_core.evaluation.scoring import METRICS_FILE, SUMMARY_FILE, evaluate_run
-from inference_core.rundir.writers import read_json, write_atomic, write_bytes_atomic
+
+from inference_core.evaluation import stats
+from inference_core.evaluation.item_scores import ItemScores, load_item_scores, root_flags
+from inference_core.evaluation.metrics import language_for_dataset
+from inference_core.evaluation.scoring import METRICS_FILE, SAMPLES_FILE, SUMMARY_FILE, evaluate_run
+from inference_core.rundir.resume import IDENTITY_FILE
+from inference_core.rundir.writers import iter_user_files, read_json
 
 log = logging.getLogger(__name__)
 
-DEFAULT_OUT = Path("outputs/leaderboard")
+COMPLETE, INCOMPLETE = "complete", "incomplete"
+
+
+@dataclass(frozen=True)
+class Bootstrap:
+    """How the intervals are computed; printed with every table so a number can be reproduced."""
+
+    resamples: int = stats.DEFAULT_RESAMPLES
+    seed: int = stats.DEFAULT_SEED
+    confidence: float = stats.CONFIDENCE
+
+    def describe(self) -> str:
+        return (f"{self.confidence:.0%} intervals: percentile bootstrap over users (a user's "
+                f"items are resampled together), {self.resamples} resamples, seed {self.seed}")
+
+
+@dataclass(frozen=True)
+class MetricEstimate:
+    """A metric's mean over the items it applies to and its interval (None: applies to none)."""
+
+    name: str
+    interval: stats.Interval | None
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """This row minus the baseline row on the items both have."""
+
+    baseline_run_dir: str
+    baseline: str  # how the baseline row is named in the tables
+    shared_items: int
+    note: str | None  # set when the two item sets differ
+    results: tuple[tuple[str, stats.PairedResult | None], ...]
+    is_baseline: bool = False
+
+    def result(self, name: str) -> stats.PairedResult | None:
+        return dict(self.results).get(name)
 
 
 @dataclass(frozen=True)
 class LeaderboardRow:
-    """One run; field order is the column order of the markdown and CSV tables."""
+    """One run folder; the scalar fields are the leading columns of every table."""
 
     dataset: str
     model: str
     ablation: str
     engine: str
+    checkpoint: str
+    sampling: str
+    n: int | None
+    items: int | None
     users: int | None
     samples: int | None
     samples_per_s: float | None
     output_tokens_per_s: float | None
-    bleu_mean_of_n: float | None
-    bleu_best_of_n: float | None
-    chrf_mean_of_n: float | None
-    chrf_best_of_n: float | None
-    rouge_l_mean_of_n: float | None
-    rouge_l_best_of_n: float | None
-    distinct_1: float | None
-    distinct_2: float | None
     mean_chars: float | None
     run_dir: str
+    metrics: tuple[MetricEstimate, ...] = ()
+    status: str = COMPLETE
+    reason: str | None = None
+    comparison: Comparison | None = None
+    # The raw paths behind the `checkpoint` label, for --baseline to match a path given to it.
+    checkpoint_path: str = ""
+    adapter_path: str | None = None
 
+    @property
+    def complete(self) -> bool:
+        return self.status == COMPLETE
 
-COLUMNS = tuple(f.name for f in fields(LeaderboardRow))
-# Markdown shows everything but the (long) run path; the CSV keeps it to trace a row back.
-MD_HEADERS = {
-    "samples_per_s": "samples/s", "output_tokens_per_s": "output tok/s",
-    "bleu_mean_of_n": "bleu mean", "bleu_best_of_n": "bleu best",
-    "chrf_mean_of_n": "chrf mean", "chrf_best_of_n": "chrf best",
-    "rouge_l_mean_of_n": "rouge_l mean", "rouge_l_best_of_n": "rouge_l best",
-}
-_THREE_DIGITS = {"distinct_1", "distinct_2"}
+    def estimate(self, name: str) -> stats.Interval | None:
+        return next((m.interval for m in self.metrics if m.name == name), None)
+
+    def setup(self) -> tuple[str, str, str, str, str]:
+        """Everything but the ablation that makes runs comparable as one series."""
+        return (self.dataset, self.model, self.checkpoint, self.engine, self.sampling)
 
 
 def find_run_dirs(roots: Sequence[Path]) -> list[Path]:
-    """Every folder under the roots (roots included) that holds inference_summary.json."""
-    found = {p.parent.resolve() for root in roots for p in Path(root).rglob(SUMMARY_FILE)}
+    """Every folder under the roots that holds inference_summary.json or a started run's run.json."""
+    found = {p.parent.resolve() for root in roots for name in (SUMMARY_FILE, IDENTITY_FILE)
+             for p in Path(root).rglob(name)}
     return sorted(found)
 
 
 def load_metrics(run_dir: Path, recompute: bool = False) -> dict[str, Any]:
-    """metrics.json, computed first when missing, forced, or older than the run summary."""
+    """metrics.json, computed first when missing, forced, older than the summary, or without
+    the samples.parquet the per-item scores come from."""
     metrics_path = run_dir / METRICS_FILE
     stale = (
-        not metrics_path.is_file()
+        not metrics_path.is_file() or not (run_dir / SAMPLES_FILE).is_file()
         or metrics_path.stat().st_mtime < (run_dir / SUMMARY_FILE).stat().st_mtime
     )
     if recompute or stale:
@@ -77,165 +127,207 @@ def load_metrics(run_dir: Path, recompute: bool = False) -> dict[str, Any]:
     return read_json(metrics_path)
 
 
-def _model_name(summary: dict[str, Any]) -> str:
-    if summary.get("model_name"):
-        return str(summary["model_name"])
-    return Path(str(summary.get("checkpoint") or "unknown")).name  # fall back to the path tail
+def sampling_label(params: dict[str, Any] | None) -> str:
+    """`T=1.0 p=0.9 k=50 n=5 max=512` (+ rep=, min=, stops= where not the default)."""
+    if not params:
+        return "unknown"
+    parts = [f"{label}={params[key]}" for key, label in
+             (("temperature", "T"), ("top_p", "p"), ("top_k", "k"), ("num_samples", "n"),
+              ("max_tokens", "max")) if params.get(key) is not None]
+    if params.get("repetition_penalty") not in (None, 1.0):
+        parts.append(f"rep={params['repetition_penalty']}")
+    if params.get("min_tokens") not in (None, 1):
+        parts.append(f"min={params['min_tokens']}")
+    if params.get("stop"):
+        parts.append(f"stops={len(params['stop'])}")
+    return " ".join(parts) or "unknown"
 
 
-def make_row(run_dir: Path, summary: dict[str, Any], metrics: dict[str, Any]) -> LeaderboardRow:
+def checkpoint_label(doc: dict[str, Any]) -> str:
+    """The checkpoint path, with the LoRA adapter and quantization that change what it is."""
+    label = str(doc.get("checkpoint") or "unknown")
+    if doc.get("adapter"):
+        label += f" + adapter {doc['adapter']}"
+    quant = doc.get("quantization")
+    if isinstance(quant, dict) and quant.get("method"):
+        bits = f" {quant['bits']}-bit" if quant.get("bits") else ""
+        label += f" ({quant['method']}{bits})"
+    return label
+
+
+def _model_name(doc: dict[str, Any]) -> str:
+    if doc.get("model_name"):
+        return str(doc["model_name"])
+    return Path(str(doc.get("checkpoint") or "unknown")).name  # fall back to the path tail
+
+
+def _identity_row(run_dir: Path, doc: dict[str, Any], **numbers: Any) -> LeaderboardRow:
+    params = doc.get("sampling_params") or {}
     return LeaderboardRow(
-        dataset=str(summary.get("dataset") or metrics.get("dataset") or "unknown"),
-        model=_model_name(summary),
-        ablation=str(summary.get("ablation_config") or "unknown"),
-        engine=str(summary.get("engine") or "unknown"),
-        users=summary.get("num_users"),
-        samples=summary.get("total_samples", metrics.get("num_samples")),
-        samples_per_s=summary.get("throughput_samples_per_sec"),
-        output_tokens_per_s=summary.get("output_tokens_per_sec"),
-        bleu_mean_of_n=metrics.get("bleu_mean_of_n"),
-        bleu_best_of_n=metrics.get("bleu_best_of_n"),
-        chrf_mean_of_n=metrics.get("chrf_mean_of_n"),
-        chrf_best_of_n=metrics.get("chrf_best_of_n"),
-        rouge_l_mean_of_n=metrics.get("rouge_l_mean_of_n"),
-        rouge_l_best_of_n=metrics.get("rouge_l_best_of_n"),
-        distinct_1=metrics.get("distinct_1"),
-        distinct_2=metrics.get("distinct_2"),
-        mean_chars=metrics.get("mean_chars"),
-        run_dir=str(run_dir),
-    )
+        dataset=str(doc.get("dataset") or "unknown"), model=_model_name(doc),
+        ablation=str(doc.get("ablation_config") or "unknown"),
+        engine=str(doc.get("engine") or "unknown"), checkpoint=checkpoint_label(doc),
+        sampling=sampling_label(params), n=params.get("num_samples"),
+        items=numbers.get("items"), users=numbers.get("users"), samples=numbers.get("samples"),
+        samples_per_s=doc.get("throughput_samples_per_sec"),
+        output_tokens_per_s=doc.get("output_tokens_per_sec"),
+        mean_chars=numbers.get("mean_chars"), run_dir=str(run_dir),
+        checkpoint_path=str(doc.get("checkpoint") or ""),
+        adapter_path=str(doc["adapter"]) if doc.get("adapter") else None)
 
 
-def collect_rows(roots: Sequence[Path], recompute: bool = False) -> list[LeaderboardRow]:
-    """Rows for all runs under the roots, sorted by dataset, model, ablation."""
-    rows = []
-    for run_dir in find_run_dirs(roots):
+def incomplete_row(run_dir: Path, reason: str) -> LeaderboardRow:
+    """A run without results: named from whatever identity it left, numbers left empty."""
+    doc: dict[str, Any] = {}
+    for name in (SUMMARY_FILE, IDENTITY_FILE):
         try:
-            summary = read_json(run_dir / SUMMARY_FILE)
-            rows.append(make_row(run_dir, summary, load_metrics(run_dir, recompute)))
-        except (OSError, ValueError) as exc:  # one broken run must not hide the others
-            log.warning("skipping %s: %s", run_dir, exc)
-    return sorted(rows, key=lambda r: (r.dataset, r.model, r.ablation, r.run_dir))
+            doc = {**read_json(run_dir / name), **doc}
+        except (OSError, ValueError):
+            continue
+    return replace(_identity_row(run_dir, doc), status=INCOMPLETE, reason=reason)
 
 
-def format_cell(name: str, value: Any) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        if name == "mean_chars":
-            return f"{value:.1f}"
-        return f"{value:.3f}" if name in _THREE_DIGITS else f"{value:.2f}"
-    return str(value).replace("|", "\\|")
+def summary_problems(summary: dict[str, Any]) -> list[str]:
+    """Why a finished run's summary says items are missing (empty when none are)."""
+    problems = []
+    shards, expected = len(summary.get("shards") or []), summary.get("num_shards") or 1
+    if shards and shards < expected:
+        problems.append(f"only {shards} of {expected} shards finished")
+    skipped = summary.get("skipped_items") or []
+    if skipped:
+        problems.append(f"{len(skipped)} items have no generations (reasons in {SUMMARY_FILE})")
+    if not summary.get("num_data_items"):
+        problems.append("empty: no generated items")
+    return problems
 
 
-def render_markdown(rows: Sequence[LeaderboardRow]) -> str:
-    cols = [c for c in COLUMNS if c != "run_dir"]
-    lines = [
-        "| " + " | ".join(MD_HEADERS.get(c, c) for c in cols) + " |",
-        "|" + "|".join("---" for _ in cols) + "|",
-    ]
-    for row in rows:
-        lines.append("| " + " | ".join(format_cell(c, getattr(row, c)) for c in cols) + " |")
-    return "# Leaderboard\n\n" + "\n".join(lines) + "\n"
+def score_problems(summary: dict[str, Any], scores: ItemScores) -> list[str]:
+    """Items the summary counts but samples.parquet lacks, or that have fewer than n samples."""
+    problems = []
+    expected = summary.get("num_data_items")
+    if expected is not None and scores.num_items != expected:
+        problems.append(f"{SAMPLES_FILE} has {scores.num_items} items, the summary {expected}")
+    n = (summary.get("sampling_params") or {}).get("num_samples")
+    short = int((scores.frame["num_samples"] < n).sum()) if n else 0
+    if short:
+        problems.append(f"{short} items have fewer than n={n} samples")
+    return problems
 
 
-def render_csv(rows: Sequence[LeaderboardRow]) -> str:
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(COLUMNS)
-    for row in rows:
-        writer.writerow(["" if v is None else v for v in astuple(row)])
-    return buf.getvalue()
+def estimate_metrics(scores: ItemScores, boot: Bootstrap) -> tuple[MetricEstimate, ...]:
+    users = scores.frame["user_hash"].to_numpy()
+    intervals = stats.mean_intervals(scores.values(scores.metrics), users, boot.resamples,
+                                     boot.seed, boot.confidence, scores.weights(scores.metrics),
+                                     root_flags(scores.metrics))
+    return tuple(MetricEstimate(m, iv) for m, iv in zip(scores.metrics, intervals))
 
 
-def _quality_metric(rows: Sequence[LeaderboardRow]) -> tuple[str, str]:
-    """chrF mean-of-n when the dataset has references, else distinct-2 (always defined)."""
-    if any(r.chrf_mean_of_n is not None for r in rows):
-        return "chrf_mean_of_n", "chrF (mean of n)"
-    return "distinct_2", "distinct-2"
-
-
-def _grouped_bars(ax: Any, rows: Sequence[LeaderboardRow], attr: str, title: str) -> None:
-    """Bars per ablation on the x axis, one colour per model."""
-    ablations = sorted({r.ablation for r in rows})
-    models = sorted({r.model for r in rows})
-    width = 0.8 / len(models)
-    for m_idx, model in enumerate(models):
-        values = {r.ablation: getattr(r, attr) for r in rows if r.model == model}
-        heights = [_num(values.get(a)) for a in ablations]
-        xs = [a_idx - 0.4 + width * (m_idx + 0.5) for a_idx in range(len(ablations))]
-        ax.bar(xs, heights, width=width, label=model)
-    ax.set_xticks(
-        range(len(ablations)), ablations, rotation=20, ha="right", rotation_mode="anchor",
-        fontsize=8,
-    )
-    ax.set_title(title, fontsize=10)
-    ax.legend(fontsize=7)
-
-
-def _num(value: float | None) -> float:
-    return math.nan if value is None else float(value)  # NaN leaves a gap instead of a 0 bar
-
-
-def render_png(rows: Sequence[LeaderboardRow], path: Path) -> None:
-    """One figure row per dataset: quality metric and samples/s per ablation."""
-    import matplotlib
-
-    matplotlib.use("Agg")  # headless: runs on servers without a display
-    import matplotlib.pyplot as plt
-
-    datasets = sorted({r.dataset for r in rows})
-    fig, axes = plt.subplots(
-        max(len(datasets), 1), 2, figsize=(12, 3.8 * max(len(datasets), 1)), squeeze=False
-    )
-    if not datasets:
-        axes[0][0].text(0.5, 0.5, "no runs found", ha="center", va="center")
-    for (ax_q, ax_s), dataset in zip(axes, datasets):
-        subset = [r for r in rows if r.dataset == dataset]
-        attr, label = _quality_metric(subset)
-        _grouped_bars(ax_q, subset, attr, f"{dataset}: {label}")
-        _grouped_bars(ax_s, subset, "samples_per_s", f"{dataset}: samples/s")
-    fig.tight_layout()
+def build_row(run_dir: Path, boot: Bootstrap, recompute: bool = False
+              ) -> tuple[LeaderboardRow, ItemScores | None]:
+    """The run's row and per-item scores; an incomplete row (and None) when it has no results."""
+    if not (run_dir / SUMMARY_FILE).is_file():
+        users = len(list(iter_user_files(run_dir)))
+        return incomplete_row(run_dir, f"no {SUMMARY_FILE}: the run crashed or is still running "
+                                       f"({users} user files on disk)"), None
+    summary = read_json(run_dir / SUMMARY_FILE)
+    problems = summary_problems(summary)
+    if problems:
+        return incomplete_row(run_dir, "; ".join(problems)), None
     try:
-        write_atomic(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
-    finally:
-        plt.close(fig)
+        metrics = load_metrics(run_dir, recompute)
+        language = (metrics.get("language") or summary.get("language")
+                    or language_for_dataset(summary.get("dataset")))
+        scores = load_item_scores(run_dir, str(language), recompute,
+                                  metrics.get("scorer") or summary.get("scorer"))
+    except (OSError, ValueError, KeyError) as exc:  # one broken run must not hide the others
+        log.warning("%s: no scores: %s", run_dir, exc)
+        return incomplete_row(run_dir, f"could not be scored: {exc}"), None
+    problems = score_problems(summary, scores)
+    if problems:
+        return incomplete_row(run_dir, "; ".join(problems)), None
+    row = _identity_row(run_dir, summary, items=scores.num_items,
+                        users=int(scores.frame["user_hash"].nunique()),
+                        samples=int(scores.frame["num_samples"].sum()),
+                        mean_chars=metrics.get("mean_chars"))
+    return replace(row, metrics=estimate_metrics(scores, boot)), scores
 
 
-def write_leaderboard(rows: Sequence[LeaderboardRow], out_dir: Path) -> dict[str, Path]:
-    """Write leaderboard.md, .csv and .png into out_dir; return their paths."""
-    paths = {ext: out_dir / f"leaderboard.{ext}" for ext in ("md", "csv", "png")}
-    write_bytes_atomic(paths["md"], render_markdown(rows).encode())
-    write_bytes_atomic(paths["csv"], render_csv(rows).encode())
-    render_png(rows, paths["png"])
-    return paths
+def sort_key(row: LeaderboardRow) -> tuple[Any, ...]:
+    return (row.dataset, row.model, row.checkpoint, row.sampling, row.ablation, row.run_dir)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def collect_scored_rows(roots: Sequence[Path], recompute: bool = False,
+                        boot: Bootstrap = Bootstrap()
+                        ) -> list[tuple[LeaderboardRow, ItemScores | None]]:
+    """(row, per-item scores) for every run under the roots, complete ones and incomplete ones."""
+    built = [build_row(run_dir, boot, recompute) for run_dir in find_run_dirs(roots)]
+    return sorted(built, key=lambda pair: sort_key(pair[0]))
+
+
+def collect_rows(roots: Sequence[Path], recompute: bool = False,
+                 boot: Bootstrap = Bootstrap()) -> list[LeaderboardRow]:
+    """Rows for all runs under the roots, sorted by dataset, model, checkpoint, ablation."""
+    return [row for row, _ in collect_scored_rows(roots, recompute, boot)]
+
+
+def item_keys(scores: ItemScores) -> np.ndarray:
+    """One hashable key per item (user + location), for matching items across runs."""
+    frame = scores.frame
+    return (frame["user_hash"].astype(str) + "|" + frame["record"].astype(str) + "|"
+            + frame["collection"].astype(str) + "|" + frame["item"].astype(str)).to_numpy()
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = CommandParser("python -m inference_core.leaderboard",
-                           "build the leaderboard (md, csv, png, html) over every run folder "
-                           "under ROOT")
-    parser.add_argument("roots", nargs="+", type=Path, metavar="ROOT")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output folder")
-    parser.add_argument("--recompute", action="store_true", help="recompute every metrics.json")
+                           "build the leaderboard (md, csv, json, png, html) over every run "
+                           "folder under ROOT")
+    parser.add_argument("roots", nargs="+", type=Path, metavar="ROOT",
+                        help="folders searched for run folders (several checkpoints: several roots)")
+    parser.add_argument("--out", type=Path, default=Path("outputs/leaderboard"),
+                        help="output folder")
+    parser.add_argument("--baseline", metavar="RUN_DIR|ABLATION|CHECKPOINT",
+                        help="add paired differences to this run folder, ablation or checkpoint")
+    parser.add_argument("--resamples", type=int, default=stats.DEFAULT_RESAMPLES,
+                        help="bootstrap resamples and permutations (default %(default)s)")
+    parser.add_argument("--seed", type=int, default=stats.DEFAULT_SEED,
+                        help="seed of the resampling (default %(default)s)")
+    parser.add_argument("--recompute", action="store_true",
+                        help="recompute every metrics.json and item_scores.parquet")
     parser.add_argument("--no-reports", action="store_true",
                         help="do not write missing or stale report.html files of the runs")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     parser.require_folders(args.roots)
-    rows = collect_rows(args.roots, args.recompute)
-    if not rows:
-        log.warning("no run folders (with %s) under %s", SUMMARY_FILE, args.roots)
-    paths = write_leaderboard(rows, args.out)
+    if args.resamples < 1:
+        parser.error(f"--resamples {args.resamples}: give at least 1 (1000 or more for a table)")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from inference_core.config import ConfigError
+    from inference_core.evaluation.leaderboard_output import render_markdown, write_leaderboard
+    from inference_core.evaluation.pairing import add_comparisons
     from inference_core.report.leaderboard_page import refresh_reports, write_leaderboard_html
 
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    boot = Bootstrap(args.resamples, args.seed)
+    scored = collect_scored_rows(args.roots, args.recompute, boot)
+    rows = [row for row, _ in scored]
+    if args.baseline:
+        try:
+            rows = add_comparisons(scored, args.baseline, boot)
+        except ConfigError as err:
+            log.error("%s", err)
+            return 2
+    if not rows:
+        log.warning("no run folders (with %s) under %s", SUMMARY_FILE, args.roots)
+    for row in rows:
+        if not row.complete:
+            log.warning("incomplete run %s: %s", row.run_dir, row.reason)
+    paths = write_leaderboard(rows, args.out, boot)
     if not args.no_reports:
-        refresh_reports(rows)  # before the page, so that every row can link to its report
-    paths["html"] = write_leaderboard_html(rows, args.out, paths["png"])
+        refresh_reports(rows)  # first, so that every row can link to its report
+    paths["html"] = write_leaderboard_html(rows, args.out, paths["png"], boot)
     log.info("wrote %d rows to %s", len(rows), ", ".join(map(str, paths.values())))
-    print(render_markdown(rows))  # the table is the CLI's product; show it
+    print(render_markdown(rows, boot))  # the table is the CLI's product; show it
     return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

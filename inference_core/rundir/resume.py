@@ -19,7 +19,8 @@ log = logging.getLogger(__name__)
 IDENTITY_FILE = "run.json"
 # What a run leaves besides .hydra/ (Hydra rewrites that itself): removed by overwrite=true.
 RUN_OUTPUTS = (USERS_DIR, "shards", LEADERBOARD_FILE, SUMMARY_FILE,
-               "metrics.json", "samples.parquet", REPORT_FILE, HOLDOUT_FILE, IDENTITY_FILE)
+               "metrics.json", "samples.parquet", "item_scores.parquet", REPORT_FILE, HOLDOUT_FILE,
+               IDENTITY_FILE, "replicas")
 
 
 class RunMismatch(ValueError):

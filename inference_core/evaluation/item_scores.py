@@ -1,0 +1,177 @@
+"""Per-item scores of one run folder: the unit the leaderboard's intervals and paired tests use.
+
+Built from samples.parquet (one row per sample) with metrics.score_item, and for rating/choice
+datasets with the run's task scorer called on one item at a time, so they agree with
+metrics.json; cached as item_scores.parquet beside it: sentence-level BLEU/chrF/ROUGE over
+every sample is the slow part and the leaderboard is rebuilt often.
+
+Task metrics pool samples (each readable sample counts once), so each comes with a weight
+column `<metric>_weight` (the item's pooled samples); RMSE is kept per item and pooled as the
+root of the weighted mean square.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from inference_core.evaluation import metrics as scorer
+from inference_core.evaluation.scoring import SAMPLES_FILE
+from inference_core.rundir.writers import write_atomic
+
+log = logging.getLogger(__name__)
+
+ITEM_SCORES_FILE = "item_scores.parquet"
+# An item is its user and its location in the test file: the same in every run of a dataset.
+KEY_COLUMNS = ("user_hash", "record", "collection", "item")
+NUM_SAMPLES_COLUMN = "num_samples"
+DIVERSITY_METRICS = ("distinct_1", "distinct_2")
+WEIGHT_SUFFIX = "_weight"
+# Task metric -> the scorer's count of samples it pools, mirroring scorers.py's definitions.
+POOLED_TASK_METRICS = {
+    "rating_mae": "rating_scored_samples", "rating_rmse": "rating_scored_samples",
+    "rating_exact": "rating_scored_samples", "choice_accuracy": "choice_scored_samples",
+    "choice_mean_distance": "choice_ordered_samples",
+}
+ROOT_MEAN_SQUARE = frozenset({"rating_rmse"})
+TaskScorer = Callable[[list[scorer.ItemInput]], dict]
+
+
+@dataclass(frozen=True)
+class ItemScores:
+    """One row per item: KEY_COLUMNS, num_samples, then one float column per metric (NaN where
+    the metric does not apply, e.g. no reference)."""
+
+    frame: pd.DataFrame
+    metrics: tuple[str, ...]
+
+    @property
+    def num_items(self) -> int:
+        return len(self.frame)
+
+    def _column(self, name: str, missing: float) -> np.ndarray:
+        if name in self.frame:
+            return self.frame[name].to_numpy(np.float64)
+        return np.full(len(self.frame), missing)
+
+    def values(self, metrics: Iterable[str]) -> np.ndarray:
+        """(items x metrics) matrix of what is averaged: NaN for a metric this run lacks,
+        squared for root-mean-square metrics."""
+        cols = [self._column(m, np.nan) ** (2 if m in ROOT_MEAN_SQUARE else 1) for m in metrics]
+        return np.column_stack(cols) if cols else np.empty((len(self.frame), 0))
+
+    def weights(self, metrics: Iterable[str]) -> np.ndarray:
+        """(items x metrics) weights: pooled samples for task metrics, 1 for the others."""
+        cols = [self._column(m + WEIGHT_SUFFIX, 1.0) for m in metrics]
+        return np.column_stack(cols) if cols else np.empty((len(self.frame), 0))
+
+
+def root_flags(metrics: Iterable[str]) -> list[bool]:
+    """Which metrics are the square root of their pooled mean (RMSE)."""
+    return [m in ROOT_MEAN_SQUARE for m in metrics]
+
+
+def metric_names(item: scorer.ItemScores) -> list[str]:
+    """Column names of one item's scores: <metric>_mean_of_n, <metric>_best_of_n, distinct-n."""
+    names = []
+    for metric in (item.mean or {}):
+        names += [f"{metric}_mean_of_n", f"{metric}_best_of_n"]
+    return names + list(DIVERSITY_METRICS)
+
+
+def _flatten(item: scorer.ItemScores) -> dict[str, float]:
+    row = {"distinct_1": item.distinct_1, "distinct_2": item.distinct_2}
+    for metric, value in (item.mean or {}).items():
+        row[f"{metric}_mean_of_n"] = value
+    for metric, value in (item.best or {}).items():
+        row[f"{metric}_best_of_n"] = value
+    return {k: np.nan if v is None else float(v) for k, v in row.items()}
+
+
+def task_scorer(name: str | None) -> TaskScorer | None:
+    """The run's `dataset.scorer` (rating, choice); None for text, which adds nothing."""
+    if not name or name == "text":
+        return None
+    try:
+        from inference_core.evaluation.scorers import SCORERS
+    except ImportError:  # a checkout from before task scorers: text metrics only
+        log.warning("scorer %r: no inference_core.evaluation.scorers here; text metrics only", name)
+        return None
+    if name not in SCORERS:
+        raise ValueError(f"scorer {name!r} is not known: choose one of {', '.join(sorted(SCORERS))}")
+    return SCORERS[name]
+
+
+def task_scores(task: TaskScorer | None, item: scorer.ItemInput) -> dict[str, float]:
+    """The item's pooled task metrics and their weights (NaN / 0 where nothing was readable)."""
+    if task is None:
+        return {}
+    figures = task([item])
+    row: dict[str, float] = {}
+    for metric, count_key in POOLED_TASK_METRICS.items():
+        if metric not in figures:
+            continue
+        value, weight = figures[metric], figures.get(count_key) or 0
+        row[metric] = np.nan if value is None else float(value)
+        row[metric + WEIGHT_SUFFIX] = float(weight) if value is not None else 0.0
+    return row
+
+
+def score_samples(samples: pd.DataFrame, language: str, scorer_name: str | None = None
+                  ) -> ItemScores:
+    """Score every item of a samples.parquet frame (samples in sample_index order)."""
+    rows, names = [], {}
+    task = task_scorer(scorer_name)
+    ordered = samples.sort_values([*KEY_COLUMNS, "sample_index"], kind="stable")
+    for key, group in ordered.groupby(list(KEY_COLUMNS), sort=True, dropna=False):
+        reference = group["reference"].iloc[0]
+        item = scorer.ItemInput(tuple(group["text"].fillna("")),
+                                None if pd.isna(reference) else str(reference))
+        scores = scorer.score_item(item, language)
+        extra = task_scores(task, item)
+        names.update(dict.fromkeys(metric_names(scores)))
+        names.update(dict.fromkeys(k for k in extra if not k.endswith(WEIGHT_SUFFIX)))
+        rows.append({**dict(zip(KEY_COLUMNS, key)), NUM_SAMPLES_COLUMN: len(group),
+                     **_flatten(scores), **extra})
+    order = _metric_order(names)
+    weights = [m + WEIGHT_SUFFIX for m in order if m in POOLED_TASK_METRICS]
+    frame = pd.DataFrame(rows, columns=[*KEY_COLUMNS, NUM_SAMPLES_COLUMN, *order, *weights])
+    return ItemScores(frame, tuple(order))
+
+
+def _metric_order(names: Iterable[str]) -> list[str]:
+    """Reference metrics first (in scorer order), then task metrics, the diversity ones last."""
+    names = list(names)
+    return [n for n in names if n not in DIVERSITY_METRICS] + [
+        n for n in DIVERSITY_METRICS if n in names]
+
+
+def _cache_is_fresh(cache: Path, samples: Path) -> bool:
+    if not cache.is_file():
+        return False
+    # The scorer's own file counts too: changed scoring code must not reuse old scores.
+    sources = [samples, Path(scorer.__file__)]
+    return cache.stat().st_mtime >= max(p.stat().st_mtime for p in sources)
+
+
+def load_item_scores(run_dir: Path, language: str, recompute: bool = False,
+                     scorer_name: str | None = None) -> ItemScores:
+    """Per-item scores of a run that has samples.parquet, from the cache when it is fresh."""
+    samples_path = run_dir / SAMPLES_FILE
+    cache = run_dir / ITEM_SCORES_FILE
+    if not recompute and _cache_is_fresh(cache, samples_path):
+        frame = pd.read_parquet(cache)
+        metrics = [c for c in frame.columns if c not in (*KEY_COLUMNS, NUM_SAMPLES_COLUMN)
+                   and not c.endswith(WEIGHT_SUFFIX)]
+        return ItemScores(frame, tuple(metrics))
+    log.info("scoring the items of %s", run_dir)
+    samples = pd.read_parquet(samples_path, columns=[*KEY_COLUMNS, "sample_index", "reference",
+                                                     "text"])
+    scores = score_samples(samples, language, scorer_name)
+    write_atomic(cache, lambda tmp: scores.frame.to_parquet(tmp, index=False))
+    return scores
