@@ -6,7 +6,7 @@ finish, in any order. It never knows what a dataset or a user is.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Iterator, Protocol, Sequence
+from typing import Any, Iterator, Mapping, Protocol, Sequence
 
 
 @dataclass(frozen=True)
@@ -31,6 +31,9 @@ class GenerationRequest:
     num_samples: int
     # LoRA adapter folder to apply to this request (None: the base model alone).
     adapter: str | None = None
+    # The chat messages the token ids were rendered from, for engines that send messages
+    # (engine=openai, api=chat); None where the pipeline does not carry them.
+    messages: tuple[Mapping[str, str], ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -42,6 +45,11 @@ class Completion:
     finish_reasons: tuple[str, ...]
     output_tokens: tuple[int, ...]
     prompt_tokens: int
+    # The stop string that ended each sample; None for EOS or length (or an engine that cannot say).
+    stop_reasons: tuple[str | None, ...] = ()
+    # Why the request got no samples (e.g. an endpoint's 400 message); the pipeline lists the item
+    # in skipped_items with it and does not ask again in this run.
+    error: str | None = None
 
 
 class Engine(Protocol):

@@ -17,6 +17,8 @@ class ItemResult:
     texts: list[str] = field(default_factory=list)
     finish_reasons: list[str] = field(default_factory=list)
     output_tokens: list[int] = field(default_factory=list)
+    # The engine's reason when a request for this item failed (e.g. an endpoint's 400 answer).
+    error: str | None = None
 
     @property
     def full(self) -> bool:
@@ -50,13 +52,17 @@ class Collector:
 
     def requests(self) -> list[GenerationRequest]:
         """What is still missing: all samples at first, then only the blank ones again."""
+        # A failed request is not asked again in this run: its answer would not change (a 400);
+        # re-running the command retries it.
         return [GenerationRequest(str(i), r.prompt.token_ids, r.num_samples - len(r.texts))
-                for i, r in enumerate(self.items) if not r.full]
+                for i, r in enumerate(self.items) if not r.full and r.error is None]
 
     def add(self, completion: Completion) -> tuple[int, str | None]:
         """Keep the non-blank samples; (samples kept, user_hash if that user is now done)."""
         item = self.items[int(completion.request_id)]
         self.generated_tokens += sum(completion.output_tokens)
+        if completion.error is not None:
+            item.error = completion.error
         kept = 0
         for text, reason, tokens in zip(completion.texts, completion.finish_reasons,
                                         completion.output_tokens):

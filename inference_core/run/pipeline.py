@@ -174,7 +174,7 @@ def close_run(run: JobRun, merge: bool) -> None:
     job = run.job
     skipped = run.work.skipped + [
         SkippedItem(r.prompt.location, r.prompt.user_hash,
-                    f"blank samples after {job.blank_retries} retries")
+                    r.error or f"blank samples after {job.blank_retries} retries")
         for r in run.collector.incomplete()]
     write_shard_report(job, run.report, run.collector, run.work, skipped)
     if merge and len(shard_reports(job.output_dir, job.shard_count)) == job.shard_count:
