@@ -16,10 +16,16 @@ from inference_core.run.job import Job
 log = logging.getLogger("inference_vllm")
 
 
-ENGINES = ("vllm", "ray")
+# openai: an OpenAI-compatible endpoint (a `vllm serve` or hosted API); nothing loads here.
+ENGINES = ("vllm", "ray", "openai")
 
 
 def start_engine(job: Job, adapters: Sequence[Adapter] = ()):
+    if job.engine_name == "openai":  # constructed from its `_target_`, with the one signature
+        from hydra.utils import get_class
+
+        cls = get_class(job.engine_cfg["_target_"])
+        return cls(str(job.model_path), job.engine_cfg, job.sampling.seed, adapters)
     if job.engine_name == "ray":  # vLLM workers under Ray Data (a Ray cluster, or local)
         from inference_vllm.ray_engine import RayEngine
 

@@ -1,0 +1,180 @@
+"""engine=openai against a local fault server: retries, final errors, n fan-out, secrets (no model)."""
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+from fault_server import (BAD_REQUEST, BAD_REQUEST_MESSAGE, MODEL_ID, OK, RATE_LIMITED,
+                          SERVER_ERROR, SHORT_N, SLOW, FaultServer)
+from inference_core.config import ConfigError
+from inference_core.engine import GenerationRequest, SamplingSettings
+from inference_openai.engine import OpenAIEngine
+from inference_openai.transport import RetryPolicy, retry_after_seconds
+
+SAMPLING = SamplingSettings(num_samples=2, temperature=1.0, top_p=0.9, top_k=50, max_tokens=16,
+                            seed=42)
+
+
+def engine_cfg(server: FaultServer, **overrides: Any) -> dict[str, Any]:
+    cfg = {"_target_": "inference_openai.engine.OpenAIEngine", "name": "openai",
+           "base_url": server.base_url, "model": None, "api": "completions",
+           "prompt": "token_ids", "max_concurrency": 4, "timeout_s": 0.5, "max_retries": 3,
+           "backoff_s": 0.01, "max_backoff_s": 5, "supports_n": "auto", "max_model_len": 2048}
+    cfg.update(overrides)
+    return cfg
+
+
+def start(server: FaultServer, tmp_path: Path, **overrides: Any) -> OpenAIEngine:
+    # No tokenizer there: token-id prompts and the answers' token counts need none.
+    return OpenAIEngine(str(tmp_path / "no-model"), engine_cfg(server, **overrides), seed=42)
+
+
+def lazy(requests: list[GenerationRequest]) -> Iterator[GenerationRequest]:
+    yield from requests  # no len(): the engine must take requests as they come
+
+
+def request(kind: int, i: int, n: int = 2) -> GenerationRequest:
+    return GenerationRequest(str(i), (kind, 100 + i, 200), n)
+
+
+def test_faults_are_retried_and_a_400_is_reported(tmp_path: Path) -> None:
+    kinds = [OK, RATE_LIMITED, SERVER_ERROR, SLOW, BAD_REQUEST, OK]
+    requests = [request(kind, i) for i, kind in enumerate(kinds)]
+    with FaultServer(retry_after="1") as server:
+        engine = start(server, tmp_path)
+        began = time.perf_counter()
+        completions = list(engine.generate(lazy(requests), SAMPLING))
+        elapsed = time.perf_counter() - began
+        stats = engine.stats()
+        engine.close()
+    ids = [c.request_id for c in completions]
+    assert sorted(ids) == sorted(r.request_id for r in requests)  # each exactly once
+    by_id = {c.request_id: c for c in completions}
+    failed = by_id["4"]
+    assert failed.texts == () and BAD_REQUEST_MESSAGE in failed.error and "HTTP 400" in failed.error
+    for c in completions:
+        if c.request_id != "4":
+            assert c.error is None and len(c.texts) == 2
+            assert c.finish_reasons == ("stop", "stop") and c.stop_reasons == (None, None)
+            assert c.output_tokens == (5, 5) and c.prompt_tokens == 3
+    assert stats["errors_by_status"] == {"400": 1, "429": 2, "500": 1, "timeout": 1}
+    assert stats["retries"] == 4 and stats["failed_requests"] == 1
+    assert stats["http_requests"] == len(kinds) + 4
+    assert elapsed >= 2.0  # two 429s, each with Retry-After: 1
+    assert stats["endpoint"] == server.base_url.rsplit("/v1", 1)[0] and stats["model"] == MODEL_ID
+    assert set(stats["latency_seconds"]) == {"p50", "p90", "p99"}
+
+
+def test_retries_run_out_with_the_last_answer(tmp_path: Path) -> None:
+    with FaultServer(retry_after="0") as server:
+        engine = start(server, tmp_path, max_retries=1)
+        (completion,) = engine.generate([request(RATE_LIMITED, 0)], SAMPLING)
+        engine.close()
+    assert completion.texts == ()
+    assert "HTTP 429: rate limited (gave up after 1 retries)" == completion.error
+
+
+def test_a_server_that_ignores_n_gets_one_request_per_sample(tmp_path: Path) -> None:
+    with FaultServer() as server:
+        engine = start(server, tmp_path)
+        (short,) = engine.generate([request(SHORT_N, 0, n=3)], SAMPLING)
+        (later,) = engine.generate([request(OK, 1, n=3)], SAMPLING)
+        stats = engine.stats()
+        engine.close()
+    assert len(short.texts) == 3 and len(later.texts) == 3
+    assert stats["n_per_request"] is False and stats["fanout_requests"] == 2 + 3
+    assert [b["n"] for b in server.bodies] == [3, 1, 1, 1, 1, 1]
+
+
+def test_supports_n_false_sends_n_single_requests_with_distinct_seeds(tmp_path: Path) -> None:
+    with FaultServer() as server:
+        engine = start(server, tmp_path, supports_n=False, send_seed=True)
+        (completion,) = engine.generate([request(OK, 0, n=3)], SAMPLING)
+        engine.close()
+    assert len(completion.texts) == 3
+    assert sorted(b["seed"] for b in server.bodies) == [42, 43, 44]
+    assert all(b["n"] == 1 for b in server.bodies)
+
+
+def test_plain_openai_servers_get_no_vllm_fields(tmp_path: Path, caplog: Any) -> None:
+    with FaultServer() as server, caplog.at_level(logging.WARNING):
+        engine = start(server, tmp_path)
+        list(engine.generate([request(OK, 0)], SAMPLING))
+        stats = engine.stats()
+        engine.close()
+    body = server.bodies[0]
+    assert "top_k" not in body and "seed" not in body and body["model"] == MODEL_ID
+    assert stats["sampling_not_sent"] == ["top_k=50"] and "top_k=50 not sent" in caplog.text
+
+
+def test_price_turns_usage_into_cost(tmp_path: Path) -> None:
+    with FaultServer() as server:
+        engine = start(server, tmp_path, price_per_million_input=1.0,
+                       price_per_million_output=2.0)
+        list(engine.generate([request(OK, 0)], SAMPLING))
+        stats = engine.stats()
+        engine.close()
+    assert stats["usage"] == {"prompt_tokens": 3, "completion_tokens": 10}
+    assert stats["cost"] == {"input": 3e-06, "output": 2e-05, "total": 2.3e-05}
+
+
+def test_the_key_goes_to_the_server_and_nowhere_else(tmp_path: Path, caplog: Any,
+                                                     monkeypatch: Any) -> None:
+    secret = "sk-test-0123456789-never-logged"
+    monkeypatch.setenv("FAULT_SERVER_KEY", secret)
+    with FaultServer() as server, caplog.at_level(logging.DEBUG):
+        engine = start(server, tmp_path, api_key_env="FAULT_SERVER_KEY")
+        list(engine.generate([request(OK, 0), request(BAD_REQUEST, 1)], SAMPLING))
+        stats = engine.stats()
+        engine.close()
+    assert set(server.auth_headers) == {f"Bearer {secret}"}
+    assert secret not in caplog.text and secret not in repr(stats)
+    assert secret not in repr(engine.settings)
+
+
+def test_a_refused_connection_is_one_config_error(tmp_path: Path) -> None:
+    with FaultServer() as server:
+        url = server.base_url
+    with pytest.raises(ConfigError, match="refused the connection"):
+        OpenAIEngine(str(tmp_path), engine_cfg(server, base_url=url), seed=1)
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"api_key_env": "NO_SUCH_VARIABLE_HERE"}, "NO_SUCH_VARIABLE_HERE: that environment variable"),
+    ({"model": "other"}, "engine.model=other is not served"),
+    ({"api": "responses"}, "engine.api='responses'"),
+    ({"max_concurrency": 0}, "engine.max_concurrency=0 must be above 0"),
+    ({"base_url": "http://user:pw@127.0.0.1:1/v1"}, "must not carry credentials"),
+    ({"max_model_len": 4096}, None),
+])
+def test_bad_settings_are_one_line(tmp_path: Path, overrides: dict[str, Any],
+                                   message: str | None) -> None:
+    with FaultServer() as server:
+        cfg = engine_cfg(server, **overrides)
+        if message is None:  # the fault server reports no window: nothing to check against
+            OpenAIEngine(str(tmp_path), cfg, seed=1).close()
+            return
+        with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+            OpenAIEngine(str(tmp_path), cfg, seed=1)
+
+
+def test_chat_without_messages_says_what_to_use(tmp_path: Path) -> None:
+    with FaultServer() as server:
+        engine = start(server, tmp_path, api="chat")
+        with pytest.raises(ConfigError, match="use engine.api=completions"):
+            list(engine.generate([request(OK, 0)], SAMPLING))
+        engine.close()
+
+
+def test_backoff_doubles_with_jitter_and_honours_retry_after() -> None:
+    policy = RetryPolicy(max_retries=5, backoff_s=1.0, max_backoff_s=10.0, timeout_s=1.0)
+    for retry, ceiling in [(1, 1.0), (2, 2.0), (3, 4.0), (5, 10.0)]:
+        assert ceiling / 2 <= policy.delay(retry, None) <= ceiling
+    assert policy.delay(1, 3.0) == 3.0 and policy.delay(1, 99.0) == 10.0
+    assert retry_after_seconds({"retry-after": "2"}) == 2.0
+    assert retry_after_seconds({"retry-after": "Wed, 21 Oct 2015 07:28:00 GMT"}) == 0.0
+    assert retry_after_seconds({}) is None
