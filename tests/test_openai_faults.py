@@ -2,12 +2,16 @@
 from __future__ import annotations
 
 import logging
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
 
+from conftest import REPO
 from fault_server import (BAD_REQUEST, BAD_REQUEST_MESSAGE, MODEL_ID, OK, RATE_LIMITED,
                           SERVER_ERROR, SHORT_N, SLOW, FaultServer)
 from inference_core.config import ConfigError
@@ -178,3 +182,18 @@ def test_backoff_doubles_with_jitter_and_honours_retry_after() -> None:
     assert retry_after_seconds({"retry-after": "2"}) == 2.0
     assert retry_after_seconds({"retry-after": "Wed, 21 Oct 2015 07:28:00 GMT"}) == 0.0
     assert retry_after_seconds({}) is None
+
+
+def test_a_server_that_is_down_is_exit_2_before_any_generation(tmp_path: Path) -> None:
+    with FaultServer() as server:
+        url = server.base_url  # closed again: nothing listens there now
+    out = tmp_path / "run"
+    result = subprocess.run(
+        [sys.executable, "-m", "inference_vllm", "engine=openai", f"engine.base_url={url}",
+         f"output_dir={out}", "sampling.num_samples=2", "sampling.max_tokens=16"],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+        env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert result.returncode == 2, result.stderr[-2000:]
+    log = result.stdout + result.stderr
+    assert "refused the connection" in log and "Traceback" not in log
+    assert not (out / "users").exists() or not any((out / "users").iterdir())
