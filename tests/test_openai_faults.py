@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 from typing import Any, Iterator
 
+import orjson
 import pytest
 
 from conftest import REPO
@@ -197,3 +198,36 @@ def test_a_server_that_is_down_is_exit_2_before_any_generation(tmp_path: Path) -
     log = result.stdout + result.stderr
     assert "refused the connection" in log and "Traceback" not in log
     assert not (out / "users").exists() or not any((out / "users").iterdir())
+
+
+def test_a_run_lists_the_refused_item_with_the_servers_message(tmp_path: Path,
+                                                                monkeypatch: Any,
+                                                                caplog: Any) -> None:
+    """A whole run (pipeline, collector, merge) where the server refuses the longest prompts."""
+    from conftest import compose
+    from inference_core.run.job import prepare_job
+    from inference_core.run.pipeline import all_prompts, run_job
+    from inference_vllm.__main__ import start_engine
+
+    secret = "sk-run-test-2b7d0c-never-written"
+    monkeypatch.setenv("FAULT_SERVER_KEY", secret)
+    out = tmp_path / "run"
+    overrides = ["engine=openai", "engine.prompt=token_ids", "engine.api_key_env=FAULT_SERVER_KEY",
+                 f"output_dir={out}", "sampling.num_samples=2", "sampling.max_tokens=16",
+                 "allow_skips=true", "evaluate=false", "report=false", "max_users=3"]
+    lengths = [p.num_tokens for p in all_prompts(prepare_job(compose(*overrides)))]
+    refused = sum(n == max(lengths) for n in lengths)
+    with FaultServer(reject_longer_than=max(lengths) - 1) as server, caplog.at_level(logging.INFO):
+        job = prepare_job(compose(*overrides, f"engine.base_url={server.base_url}"))
+        run_job(job, start_engine)
+    summary = orjson.loads((out / "inference_summary.json").read_bytes())
+    assert len(summary["skipped_items"]) == refused
+    assert all(BAD_REQUEST_MESSAGE in s["reason"] for s in summary["skipped_items"])
+    assert summary["num_data_items"] == len(lengths) - refused
+    assert summary["engine"] == "openai"
+    stats = summary["shards"][0]["engine_stats"]
+    assert stats["errors_by_status"] == {"400": refused} and stats["retries"] == 0
+    assert secret not in caplog.text
+    for path in out.rglob("*"):
+        if path.is_file():
+            assert secret.encode() not in path.read_bytes(), path
