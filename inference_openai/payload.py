@@ -76,6 +76,8 @@ def chat_body(messages: Sequence[Mapping[str, str]], sampling: SamplingSettings,
     body: dict[str, Any] = {"model": options.model,
                             "messages": [dict(m) for m in messages],
                             **sampling_fields(sampling, n, seed, options)}
+    # The chat API's current name for it (max_tokens is deprecated there, refused by some models).
+    body["max_completion_tokens"] = body.pop("max_tokens")
     body.update(options.extra_body)
     return body
 

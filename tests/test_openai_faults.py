@@ -231,3 +231,25 @@ def test_a_run_lists_the_refused_item_with_the_servers_message(tmp_path: Path,
     for path in out.rglob("*"):
         if path.is_file():
             assert secret.encode() not in path.read_bytes(), path
+
+
+def test_request_bodies_for_each_api() -> None:
+    from inference_openai.payload import BodyOptions, chat_body, completions_body, samples_of
+
+    vllm = BodyOptions("m", "completions", extended_sampling=True, send_seed=False, extra_body={})
+    text = completions_body("<|im_start|>hi", SAMPLING, 2, 42, vllm)
+    assert text["prompt"] == "<|im_start|>hi" and text["add_special_tokens"] is False
+    assert text["top_k"] == 50 and text["return_token_ids"] is True and "seed" not in text
+    ids = completions_body((1, 2, 3), SAMPLING, 2, 42, vllm)
+    assert ids["prompt"] == [1, 2, 3] and "add_special_tokens" not in ids
+    hosted = BodyOptions("m", "chat", extended_sampling=False, send_seed=True,
+                         extra_body={"user": "lab"})
+    chat = chat_body(({"role": "user", "content": "hi"},), SAMPLING, 2, 7, hosted)
+    assert chat["max_completion_tokens"] == 16 and "max_tokens" not in chat
+    assert chat["seed"] == 7 and chat["user"] == "lab" and "top_k" not in chat
+    answer = {"choices": [{"index": 1, "message": {"content": "b"}, "finish_reason": "length"},
+                          {"index": 0, "message": {"content": None}, "finish_reason": "stop",
+                           "stop_reason": 2}]}
+    first, second = samples_of(answer, "chat")
+    assert (first.text, first.stop_reason, second.text) == ("", None, "b")
+    assert second.finish_reason == "length" and second.tokens is None
