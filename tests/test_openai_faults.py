@@ -253,3 +253,16 @@ def test_request_bodies_for_each_api() -> None:
     first, second = samples_of(answer, "chat")
     assert (first.text, first.stop_reason, second.text) == ("", None, "b")
     assert second.finish_reason == "length" and second.tokens is None
+
+
+def test_a_consumer_that_stops_early_cancels_what_is_in_flight(tmp_path: Path) -> None:
+    with FaultServer(slow_s=3.0) as server:
+        engine = start(server, tmp_path, timeout_s=30)
+        began = time.perf_counter()
+        completions = engine.generate([request(OK, 0)] + [request(SLOW, i) for i in (1, 2, 3)],
+                                      SAMPLING)
+        first = next(completions)
+        completions.close()  # what a signal does to the pipeline's loop
+        engine.close()
+        assert time.perf_counter() - began < 2.5  # nobody waited for the slow answers
+    assert first.request_id == "0"
