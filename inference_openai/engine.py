@@ -25,7 +25,7 @@ from inference_openai.payload import (PATHS, BodyOptions, Sample, chat_body, com
 from inference_openai.probe import auth_headers, served_model
 from inference_openai.settings import EndpointSettings, read_settings
 from inference_openai.stats import EndpointStats
-from inference_openai.transport import RequestFailed, RetryPolicy, post_json
+from inference_openai.transport import RequestFailed, RetryPolicy, Throttle, post_json
 
 log = logging.getLogger(__name__)
 # httpx logs one INFO line per request: tens of thousands in a run.
@@ -65,7 +65,7 @@ class OpenAIEngine:
         self.thread = threading.Thread(target=self.loop.run_forever, name="openai-engine",
                                        daemon=True)
         self.thread.start()
-        self.client, self.limiter = self.on_loop(self.open_client()).result()
+        self.client, self.throttle = self.on_loop(self.open_client()).result()
         self.policy = RetryPolicy(s.max_retries, s.backoff_s, s.max_backoff_s, s.timeout_s)
         log.info("engine=openai: %s at %s (%s API, %d at a time)", self.served.model_id,
                  s.endpoint, s.api, s.max_concurrency)
@@ -74,14 +74,14 @@ class OpenAIEngine:
     def on_loop(self, coroutine: Any) -> Future:
         return asyncio.run_coroutine_threadsafe(coroutine, self.loop)
 
-    async def open_client(self) -> tuple[httpx.AsyncClient, asyncio.Semaphore]:
+    async def open_client(self) -> tuple[httpx.AsyncClient, Throttle]:
         s = self.settings
         limits = httpx.Limits(max_connections=s.max_concurrency,
                               max_keepalive_connections=s.max_concurrency)
         client = httpx.AsyncClient(
             base_url=s.base_url + "/", headers=auth_headers(s.api_key()), limits=limits,
             timeout=httpx.Timeout(s.timeout_s, connect=s.connect_timeout_s))
-        return client, asyncio.Semaphore(s.max_concurrency)
+        return client, Throttle(s.max_concurrency)
 
     def generate(self, requests: Iterable[GenerationRequest],
                  sampling: SamplingSettings) -> Iterator[Completion]:
@@ -168,7 +168,7 @@ class OpenAIEngine:
         else:
             body = completions_body(prompt, sampling, n, seed, self.options)  # type: ignore[arg-type]
         answer = await post_json(self.client, PATHS[self.settings.api], body, self.policy,
-                                 self.limiter, self.counters)
+                                 self.throttle, self.counters)
         self.counters.usage(answer)
         return samples_of(answer, self.settings.api)
 

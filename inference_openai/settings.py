@@ -60,6 +60,9 @@ class EndpointSettings:
 
 def read_settings(engine_cfg: Mapping[str, Any]) -> EndpointSettings:
     """The engine group as settings; one ConfigError line naming the bad key."""
+    if engine_cfg.get("api_key"):  # it would be written to .hydra/ and the run's config
+        raise ConfigError("engine.api_key: never put the key in the config; export it and name "
+                          "the variable in engine.api_key_env (e.g. engine.api_key_env=OPENAI_API_KEY)")
     base_url = str(engine_cfg.get("base_url") or "").rstrip("/")
     parts = urlsplit(base_url)
     if parts.scheme not in ("http", "https") or not parts.hostname:

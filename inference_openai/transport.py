@@ -46,6 +46,24 @@ class RetryPolicy:
         return min(wait, self.max_backoff_s)
 
 
+class Throttle:
+    """The concurrency limit, and a pause that every request honours after a 429's Retry-After.
+
+    Without the shared pause, the other requests in flight would each run into the limit too.
+    """
+
+    def __init__(self, max_concurrency: int) -> None:
+        self.slots = asyncio.Semaphore(max_concurrency)
+        self.not_before = 0.0
+
+    def pause(self, seconds: float) -> None:
+        self.not_before = max(self.not_before, time.monotonic() + seconds)
+
+    async def wait(self) -> None:
+        while (delay := self.not_before - time.monotonic()) > 0:
+            await asyncio.sleep(delay)
+
+
 def retryable(status: int) -> bool:
     return status >= 500 or status in RETRIED_4XX
 
@@ -83,14 +101,15 @@ def server_message(response: httpx.Response) -> str:
 
 
 async def post_json(client: httpx.AsyncClient, path: str, body: dict[str, Any],
-                    policy: RetryPolicy, limiter: asyncio.Semaphore,
+                    policy: RetryPolicy, throttle: Throttle,
                     stats: EndpointStats) -> dict[str, Any]:
     """The answer's JSON; RequestFailed with the server's message when it is final."""
     payload = orjson.dumps(body)
     retry = 0
     while True:
         wait_hint = None
-        async with limiter:  # the slot is held for the call only, not for the back-off
+        async with throttle.slots:  # the slot is held for the call only, not for the back-off
+            await throttle.wait()
             stats.http_requests += 1
             start = time.perf_counter()
             try:
@@ -111,6 +130,8 @@ async def post_json(client: httpx.AsyncClient, path: str, body: dict[str, Any],
                 if not retryable(response.status_code):
                     raise RequestFailed(failure)
                 wait_hint = retry_after_seconds(response.headers)
+                if response.status_code == 429 and wait_hint:
+                    throttle.pause(min(wait_hint, policy.max_backoff_s))
         if retry >= policy.max_retries:
             raise RequestFailed(f"{failure} (gave up after {retry} retries)")
         retry += 1

@@ -31,6 +31,8 @@ class FaultServer:
         self.attempts: Counter = Counter()
         self.auth_headers: list[str | None] = []
         self.bodies: list[dict[str, Any]] = []
+        # (monotonic time, first token id, status) of every completions request, as it arrived.
+        self.arrivals: list[tuple[float, int, int]] = []
         self.lock = threading.Lock()
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), self.handler_class())
         self.httpd.daemon_threads = True
@@ -57,6 +59,13 @@ class FaultServer:
 
     def answer(self, body: dict[str, Any]) -> tuple[int, dict[str, str], dict[str, Any], float]:
         """(status, headers, JSON body, seconds to wait first) for one completions request."""
+        arrived = time.monotonic()
+        status, headers, payload, wait = self.decide(body)
+        with self.lock:
+            self.arrivals.append((arrived, body["prompt"][0], status))
+        return status, headers, payload, wait
+
+    def decide(self, body: dict[str, Any]) -> tuple[int, dict[str, str], dict[str, Any], float]:
         prompt = tuple(body["prompt"])
         with self.lock:
             self.attempts[prompt] += 1

@@ -154,6 +154,7 @@ def test_a_refused_connection_is_one_config_error(tmp_path: Path) -> None:
     ({"api": "responses"}, "engine.api='responses'"),
     ({"max_concurrency": 0}, "engine.max_concurrency=0 must be above 0"),
     ({"base_url": "http://user:pw@127.0.0.1:1/v1"}, "must not carry credentials"),
+    ({"api_key": "sk-in-the-config"}, "never put the key in the config"),
     ({"max_model_len": 4096}, None),
 ])
 def test_bad_settings_are_one_line(tmp_path: Path, overrides: dict[str, Any],
@@ -266,3 +267,15 @@ def test_a_consumer_that_stops_early_cancels_what_is_in_flight(tmp_path: Path) -
         engine.close()
         assert time.perf_counter() - began < 2.5  # nobody waited for the slow answers
     assert first.request_id == "0"
+
+
+def test_a_429_with_retry_after_pauses_every_request(tmp_path: Path) -> None:
+    with FaultServer(retry_after="1") as server:
+        engine = start(server, tmp_path, max_concurrency=2)
+        list(engine.generate([request(RATE_LIMITED, 0)] + [request(OK, i) for i in (1, 2, 3, 4)],
+                             SAMPLING))
+        engine.close()
+    first_429 = min(t for t, _, status in server.arrivals if status == 429)
+    during_pause = [t for t, kind, _ in server.arrivals if first_429 + 0.05 < t < first_429 + 0.95]
+    assert during_pause == []  # nobody ran into the limit again while the server asked to wait
+    assert len(server.arrivals) == 5 + 2
