@@ -170,7 +170,10 @@ class OpenAIEngine:
         answer = await post_json(self.client, PATHS[self.settings.api], body, self.policy,
                                  self.throttle, self.counters)
         self.counters.usage(answer)
-        return samples_of(answer, self.settings.api)
+        samples = samples_of(answer, self.settings.api)
+        if not samples:
+            raise RequestFailed(f"the answer has no choices: {str(answer)[:200]}")
+        return samples
 
     def to_completion(self, request: GenerationRequest, samples: list[Sample],
                       error: str | None) -> Completion:
@@ -201,7 +204,9 @@ class OpenAIEngine:
                         "engine.extended_sampling=true if it takes them)", ", ".join(self.unsent))
 
     def stats(self) -> dict[str, Any]:
-        extras = {"extended_sampling": self.options.extended_sampling,
+        extras = {"server": self.served.owned_by,
+                  "server_max_model_len": self.served.max_model_len,
+                  "extended_sampling": self.options.extended_sampling,
                   "n_per_request": self.honours_n is not False,
                   "sampling_not_sent": self.unsent}
         return self.counters.as_dict(self.settings, self.served.model_id, extras)

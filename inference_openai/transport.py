@@ -100,6 +100,18 @@ def server_message(response: httpx.Response) -> str:
     return response.text[:MESSAGE_CHARS]
 
 
+def json_answer(response: httpx.Response) -> dict[str, Any]:
+    """A success's JSON object; a proxy's HTML page or a cut-off body is a final failure."""
+    try:
+        answer = orjson.loads(response.content)
+    except orjson.JSONDecodeError:
+        answer = None
+    if not isinstance(answer, dict):
+        raise RequestFailed(f"HTTP {response.status_code} but the answer is not a JSON object: "
+                            f"{response.text[:200]!r}")
+    return answer
+
+
 async def post_json(client: httpx.AsyncClient, path: str, body: dict[str, Any],
                     policy: RetryPolicy, throttle: Throttle,
                     stats: EndpointStats) -> dict[str, Any]:
@@ -124,7 +136,7 @@ async def post_json(client: httpx.AsyncClient, path: str, body: dict[str, Any],
             else:
                 if response.status_code < 400:
                     stats.latencies_s.append(time.perf_counter() - start)
-                    return orjson.loads(response.content)
+                    return json_answer(response)
                 stats.errors_by_status[str(response.status_code)] += 1
                 failure = f"HTTP {response.status_code}: {server_message(response)}"
                 if not retryable(response.status_code):

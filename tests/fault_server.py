@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 
 MODEL_ID = "fault-model"
-OK, RATE_LIMITED, SERVER_ERROR, SLOW, BAD_REQUEST, SHORT_N = 1, 2, 3, 4, 5, 6
+OK, RATE_LIMITED, SERVER_ERROR, SLOW, BAD_REQUEST, SHORT_N, NOT_JSON, NO_CHOICES = range(1, 9)
 # first token id -> (attempts that fail, how)
 FAULTS = {RATE_LIMITED: 2, SERVER_ERROR: 1, SLOW: 1, BAD_REQUEST: 10**9}
 BAD_REQUEST_MESSAGE = "This model's maximum context length is 2048 tokens (fault server)"
@@ -82,6 +82,10 @@ class FaultServer:
             if kind == SLOW:
                 return 200, {}, completion(prompt, 1), self.slow_s
             return 400, {}, error(BAD_REQUEST_MESSAGE), 0.0
+        if kind == NOT_JSON:  # a proxy's error page with a 200
+            return 200, {}, b"<html>gateway</html>", 0.0
+        if kind == NO_CHOICES:
+            return 200, {}, {"object": "text_completion", "choices": []}, 0.0
         n = 1 if kind == SHORT_N else int(body.get("n", 1))
         return 200, {}, completion(prompt, n, attempt), 0.0
 
@@ -92,8 +96,8 @@ class FaultServer:
             def log_message(self, *args: Any) -> None:  # keep test output quiet
                 pass
 
-            def send(self, status: int, payload: dict[str, Any], headers: dict[str, str]) -> None:
-                data = orjson.dumps(payload)
+            def send(self, status: int, payload: Any, headers: dict[str, str]) -> None:
+                data = payload if isinstance(payload, bytes) else orjson.dumps(payload)
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))

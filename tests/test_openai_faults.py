@@ -13,8 +13,8 @@ import orjson
 import pytest
 
 from conftest import REPO
-from fault_server import (BAD_REQUEST, BAD_REQUEST_MESSAGE, MODEL_ID, OK, RATE_LIMITED,
-                          SERVER_ERROR, SHORT_N, SLOW, FaultServer)
+from fault_server import (BAD_REQUEST, BAD_REQUEST_MESSAGE, MODEL_ID, NO_CHOICES, NOT_JSON, OK,
+                          RATE_LIMITED, SERVER_ERROR, SHORT_N, SLOW, FaultServer)
 from inference_core.config import ConfigError
 from inference_core.engine import GenerationRequest, SamplingSettings
 from inference_openai.engine import OpenAIEngine
@@ -279,3 +279,14 @@ def test_a_429_with_retry_after_pauses_every_request(tmp_path: Path) -> None:
     during_pause = [t for t, kind, _ in server.arrivals if first_429 + 0.05 < t < first_429 + 0.95]
     assert during_pause == []  # nobody ran into the limit again while the server asked to wait
     assert len(server.arrivals) == 5 + 2
+
+
+def test_an_answer_that_is_not_a_completion_fails_that_request_only(tmp_path: Path) -> None:
+    with FaultServer() as server:
+        engine = start(server, tmp_path)
+        completions = {c.request_id: c for c in engine.generate(
+            [request(NOT_JSON, 0), request(NO_CHOICES, 1), request(OK, 2)], SAMPLING)}
+        engine.close()
+    assert "not a JSON object: '<html>gateway</html>'" in completions["0"].error
+    assert "no choices" in completions["1"].error
+    assert completions["2"].error is None and len(completions["2"].texts) == 2
