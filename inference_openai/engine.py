@@ -61,10 +61,7 @@ class OpenAIEngine:
         self.seed = seed
         self.counters = EndpointStats()
         self.unsent: list[str] = []
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, name="openai-engine",
-                                       daemon=True)
-        self.thread.start()
+        self.loop, self.thread = start_loop()
         self.client, self.throttle = self.on_loop(self.open_client()).result()
         self.policy = RetryPolicy(s.max_retries, s.backoff_s, s.max_backoff_s, s.timeout_s)
         log.info("engine=openai: %s at %s (%s API, %d at a time)", self.served.model_id,
@@ -218,6 +215,14 @@ class OpenAIEngine:
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(timeout=10)
         self.loop.close()
+
+
+def start_loop() -> tuple[asyncio.AbstractEventLoop, threading.Thread]:
+    """The event loop every request runs on, in a daemon thread (the caller's stays free)."""
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, name="openai-engine", daemon=True)
+    thread.start()
+    return loop, thread
 
 
 def check_window(ours: Any, served: int | None) -> None:
