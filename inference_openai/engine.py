@@ -13,7 +13,8 @@ import queue
 import threading
 import time
 from concurrent.futures import Future
-from typing import Any, Iterable, Iterator, Mapping, Sequence
+from itertools import islice
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import httpx
 
@@ -82,38 +83,43 @@ class OpenAIEngine:
 
     def generate(self, requests: Iterable[GenerationRequest],
                  sampling: SamplingSettings) -> Iterator[Completion]:
-        """Send each request as it arrives; yield each completion once its answers are in."""
+        """Send requests as they arrive; yield each completion once its answers are in."""
         self.note_unsent(sampling)
         finished: queue.Queue[Future] = queue.Queue()
         pending: dict[Future, GenerationRequest] = {}
+        take = ready_requests(requests)
+        more = True
         try:
-            for request in requests:
-                future = self.on_loop(self.complete(request, self.prompt_of(request), sampling))
-                pending[future] = request
-                future.add_done_callback(finished.put)
-                yield from self.take_finished(finished, pending, wait=False)
-            while pending:
-                yield from self.take_finished(finished, pending, wait=True)
+            while more or pending:
+                batch = take() if more else None
+                if batch is None:
+                    more = False
+                for request in batch or ():
+                    future = self.on_loop(self.complete(request, self.prompt_of(request), sampling))
+                    pending[future] = request
+                    future.add_done_callback(finished.put)
+                # Wait a moment for answers only when no new request came: a feed still filling
+                # is polled again soon; after its end, the wait is for answers alone.
+                wait = 0.0 if batch else (0.05 if more else 0.2)
+                yield from self.take_finished(finished, pending, wait)
         finally:
             for future in pending:  # the consumer stopped early (a signal): drop what is left
                 future.cancel()
 
     def take_finished(self, finished: queue.Queue, pending: dict[Future, GenerationRequest],
-                      wait: bool) -> Iterator[Completion]:
+                      wait_s: float) -> Iterator[Completion]:
+        """Every completion ready now, after waiting up to `wait_s` for the first."""
         while True:
             try:
-                # A short timeout keeps the main thread responsive to signals while it waits.
-                future = finished.get(timeout=0.2) if wait else finished.get_nowait()
+                # A bounded wait keeps the main thread responsive to signals.
+                future = finished.get(timeout=wait_s) if wait_s else finished.get_nowait()
             except queue.Empty:
-                if not wait:
-                    return
-                continue
+                return
+            wait_s = 0.0
             request = pending.pop(future, None)
             if request is None or future.cancelled():
                 continue
             yield self.to_completion(request, *future.result())
-            if wait:  # one is enough to go on with; the caller waits again while any are pending
-                return
 
     def prompt_of(self, request: GenerationRequest) -> Prompt:
         """What the endpoint is sent: chat messages, the rendered text, or the token ids."""
@@ -131,9 +137,12 @@ class OpenAIEngine:
                        sampling: SamplingSettings) -> tuple[list[Sample], str | None]:
         """All samples of one request: n in one call where the server honours it, else fan out."""
         n, samples, error = request.num_samples, [], None
+        # The request's own seed where the pipeline gives one (sample i: seed + i), else the run's.
+        seed = getattr(request, "seed", None)
+        seed = self.seed if seed is None else seed
         try:
             if self.honours_n is not False or n == 1:
-                samples = await self.ask(prompt, sampling, n, self.seed)
+                samples = await self.ask(prompt, sampling, n, seed)
                 if len(samples) < n and self.honours_n is None:
                     log.warning("%s gave %d of n=%d samples: making them with one request each "
                                 "from now on", self.settings.endpoint, len(samples), n)
@@ -142,7 +151,7 @@ class OpenAIEngine:
             if missing > 0:
                 self.counters.fanout_requests += missing
                 answers = await asyncio.gather(
-                    *(self.ask(prompt, sampling, 1, self.seed + len(samples) + i)
+                    *(self.ask(prompt, sampling, 1, seed + len(samples) + i)
                       for i in range(missing)), return_exceptions=True)
                 for answer in answers:
                     if isinstance(answer, RequestFailed):
@@ -215,6 +224,23 @@ class OpenAIEngine:
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(timeout=10)
         self.loop.close()
+
+
+def ready_requests(requests: Iterable[GenerationRequest]) -> Callable[[], list | None]:
+    """`take()`: the requests available now ([] if none yet), None once there are no more.
+
+    A request feed that is still being filled (its `take_ready`) is polled without waiting;
+    any other iterable is taken a slice at a time, so a lazy one is never drained up front.
+    """
+    take_ready = getattr(requests, "take_ready", None)
+    if take_ready is not None:
+        return lambda: take_ready(False)
+    remaining = iter(requests)
+
+    def take() -> list | None:
+        return list(islice(remaining, 64)) or None
+
+    return take
 
 
 def start_loop() -> tuple[asyncio.AbstractEventLoop, threading.Thread]:

@@ -290,3 +290,31 @@ def test_an_answer_that_is_not_a_completion_fails_that_request_only(tmp_path: Pa
     assert "not a JSON object: '<html>gateway</html>'" in completions["0"].error
     assert "no choices" in completions["1"].error
     assert completions["2"].error is None and len(completions["2"].texts) == 2
+
+
+class SlowFeed:
+    """A request feed as the pipeline fills it: `take_ready` answers what is there, or None at
+    the end; the test checks completions come out while the feed is still open."""
+
+    def __init__(self, requests: list[GenerationRequest]) -> None:
+        self.requests = requests
+        self.opened = time.perf_counter()
+        self.given = 0
+
+    def take_ready(self, block: bool) -> list[GenerationRequest] | None:
+        assert not block  # a busy engine never waits for prompts
+        due = min(len(self.requests), 1 + int((time.perf_counter() - self.opened) / 0.3))
+        if self.given == len(self.requests):
+            return None
+        batch, self.given = self.requests[self.given:due], due
+        return batch
+
+
+def test_a_feed_is_served_while_it_fills(tmp_path: Path) -> None:
+    feed = SlowFeed([request(OK, i) for i in range(4)])
+    with FaultServer() as server:
+        engine = start(server, tmp_path)
+        seen = [(c.request_id, feed.given) for c in engine.generate(feed, SAMPLING)]
+        engine.close()
+    assert sorted(i for i, _ in seen) == ["0", "1", "2", "3"]
+    assert seen[0][1] < 4  # the first answer came out before the last request was fed
