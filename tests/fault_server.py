@@ -23,10 +23,11 @@ BAD_REQUEST_MESSAGE = "This model's maximum context length is 2048 tokens (fault
 
 class FaultServer:
     def __init__(self, retry_after: str = "1", slow_s: float = 1.5, lifetime_s: float = 60.0,
-                 reject_longer_than: int | None = None) -> None:
+                 reject_prompts: int = 0) -> None:
         self.retry_after = retry_after
-        # Prompts over this many tokens get a 400, as a server with a smaller window answers.
-        self.reject_longer_than = reject_longer_than
+        # The first k distinct prompts get a 400 every time (as a too-long prompt would).
+        self.reject_prompts = reject_prompts
+        self.rejected: set[tuple[int, ...]] = set()
         self.slow_s = slow_s
         self.attempts: Counter = Counter()
         self.auth_headers: list[str | None] = []
@@ -72,7 +73,11 @@ class FaultServer:
             attempt = self.attempts[prompt]
             self.bodies.append(body)
         kind = prompt[0]
-        if self.reject_longer_than is not None and len(prompt) > self.reject_longer_than:
+        with self.lock:
+            if prompt not in self.rejected and len(self.rejected) < self.reject_prompts:
+                self.rejected.add(prompt)
+            refused = prompt in self.rejected
+        if refused:
             return 400, {}, error(BAD_REQUEST_MESSAGE), 0.0
         if attempt <= FAULTS.get(kind, 0):
             if kind == RATE_LIMITED:

@@ -204,35 +204,34 @@ def test_a_server_that_is_down_is_exit_2_before_any_generation(tmp_path: Path) -
 def test_a_run_lists_the_refused_item_with_the_servers_message(tmp_path: Path,
                                                                 monkeypatch: Any,
                                                                 caplog: Any) -> None:
-    """A whole run (pipeline, collector, merge) where the server refuses the longest prompts."""
-    from conftest import compose
+    """A whole run (pipeline, collector, merge) where the server refuses one prompt with a 400."""
+    from conftest import DATA, compose
     from inference_core.run.job import prepare_job
-    from inference_core.run.pipeline import all_prompts, run_job
-    from inference_vllm.__main__ import start_engine
+    from inference_core.run.pipeline import run_job
 
     secret = "sk-run-test-2b7d0c-never-written"
     monkeypatch.setenv("FAULT_SERVER_KEY", secret)
     out = tmp_path / "run"
-    overrides = ["engine=openai", "engine.prompt=token_ids", "engine.api_key_env=FAULT_SERVER_KEY",
-                 f"output_dir={out}", "sampling.num_samples=2", "sampling.max_tokens=16",
-                 "allow_skips=true", "evaluate=false", "report=false", "max_users=3"]
-    lengths = [p.num_tokens for p in all_prompts(prepare_job(compose(*overrides)))]
-    refused = sum(n == max(lengths) for n in lengths)
-    with FaultServer(reject_longer_than=max(lengths) - 1) as server, caplog.at_level(logging.INFO):
-        job = prepare_job(compose(*overrides, f"engine.base_url={server.base_url}"))
-        run_job(job, start_engine)
+    test = orjson.loads((DATA / "Chameleons" / "test_leaderboard.json").read_bytes())[:3]
+    items = sum(len(c["data"]) for u in test for c in u["task"]["task_behavior_collections"])
+    with FaultServer(reject_prompts=1) as server, caplog.at_level(logging.INFO):
+        job = prepare_job(compose(
+            "engine=openai", "engine.prompt=token_ids", "engine.api_key_env=FAULT_SERVER_KEY",
+            f"engine.base_url={server.base_url}", f"output_dir={out}", "sampling.num_samples=2",
+            "sampling.max_tokens=16", "allow_skips=true", "evaluate=false", "report=false",
+            "max_users=3"))
+        run_job(job, lambda job, adapters=(): OpenAIEngine(
+            str(job.model_path), job.engine_cfg, job.sampling.seed, adapters))
     summary = orjson.loads((out / "inference_summary.json").read_bytes())
-    assert len(summary["skipped_items"]) == refused
-    assert all(BAD_REQUEST_MESSAGE in s["reason"] for s in summary["skipped_items"])
-    assert summary["num_data_items"] == len(lengths) - refused
-    assert summary["engine"] == "openai"
+    (skipped,) = summary["skipped_items"]
+    assert BAD_REQUEST_MESSAGE in skipped["reason"] and "HTTP 400" in skipped["reason"]
+    assert summary["num_data_items"] == items - 1 and summary["engine"] == "openai"
     stats = summary["shards"][0]["engine_stats"]
-    assert stats["errors_by_status"] == {"400": refused} and stats["retries"] == 0
+    assert stats["errors_by_status"] == {"400": 1} and stats["retries"] == 0
     assert secret not in caplog.text
     for path in out.rglob("*"):
         if path.is_file():
             assert secret.encode() not in path.read_bytes(), path
-
 
 def test_request_bodies_for_each_api() -> None:
     from inference_openai.payload import BodyOptions, chat_body, completions_body, samples_of
