@@ -22,7 +22,7 @@ from inference_core.config import CONF_DIR, ConfigError, register_resolvers
 
 # Keys whose contents are free-form (passed through to a library or a chat template).
 FREE_FORM = frozenset({"engine.extra", "model.chat_template_kwargs", "model.adapters",
-                       "engine.speculative_config"})
+                       "engine.speculative_config", "engine.extra_body"})
 # Groups whose files write anywhere in the config (`# @package _global_`).
 GLOBAL_GROUPS = ("experiment", "debug", "local")
 # What to put in place of a required value in the suggested fix.

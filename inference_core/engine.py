@@ -39,6 +39,9 @@ class GenerationRequest:
     # item's location, so a resumed or sharded run draws what an uninterrupted one would.
     # None: the engine's own seed. Engines that cannot seed requests ignore it (and say so).
     seed: int | None = None
+    # The chat messages the token ids were rendered from, for engines that send messages
+    # (engine=openai, api=chat); None where the pipeline does not carry them.
+    messages: tuple[Mapping[str, str], ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -50,9 +53,10 @@ class Completion:
     finish_reasons: tuple[str, ...]
     output_tokens: tuple[int, ...]
     prompt_tokens: int
-    # The stop string that ended each sample; None where it ended on EOS or length.
+    # The stop string that ended each sample; None for EOS or length (or an engine that cannot say).
     stop_reasons: tuple[str | None, ...] = ()
-    # Why the request produced nothing (e.g. an HTTP 400 from an endpoint); texts are empty.
+    # Why the request got no samples (e.g. an endpoint's 400 message); the pipeline lists the item
+    # in skipped_items with it and does not ask again in this run.
     error: str | None = None
 
 
