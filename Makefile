@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install browser run test test-fast leaderboard bench bench-lora compare gpu-check clean
+.PHONY: install browser run test test-fast leaderboard bench bench-overhead bench-lora compare gpu-check clean
 
 # make leaderboard [DATASET=DMSC] [MODEL_PATH=/ckpt/DMSC_8B | MODEL_PATHS="/ckpt/a /ckpt/b"]
 #                  [ENGINE=vllm|hf] [EXTRA="overrides"] [BASELINE=no_profile|/ckpt/a|RUN_DIR]
@@ -75,6 +75,11 @@ leaderboard: install
 
 bench: install
 	$(BIN)/python -m inference_vllm.bench $(ARGS)
+
+# The pipeline's own cost with generation taken out (an instant, benchmark-only engine), at 10k
+# and 100k synthetic items: outputs/bench/overhead.json. ARGS="--items 10000" for a quick look.
+bench-overhead: install
+	$(BIN)/python -m inference_vllm.bench.overhead $(ARGS)
 
 # N LoRA adapters served by one engine start vs one run (and engine start) per adapter.
 bench-lora: install

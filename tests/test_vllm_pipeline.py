@@ -76,6 +76,19 @@ def test_chameleons_sample_every_item_gets_num_samples(vllm_engine, tmp_path):
     assert any(i.get("reference") for u in user_files for i in u["items"])
 
 
+def test_tagged_format_fills_every_item_of_both_samples(vllm_engine, tmp_path):
+    """The researchers' training format through real vLLM: the prompt ends inside [ANSWER],
+    the closing tag is the stop string, and every item still gets its samples."""
+    for dataset, ablation in (("Chameleons", "context_only"), ("DMSC", "profile_and_history")):
+        out = run(vllm_engine, f"dataset={dataset}", f"ablation={ablation}", "prompt=tagged",
+                  f"output_dir={tmp_path / dataset}", "allow_skips=true", *TINY)
+        summary = load(out / "inference_summary.json")
+        assert summary["sampling_params"]["stop"] == ["[/ANSWER]"]
+        assert summary["skipped_items"] == []
+        assert summary["num_data_items"] == len(list(test_items(DATA / dataset / "test_leaderboard.json")))
+        assert load(out / "run.json")["prompt"]["name"] == "tagged"
+
+
 def test_dmsc_profile_and_history(vllm_engine, tmp_path):
     out = run(vllm_engine, "dataset=DMSC", "ablation=profile_and_history",
               f"output_dir={tmp_path / 'out'}", *TINY)
