@@ -186,3 +186,16 @@ def test_tagged_answers_are_unwrapped_and_unclosed_ones_counted(tmp_path: Path) 
     user = load(next((out / "users").iterdir()))
     assert user["items"][0]["generated_samples"] == ["line 0", "line 1"]
     assert user["items"][0]["raw_samples"][0] == "[ANSWER]\nline 0\n"
+
+
+def test_chat_api_requests_carry_the_messages_the_prompt_was_rendered_from(tmp_path: Path,
+                                                                          tokenizer) -> None:
+    engine = FakeEngine()
+    job = job_for(tmp_path, "engine=openai", "engine.api=chat", "engine.model=m", "max_users=1",
+                  "engine.base_url=http://127.0.0.1:9/v1")
+    run_job(job, lend(engine))
+    request = engine.requests[0]
+    assert [m["role"] for m in request.messages] == ["system", "user"]
+    rendered = tokenizer.apply_chat_template(list(request.messages), tokenize=False,
+                                             add_generation_prompt=True)
+    assert tokenizer(rendered, add_special_tokens=False)["input_ids"] == list(request.token_ids)

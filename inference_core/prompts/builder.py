@@ -45,6 +45,8 @@ class Prompt:
     cut_tokens: int
     # The exact text given to the tokenizer (envelope included), only when asked for (dry run).
     text: str | None = field(default=None, repr=False, compare=False)
+    # The chat messages it was rendered from, only when asked for (an endpoint's chat API).
+    messages: tuple[dict[str, str], ...] | None = field(default=None, repr=False, compare=False)
 
     @property
     def num_tokens(self) -> int:
@@ -79,7 +81,7 @@ class PromptBuilder:
 
     def __init__(self, tokenizer: Any, settings: PromptSettings | PromptStyle, ablation: Ablation,
                  budget: int, chat_template_kwargs: dict[str, Any] | None = None,
-                 keep_text: bool = False) -> None:
+                 keep_text: bool = False, keep_messages: bool = False) -> None:
         if budget <= 0:
             raise ValueError(f"no room for a prompt: token budget is {budget}")
         if isinstance(settings, PromptStyle):  # the original constructor: the native format
@@ -89,6 +91,7 @@ class PromptBuilder:
         self.ablation = ablation
         self.budget = budget
         self.keep_text = keep_text
+        self.keep_messages = keep_messages
         self.envelope = (render.envelope_family(tokenizer) if settings.envelope == "auto"
                          else settings.envelope)
         where = f"prompt={settings.name}"
@@ -134,26 +137,34 @@ class PromptBuilder:
         turns = render.turn_data(item.context, user, self.settings.drop_blank_turns)
         return [self.context_line.render(turn=t, parts=self.settings.parts) for t in turns]
 
-    def text(self, up: UserParts, item: TestItem, history: list[str], context: list[str],
-             dropped_history: int = 0, dropped_context: int = 0, prefix: str | None = None) -> str:
-        """The exact text the tokenizer gets: templates filled, envelope and answer opener on."""
+    def messages(self, up: UserParts, item: TestItem, history: list[str], context: list[str],
+                 dropped_history: int = 0, dropped_context: int = 0, prefix: str | None = None,
+                 ) -> list[dict[str, str]]:
+        """The chat messages of one prompt: the system message, and the user turn where the
+        format has one (the tagged formats put everything in the system message)."""
         values = {**up.base, "history": history, "history_total": len(up.history),
                   "dropped_history": dropped_history, "context": context,
                   "dropped_context": dropped_context, "collection_desc": item.collection_desc,
                   "prefix": item.prefix if prefix is None else prefix}
-        system = self.system.render(values)
+        messages = [{"role": "system", "content": self.system.render(values)}]
+        if self.user_template is not None and self.envelope == "chat":
+            messages.append({"role": "user", "content": self.user_template.render(values)})
+        return messages
+
+    def text(self, up: UserParts, item: TestItem, history: list[str], context: list[str],
+             dropped_history: int = 0, dropped_context: int = 0, prefix: str | None = None) -> str:
+        """The exact text the tokenizer gets: templates filled, envelope and answer opener on."""
+        messages = self.messages(up, item, history, context, dropped_history, dropped_context,
+                                 prefix)
         if self.envelope == "chat":
-            messages = [{"role": "system", "content": system}]
-            if self.user_template is not None:
-                messages.append({"role": "user", "content": self.user_template.render(values)})
             text = self.tokenizer.apply_chat_template(
                 messages, tokenize=False, add_generation_prompt=True,
                 **dict(self.settings.chat_template_kwargs))
         elif self.envelope == "chatml":
-            text = render.chatml_envelope(self.tokenizer, system,
+            text = render.chatml_envelope(self.tokenizer, messages[0]["content"],
                                           dict(self.settings.chat_template_kwargs))
         else:
-            text = render.gemma_envelope(system)
+            text = render.gemma_envelope(messages[0]["content"])
         return text + (self.settings.answer.open if self.settings.answer else "")
 
     def shared_prefix(self, up: UserParts, item: TestItem, keep_h: int, text: str) -> str:
@@ -219,8 +230,14 @@ class PromptBuilder:
                 ctx = ctx[:-1] + [self.keep_tail(ctx[-1], cut)]
             ids, text = self.encode(up, item, keep_h, ctx, len(context) - keep_c)
             if len(ids) <= self.budget:
+                messages = None
+                if self.keep_messages:
+                    history = up.history[len(up.history) - keep_h:] if keep_h else []
+                    messages = tuple(self.messages(up, item, history, ctx,
+                                                   len(up.history) - keep_h, len(context) - keep_c))
                 return Prompt(up.user.user_hash, item.location, ids, len(up.history) - keep_h,
-                              len(context) - keep_c, cut, text if self.keep_text else None)
+                              len(context) - keep_c, cut, text if self.keep_text else None,
+                              messages)
             # Pieces tokenized alone differ by a token or two from the joined text: step further.
             if not step_down(keep, len(ids) - self.budget, self.can_cut):
                 return item.location, "prompt does not fit the budget"

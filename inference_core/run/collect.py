@@ -95,7 +95,8 @@ class Collector:
         item = self.items[index]
         return GenerationRequest(str(index), item.prompt.token_ids,
                                  item.num_samples - len(item.texts),
-                                 seed=request_seed(self.seed, item.prompt.location, round_))
+                                 seed=request_seed(self.seed, item.prompt.location, round_),
+                                 messages=item.prompt.messages)
 
     def redraws(self, round_: int) -> list[GenerationRequest]:
         """The samples still missing after a round (blank or unusable ones), to draw again."""
