@@ -199,3 +199,19 @@ def test_chat_api_requests_carry_the_messages_the_prompt_was_rendered_from(tmp_p
     rendered = tokenizer.apply_chat_template(list(request.messages), tokenize=False,
                                              add_generation_prompt=True)
     assert tokenizer(rendered, add_special_tokens=False)["input_ids"] == list(request.token_ids)
+
+
+def test_a_job_round_trips_through_run_json(tmp_path: Path, tokenizer) -> None:
+    """The report rebuilds prompts from run.json alone: the same ids as the run's own."""
+    from inference_core.data.loader import load_dataset
+    from inference_core.prompts.builder import build_prompts
+    from inference_core.run.job import Job
+    from inference_core.run.prompting import prompt_builder
+
+    job = job_for(tmp_path, "prompt=tagged", "dataset=DMSC")
+    again = Job.from_identity(orjson.loads(orjson.dumps(job.identity())), job.output_dir)
+    assert again.identity() == job.identity()
+    users = load_dataset("DMSC", job.dataset_path).users
+    ids = [list(p.token_ids) for p in build_prompts(prompt_builder(job, tokenizer), users)[0]]
+    assert ids == [list(p.token_ids)
+                   for p in build_prompts(prompt_builder(again, tokenizer), users)[0]]

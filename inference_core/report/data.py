@@ -17,8 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from inference_core.data.loader import TEST_FILE, TRAIN_FILE, load_dataset
-from inference_core.prompts.builder import Ablation, PromptStyle, PromptBuilder, build_prompts, render_cue
-from inference_core.prompts.settings import PromptSettings
+from inference_core.prompts.builder import build_prompts, render_cue
 from inference_core.data.records import Dataset, TestItem, UserRecord
 from inference_core.rundir.resume import IDENTITY_FILE
 from inference_core.run.prompting import PROMPTS_FILE
@@ -100,28 +99,17 @@ def item_context(user: UserRecord, item: TestItem) -> ItemContext:
     return ItemContext(render_cue(user, item), turns, len(item.context))
 
 
-def _prompt_builder(identity: dict[str, Any], tokenizer: Any) -> PromptBuilder:
-    parts = identity["ablation_parts"]
-    ablation = Ablation(str(identity["ablation_config"]), bool(parts["profile"]),
-                        bool(parts["history"]), bool(parts["context"]))
-    budget = int(identity["max_model_len"]) - int(identity["sampling_params"]["max_tokens"])
-    if "prompt" in identity:  # the run's whole format, templates included
-        return PromptBuilder(tokenizer, PromptSettings.from_dict(identity["prompt"]), ablation,
-                             budget)
-    # run.json of a run made before prompt formats: the native format with its wording
-    return PromptBuilder(tokenizer, PromptStyle(**identity["prompt_style"]), ablation, budget,
-                         identity.get("chat_template_kwargs"))
-
-
 def rebuild_prompts(identity: dict[str, Any], users: Sequence[UserRecord], notes: list[str],
                     ) -> dict[Key, RebuiltPrompt]:
     """Every item's prompt as the engine got it: same builder, same settings, decoded ids."""
-    from inference_core.run.prompting import load_tokenizer
+    from inference_core.run.job import Job
+    from inference_core.run.prompting import load_tokenizer, prompt_builder
 
     checkpoint = str(identity.get("checkpoint") or "")
     try:
         tokenizer = load_tokenizer(Path(checkpoint))
-        prompts, _ = build_prompts(_prompt_builder(identity, tokenizer), users)
+        job = Job.from_identity(identity, Path(str(identity.get("test_file", "."))).parent)
+        prompts, _ = build_prompts(prompt_builder(job, tokenizer), users)
         return {(p.user_hash, p.location.key()): RebuiltPrompt(
             tokenizer.decode(list(p.token_ids), skip_special_tokens=False,
                              clean_up_tokenization_spaces=False), p.num_tokens)

@@ -14,6 +14,7 @@ from inference_core.data.loader import TEST_FILE, TRAIN_FILE
 from inference_core.engine import SamplingSettings
 from inference_core.model.store import ensure_default_model, offline_hub
 from inference_core.prompts.builder import Ablation
+from inference_core.prompts.legacy import PromptStyle, native_settings
 from inference_core.prompts.settings import PromptSettings
 
 HOLDOUT_FILE = "holdout_test.json"
@@ -93,6 +94,36 @@ class Job:
             "engine": self.engine_name,
             "engine_version": engine_version(self.engine_name),
         }
+
+    to_identity = identity
+
+    @classmethod
+    def from_identity(cls, identity: dict[str, Any], output_dir: Path) -> "Job":
+        """The job a run.json describes, as far as it does: enough to load its dataset and
+        rebuild its prompts (the report); engine settings and shards are not part of it."""
+        parts = identity["ablation_parts"]
+        sampling = dict(identity["sampling_params"])
+        sampling["stop"] = tuple(sampling.get("stop") or ())
+        prompt = identity.get("prompt")
+        return cls(
+            output_dir=Path(output_dir), dataset_name=str(identity["dataset"]),
+            language=str(identity.get("language") or "en"),
+            dataset_path=Path(identity["dataset_path"]), references_file=None,
+            model_path=Path(identity["checkpoint"]), model_name=str(identity["model_name"]),
+            adapter=None, chat_template_kwargs=dict(identity.get("chat_template_kwargs") or {}),
+            engine_name=str(identity.get("engine") or ""), engine_cfg={},
+            max_model_len=int(identity["max_model_len"]), sampling=SamplingSettings(**sampling),
+            blank_retries=0,
+            ablation=Ablation(str(identity["ablation_config"]), bool(parts["profile"]),
+                              bool(parts["history"]), bool(parts["context"])),
+            # run.json of a run made before prompt formats: the native format with its wording
+            prompt=(PromptSettings.from_dict(prompt) if prompt else
+                    native_settings(PromptStyle(**identity["prompt_style"]),
+                                    identity.get("chat_template_kwargs"))),
+            max_users=identity.get("max_users"), holdout=identity.get("holdout"),
+            overwrite=False, allow_skips=True, evaluate=False, report=False, shard_count=1,
+            shard_index=0, scorer=str(identity.get("scorer") or "text"),
+            output_handlers=tuple(identity.get("output_handlers") or ()))
 
 
 # The package whose version identifies each engine's generations.
