@@ -1,6 +1,7 @@
 """One run's settings, resolved and checked from the Hydra config before any model loads."""
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -102,7 +103,10 @@ class Job:
         """The job a run.json describes, as far as it does: enough to load its dataset and
         rebuild its prompts (the report); engine settings and shards are not part of it."""
         parts = identity["ablation_parts"]
-        sampling = dict(identity["sampling_params"])
+        # Older run.json files recorded fewer sampling keys: the rest cannot change a prompt.
+        known = {f.name for f in dataclasses.fields(SamplingSettings)}
+        sampling = {"num_samples": 1, "temperature": 1.0, "top_p": 1.0, "top_k": -1, "seed": 0,
+                    **{k: v for k, v in identity["sampling_params"].items() if k in known}}
         sampling["stop"] = tuple(sampling.get("stop") or ())
         prompt = identity.get("prompt")
         return cls(
