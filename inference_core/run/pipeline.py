@@ -23,7 +23,8 @@ from inference_core.rundir.resume import claim_output_dir, expected_items, finis
 from inference_core.run.shards import CHARS_PER_TOKEN, assign_shards
 from inference_core.run.signals import stop_on_signals
 from inference_core.rundir.facts import describe_device, throughput, versions
-from inference_core.rundir.writers import read_json, safe_user_filename, user_file_path, write_json_atomic
+from inference_core.rundir.layout import user_file_of, write_user_file as write_run_user_file
+from inference_core.rundir.writers import read_json, write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -245,15 +246,9 @@ def write_finished_user(run: JobRun, user_hash: str) -> None:
 
 
 def write_user_file(job: Job, user: UserRecord, items: list[ItemResult]) -> None:
-    write_json_atomic(user_file_path(job.output_dir, user.user_hash), {
-        "user_hash": user.user_hash,
-        "file": safe_user_filename(user.user_hash),
-        "profile_name": user.name,
-        "dataset": job.dataset_name,
-        "ablation": job.ablation.name,
-        "model": job.model_name,
-        "items": [r.as_dict() for r in sorted(items, key=lambda r: r.prompt.location.key())],
-    })
+    write_run_user_file(job.output_dir, user_file_of(
+        user.user_hash, user.name, job.dataset_name, job.ablation.name, job.model_name,
+        [r.as_dict() for r in items]))
 
 
 def write_shard_report(job: Job, report: dict[str, Any], collector: Collector, work: ShardWork,

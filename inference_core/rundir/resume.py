@@ -9,16 +9,11 @@ from typing import Any, Iterable
 
 import orjson
 
-from inference_core.run.job import HOLDOUT_FILE
-from inference_core.rundir.writers import (LEADERBOARD_FILE, REPORT_FILE, SUMMARY_FILE, USERS_DIR, read_json,
-                      user_file_path, write_json_atomic)
+from inference_core.rundir.layout import (IDENTITY_FILE, RUN_OUTPUTS, DamagedUserFile,  # noqa: F401
+                                          read_user_file, user_file_path)
+from inference_core.rundir.writers import read_json, write_json_atomic
 
 log = logging.getLogger(__name__)
-
-IDENTITY_FILE = "run.json"
-# What a run leaves besides .hydra/ (Hydra rewrites that itself): removed by overwrite=true.
-RUN_OUTPUTS = (USERS_DIR, "shards", LEADERBOARD_FILE, SUMMARY_FILE,
-               "metrics.json", "samples.parquet", REPORT_FILE, HOLDOUT_FILE, IDENTITY_FILE)
 
 
 class RunMismatch(ValueError):
@@ -38,7 +33,11 @@ def claim_output_dir(output_dir: Path, identity: dict[str, Any], overwrite: bool
     else:
         remove_stale_temp_files(output_dir)
     if not overwrite and path.is_file():
-        previous = read_json(path)
+        try:
+            previous = read_json(path)
+        except ValueError as err:  # written atomically, so only a hand edit or a bad disk
+            log.warning("%s is damaged (%s); writing this run's identity over it", path, err)
+            previous = {}
         # A key the earlier run did not record (written by an older version) cannot differ.
         changed = sorted(k for k in previous.keys() | identity.keys()
                          if k in previous and identity.get(k) != previous[k])
@@ -64,17 +63,14 @@ def remove_stale_temp_files(output_dir: Path, age_seconds: float = 600) -> None:
 def is_finished(path: Path, user_hash: str, expected: set[str], num_samples: int) -> bool:
     """A user file counts only if it is whole: this user, every expected item, n real samples."""
     try:
-        data = read_json(path)
-        if data.get("user_hash") != user_hash:
-            return False
-        items = data["items"]
-        got = {"{record}/{collection}/{item}".format(**i["location"]) for i in items}
-        return got == expected and all(
-            len(i["generated_samples"]) == num_samples
-            and all(isinstance(t, str) and t.strip() for t in i["generated_samples"])
-            for i in items)
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        user = read_user_file(path)
+    except DamagedUserFile as err:
+        log.warning("%s", err)
         return False
+    return (user.user_hash == user_hash
+            and {i.location.key() for i in user.items} == expected
+            and all(len(i.generated_samples) == num_samples
+                    and all(t.strip() for t in i.generated_samples) for i in user.items))
 
 
 def finished_users(output_dir: Path, expected: dict[str, set[str]], num_samples: int,
