@@ -15,6 +15,7 @@ from omegaconf import DictConfig
 
 from inference_core.cli import check_group_choices, exit_code_of, run_cli
 from inference_core.config import register_resolvers
+from inference_core.rundir.faults import exit_if_output_dir_unwritable
 from inference_core.model.adapters import Adapter
 from inference_core.run.job import Job, prepare_jobs
 from inference_core.run.pipeline import finish
@@ -63,4 +64,5 @@ def main(cfg: DictConfig) -> None:
 if __name__ == "__main__":
     register_resolvers()
     check_group_choices(sys.argv[1:])
+    exit_if_output_dir_unwritable(sys.argv[1:], "config_hf")  # before Hydra logs into it
     main()

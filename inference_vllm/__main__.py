@@ -10,6 +10,7 @@ from omegaconf import DictConfig
 
 from inference_core.cli import check_group_choices, run_cli
 from inference_core.config import register_resolvers
+from inference_core.rundir.faults import exit_if_output_dir_unwritable
 from inference_core.model.adapters import Adapter
 from inference_core.run.job import Job
 
@@ -43,4 +44,5 @@ def main(cfg: DictConfig) -> None:
 if __name__ == "__main__":  # vLLM spawns its engine process: the entry must be guarded
     register_resolvers()
     check_group_choices(sys.argv[1:])
+    exit_if_output_dir_unwritable(sys.argv[1:], "config")  # before Hydra logs into it
     main()

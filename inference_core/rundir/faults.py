@@ -51,13 +51,14 @@ def kept_line(run_dir: Path | None) -> str:
     return f"{count} finished users are kept in {run_dir / USERS_DIR}"
 
 
-def stopped_by_os_error(err: OSError, run_dir: Path | None = None) -> RunStopped | None:
+def stopped_by_os_error(err: OSError, run_dir: Path | None = None,
+                        path: Path | None = None) -> RunStopped | None:
     """RunStopped for disk full, a read-only or vanished run folder; None for other OSErrors.
 
     A missing or forbidden file outside the run folder (a dataset, a checkpoint) is not a run
     fault: those stay what they are.
     """
-    path = err.filename or run_dir
+    path = err.filename or path or run_dir  # a failed write() on an open file names nothing
     run_dir = run_dir or run_dir_of(err.filename)
     inside = run_dir is not None and (
         err.filename is None or _is_under(Path(os.fspath(err.filename)), run_dir))

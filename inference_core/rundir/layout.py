@@ -200,7 +200,7 @@ def write_user_file(run_dir: Path, user: UserFile) -> Path:
     try:
         write_json_atomic(path, user.to_json())
     except OSError as err:
-        stopped = stopped_by_os_error(err, run_dir)
+        stopped = stopped_by_os_error(err, run_dir, path)
         if stopped is None:
             raise
         raise stopped from err
