@@ -16,6 +16,7 @@ import pytest
 
 from conftest import REPO
 from inference_core.engine import GenerationRequest, SamplingSettings
+from inference_core.run.reaper import running
 
 pytestmark = pytest.mark.engine
 
@@ -64,6 +65,17 @@ def test_hf_samples_do_not_depend_on_batch_composition_or_padding(hf_engine, tok
     assert hf_engine.stats()["per_request_seeds"] is True
 
 
+def test_hf_top_k_1_sampling_through_the_seeded_sampler_is_greedy(hf_engine, tokenizer):
+    asked = [request(tokenizer, f"q{i}", q, seed=i) for i, q in enumerate(QUESTIONS[:2])]
+    greedy = SamplingSettings(num_samples=1, temperature=0.0, top_p=1.0, top_k=-1, max_tokens=8,
+                              seed=42)
+    first = {c.request_id: c.texts[0] for c in hf_engine.generate(
+        [dataclasses.replace(r, num_samples=1) for r in asked], greedy)}
+    top1 = dataclasses.replace(SAMPLING, top_k=1)
+    for c in hf_engine.generate(asked, top1):
+        assert c.texts == (first[c.request_id],) * 2
+
+
 # --- a SIGKILLed run leaves no engine processes ------------------------------------------------
 
 def reaper_wired() -> bool:
@@ -95,7 +107,12 @@ def test_sigkill_of_the_main_process_leaves_no_engine_process(tmp_path):
     engine = [p for p in main.children(recursive=True) if "reaper" not in " ".join(p.cmdline())]
     proc.send_signal(signal.SIGKILL)  # only the main process, as the OOM killer does
     proc.wait()
-    _, alive = psutil.wait_procs(engine, timeout=15)
+    alive = engine
+    for _ in range(30):  # the reaper's grace time is 5 s
+        alive = [p for p in alive if running(p)]
+        if not alive:
+            break
+        time.sleep(0.5)
     for p in alive:
         p.kill()
     assert not alive, f"left running: {[(p.pid, p.name()) for p in alive]}"

@@ -100,13 +100,14 @@ class Watch:
         import psutil
 
         self.refresh(list(self.known.values()))  # workers started in the last poll interval
-        alive = [p for p in self.known.values() if p.is_running()]
+        alive = [p for p in self.known.values() if running(p)]
         for p in alive:
             try:
                 p.send_signal(signal.SIGTERM)
             except psutil.Error:
                 pass
         _, left = psutil.wait_procs(alive, timeout=grace_seconds)
+        left = [p for p in left if running(p)]  # a zombie is dead, waiting for init to reap it
         for p in left:
             try:
                 p.kill()
@@ -114,6 +115,15 @@ class Watch:
                 pass
         psutil.wait_procs(left, timeout=grace_seconds)
         return len(alive)
+
+
+def running(process: object) -> bool:
+    import psutil
+
+    try:
+        return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
 
 
 def watch(main_pid: int, poll_seconds: float, grace_seconds: float) -> int:
