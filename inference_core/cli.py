@@ -1,13 +1,15 @@
 """What both engines' `python -m ...` entry points share: checks, exit codes, resume hints.
 
-Exit codes (docs/exit-codes.md): 0 done, 2 bad configuration or input, 3 items left without
-generations, 128+N stopped by signal N (re-run the same command to resume); a sweep exits with
-its worst job's code after attempting every job.
+Exit codes (docs/exit-codes.md): 0 done, 2 bad configuration or input (or the folder is in use
+by another run), 3 items left without generations, 75 stopped by a fault it resumes from (disk
+full, read-only or vanished folder, dead engine), 128+N stopped by signal N (re-run the same
+command to resume); a sweep exits with its worst job's code after attempting every job.
 """
 from __future__ import annotations
 
 import logging
 import sys
+from pathlib import Path
 from typing import Callable, Sequence
 
 from hydra.core.hydra_config import HydraConfig
@@ -15,12 +17,14 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig
 
 from inference_core import sweep
-from inference_core.config import ConfigError, group_choices
+from inference_core.config import ConfigError, absolute, group_choices
 from inference_core.config_check import check_command_line, check_config
 from inference_core.data.loader import InputError
 from inference_core.run.job import prepare_jobs
 from inference_core.run.finish import SkippedItemsError
 from inference_core.run.pipeline import StartEngine, run_jobs, start_job_engine
+from inference_core.rundir.faults import EXIT_STOPPED, as_run_stopped
+from inference_core.rundir.lock import RunLocked
 from inference_core.rundir.resume import RunMismatch
 from inference_core.run.signals import Interrupted
 
@@ -63,11 +67,11 @@ def check_argv_or_exit(argv: Sequence[str], config_name: str = "config") -> None
 Outcome = tuple[int, str]  # exit code and, for a failure, its one line
 
 
-def outcome_of(action: Callable[[], object]) -> Outcome:
+def outcome_of(action: Callable[[], object], run_dir: Path | None = None) -> Outcome:
     """Run `action`; every expected failure becomes one log line, an exit code and a reason."""
     try:
         action()
-    except (ConfigError, InputError, RunMismatch) as err:
+    except (ConfigError, InputError, RunMismatch, RunLocked) as err:
         log.error("%s", err)
         return 2, str(err)
     except SkippedItemsError as err:
@@ -76,11 +80,16 @@ def outcome_of(action: Callable[[], object]) -> Outcome:
     except Interrupted as err:
         log.error("%s: finished users are kept on disk; run the same command again to resume", err)
         return 128 + err.signum, str(err)
+    except Exception as err:  # disk full, unwritable folder, dead engine: one line, resumable
+        if (stopped := as_run_stopped(err, run_dir)) is None:
+            raise
+        log.error("%s", stopped)
+        return EXIT_STOPPED, str(stopped)
     return 0, ""
 
 
-def exit_code_of(action: Callable[[], object]) -> int:
-    return outcome_of(action)[0]
+def exit_code_of(action: Callable[[], object], run_dir: Path | None = None) -> int:
+    return outcome_of(action, run_dir)[0]
 
 
 def run_outcome(cfg: DictConfig, start_engine: StartEngine = start_job_engine,
@@ -93,7 +102,7 @@ def run_outcome(cfg: DictConfig, start_engine: StartEngine = start_job_engine,
         for output_dir in run_jobs(prepare_jobs(cfg, shard), start_engine, merge):
             print(f"output: {output_dir}")
 
-    return outcome_of(action)
+    return outcome_of(action, Path(absolute(str(cfg.output_dir))))
 
 
 def run_cli(cfg: DictConfig, start_engine: StartEngine = start_job_engine,

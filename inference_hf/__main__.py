@@ -16,6 +16,7 @@ from inference_core.cli import check_argv_or_exit, exit_code_of, finish_task, ru
 from inference_core.config import register_resolvers
 from inference_core.run.finish import finish
 from inference_core.run.job import prepare_jobs
+from inference_core.rundir.faults import exit_if_output_dir_unwritable
 
 log = logging.getLogger("inference_hf")
 
@@ -60,4 +61,5 @@ def run_ranks(cfg: DictConfig) -> tuple[int, str]:
 if __name__ == "__main__":
     register_resolvers()
     check_argv_or_exit(sys.argv[1:], "config_hf")
+    exit_if_output_dir_unwritable(sys.argv[1:], "config_hf")  # before Hydra logs into it
     main()

@@ -136,8 +136,11 @@ class HFEngine:
         self.max_batch_tokens = int(engine_cfg.get("max_batch_tokens") or 65536)
         self.max_batch_size = int(engine_cfg.get("max_batch_size") or 64)
         trust = bool(engine_cfg.get("trust_remote_code", False))
-        # Seeded once, like vLLM's engine seed: a whole run is reproducible, retries still differ.
+        # Samples draw from their own generators (seeded.py); the global seed only covers the
+        # rest (dropout is off, so nothing should draw from it).
         torch.manual_seed(seed)
+        self.seed = seed
+        self.calls = 0  # engine calls so far: a retry round without request seeds draws anew
         log.info("loading %s with Transformers on %s as %s", model_path, self.device, self.dtype)
         start = time.perf_counter()
         self.tokenizer = AutoTokenizer.from_pretrained(model_path, trust_remote_code=trust)
@@ -172,6 +175,7 @@ class HFEngine:
         batches = plan_batches(requests, sampling.max_tokens, self.max_batch_tokens,
                                self.max_batch_size)
         log.info("%d requests in %d batches", len(requests), len(batches))
+        self.calls += 1
         for batch in batches:
             yield from self._run_batch(batch, sampling)
 
@@ -186,7 +190,8 @@ class HFEngine:
         for i, r in enumerate(batch):  # left padding: every prompt ends where generation starts
             ids[i, width - len(r.token_ids):] = torch.tensor(r.token_ids, dtype=torch.long)
             mask[i, width - len(r.token_ids):] = 1
-        kwargs = generate_kwargs(sampling, n, self.tokenizer, self.pad_id)
+        kwargs = self._seeded(generate_kwargs(sampling, n, self.tokenizer, self.pad_id), batch,
+                              sampling, n)
         start = time.perf_counter()
         with torch.inference_mode(), self._adapter(batch[0].adapter):
             out = self._generate(ids.to(self.device), mask.to(self.device), kwargs)
@@ -198,12 +203,25 @@ class HFEngine:
         return [self._completion(r, rows[i * per_request:(i + 1) * per_request], n, sampling)
                 for i, r in enumerate(batch)]
 
+    def _seeded(self, kwargs: dict[str, Any], batch: list[GenerationRequest],
+                sampling: SamplingSettings, n: int) -> dict[str, Any]:
+        """Sampling through per-row generators: a row's samples never depend on its batch."""
+        if not kwargs["do_sample"]:
+            return kwargs
+        from inference_hf.seeded import SeededSampler, row_seeds, seeded_kwargs
+
+        sampler = SeededSampler(row_seeds(batch, self.seed, self.calls, n), sampling, self.device)
+        return {**seeded_kwargs(kwargs, sampler), "num_return_sequences": n}
+
     def _generate(self, ids: Any, mask: Any, kwargs: dict[str, Any]) -> Any:
         """generate(); for n samples per prompt, each prompt is prefilled once and its KV cache
         copied n times (num_return_sequences would prefill n copies of it)."""
         n = kwargs["num_return_sequences"]
         if n == 1 or ids.shape[1] < 2:
-            return self.model.generate(input_ids=ids, attention_mask=mask, **kwargs)
+            # Rows copied here, as num_return_sequences would: generate() refuses n > 1 greedy.
+            return self.model.generate(input_ids=ids.repeat_interleave(n, 0),
+                                       attention_mask=mask.repeat_interleave(n, 0),
+                                       **{**kwargs, "num_return_sequences": 1})
         from transformers import DynamicCache
 
         cache = DynamicCache(config=self.model.config)
@@ -272,7 +290,9 @@ class HFEngine:
     def stats(self) -> dict[str, Any]:
         return {"batches": self.batches, "max_batch_tokens": self.max_batch_tokens,
                 "max_batch_size": self.max_batch_size, "device": self.device,
-                "dtype": str(self.dtype).removeprefix("torch.")}
+                "dtype": str(self.dtype).removeprefix("torch."),
+                # Each sample draws from its own generator (seeded.py): batch-independent.
+                "per_request_seeds": True}
 
     def close(self) -> None:
         import torch

@@ -12,6 +12,7 @@ from omegaconf import DictConfig
 
 from inference_core.cli import check_argv_or_exit, finish_task, run_outcome
 from inference_core.config import register_resolvers
+from inference_core.rundir.faults import exit_if_output_dir_unwritable
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
@@ -32,4 +33,5 @@ def run_command(cfg: DictConfig) -> tuple[int, str]:
 if __name__ == "__main__":  # vLLM spawns its engine process: the entry must be guarded
     register_resolvers()
     check_argv_or_exit(sys.argv[1:])
+    exit_if_output_dir_unwritable(sys.argv[1:], "config")  # before Hydra logs into it
     main()

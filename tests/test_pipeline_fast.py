@@ -165,13 +165,14 @@ def test_a_handler_redraws_what_it_cannot_use_then_skips_it(tmp_path: Path) -> N
     drawn again, then the items are listed as skipped, never filled with a stand-in."""
     engine = FakeEngine(text=lambda seed, j: "no idea")
     job = job_for(tmp_path, "dataset=MovieLens", "max_users=1", "sampling.blank_retries=1",
-                  "allow_skips=true")
+                  "allow_skips=true", "evaluate=true")  # scoring a run with no sample at all
     run_job(job, lend(engine))
     summary = load(job.output_dir / "inference_summary.json")
     items = len({r.request_id for r in engine.requests})
     assert len(engine.requests) == 2 * items  # the first round and one redraw
     assert summary["num_data_items"] == 0 and len(summary["skipped_items"]) == items
     assert summary["unusable_samples"] == 2 * 2 * items
+    assert load(job.output_dir / "metrics.json")["num_samples"] == 0
 
 
 def test_tagged_answers_are_unwrapped_and_unclosed_ones_counted(tmp_path: Path) -> None:

@@ -15,16 +15,16 @@ import orjson
 
 from inference_core.command import CommandParser, skipped_code
 from inference_core.evaluation.metrics import ItemInput, compute_metrics
-from inference_core.rundir.writers import (SUMMARY_FILE, for_each_run_dir, iter_user_files, read_json,
-                                    write_atomic, write_bytes_atomic)
+from inference_core.rundir.layout import (METRICS_FILE, SAMPLES_FILE, UserFile,  # noqa: F401
+                                          read_user_files)
+from inference_core.rundir.writers import (SUMMARY_FILE, for_each_run_dir, read_json, write_atomic,
+                                           write_bytes_atomic)
 
 log = logging.getLogger(__name__)
 
-METRICS_FILE = "metrics.json"
 # The task metrics the one-line summary shows for each scorer.
 TASK_HEADLINES = {"rating": ("rating_mae", "rating_rmse", "rating_exact"),
                   "choice": ("choice_accuracy", "choice_mean_distance")}
-SAMPLES_FILE = "samples.parquet"
 
 # Explicit column types: inferred types would be `null` for columns that happen to be all
 # None in a run (e.g. reference in a reference-free dataset), breaking concatenation later.
@@ -38,10 +38,10 @@ SAMPLE_COLUMNS = (
 )
 
 
-def iter_user_docs(run_dir: Path) -> Iterator[dict[str, Any]]:
-    """User documents in file-name order, so outputs are deterministic."""
-    for path in iter_user_files(run_dir):
-        yield read_json(path)
+def iter_user_docs(run_dir: Path) -> Iterator[UserFile]:
+    """The run's user files in file-name order, so outputs are deterministic; damaged and stray
+    files are named in the log and left out."""
+    return read_user_files(run_dir)
 
 
 def _at(values: Sequence[Any] | None, index: int) -> Any:
@@ -49,26 +49,26 @@ def _at(values: Sequence[Any] | None, index: int) -> Any:
     return values[index] if values is not None and index < len(values) else None
 
 
-def sample_rows(user: dict[str, Any], dataset: str | None) -> list[dict[str, Any]]:
-    """One flat row per generated sample of one user document."""
+def sample_rows(user: UserFile, dataset: str | None) -> list[dict[str, Any]]:
+    """One flat row per generated sample of one user file."""
     rows = []
-    for item in user.get("items", []):
-        loc = item.get("location", {})
-        for idx, text in enumerate(item.get("generated_samples", [])):
+    for item in user.items:
+        loc = item.location
+        for idx, text in enumerate(item.generated_samples):
             rows.append({
-                "user_hash": user.get("user_hash"),
-                "profile_name": user.get("profile_name"),
-                "record": loc.get("record"),
-                "collection": loc.get("collection"),
-                "item": loc.get("item"),
+                "user_hash": user.user_hash,
+                "profile_name": user.profile_name,
+                "record": loc.record,
+                "collection": loc.collection,
+                "item": loc.item,
                 "sample_index": idx,
-                "ablation": user.get("ablation"),
-                "dataset": user.get("dataset") or dataset,
-                "reference": item.get("reference"),
+                "ablation": user.ablation,
+                "dataset": user.dataset or dataset,
+                "reference": item.reference,
                 "text": text,
-                "output_tokens": _at(item.get("output_tokens"), idx),
-                "prompt_tokens": item.get("prompt_tokens"),
-                "finish_reason": _at(item.get("finish_reasons"), idx),
+                "output_tokens": _at(item.output_tokens, idx),
+                "prompt_tokens": item.prompt_tokens,
+                "finish_reason": _at(item.finish_reasons, idx),
             })
     return rows
 
@@ -82,7 +82,9 @@ def write_samples_parquet(rows: list[dict[str, Any]], path: Path) -> None:
         | {c: datasets.Value("int64") for c in _INT_COLUMNS}
     )
     ordered = datasets.Features({c: features[c] for c in SAMPLE_COLUMNS})
-    table = datasets.Dataset.from_list(rows, features=ordered)
+    # Columns, not rows: a run with no samples (every item skipped) still gets its typed table.
+    table = datasets.Dataset.from_dict({c: [r[c] for r in rows] for c in SAMPLE_COLUMNS},
+                                       features=ordered)
     # A progress bar per run would flood the leaderboard's log; restore the global setting after.
     was_enabled = datasets.is_progress_bar_enabled()
     datasets.disable_progress_bars()
@@ -111,11 +113,11 @@ def load_run(run_dir: Path, dataset: str | None) -> RunContents:
     num_users = truncated = 0
     for user in iter_user_docs(run_dir):
         num_users += 1
-        dataset = dataset or user.get("dataset")  # older summaries may lack "dataset"
+        dataset = dataset or user.dataset  # older summaries may lack "dataset"
         rows.extend(sample_rows(user, dataset))
-        for it in user.get("items", []):
-            items.append(ItemInput(tuple(it.get("generated_samples", [])), it.get("reference")))
-            truncated += bool(it.get("truncated"))
+        for it in user.items:
+            items.append(ItemInput(it.generated_samples, it.reference))
+            truncated += it.truncated
     return RunContents(dataset, tuple(items), tuple(rows), num_users, truncated)
 
 

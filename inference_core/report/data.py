@@ -19,8 +19,7 @@ from typing import Any
 from inference_core.data.loader import TEST_FILE, TRAIN_FILE, load_dataset
 from inference_core.prompts.builder import build_prompts, render_cue
 from inference_core.data.records import Dataset, TestItem, UserRecord
-from inference_core.rundir.resume import IDENTITY_FILE
-from inference_core.run.prompting import PROMPTS_FILE
+from inference_core.rundir.layout import IDENTITY_FILE, PROMPTS_FILE, UserFile, UserItem
 from inference_core.rundir.writers import read_json
 
 log = logging.getLogger(__name__)
@@ -180,15 +179,9 @@ def read_prompts_file(path: Path) -> dict[Key, RebuiltPrompt]:
     return out
 
 
-def location_key(item: dict[str, Any]) -> str:
-    loc = item.get("location") or {}
-    return f"{loc.get('record')}/{loc.get('collection')}/{loc.get('item')}"
-
-
-def _location_order(item: dict[str, Any]) -> tuple[int, int, int]:
-    loc = item.get("location") or {}
-    values = (loc.get("record"), loc.get("collection"), loc.get("item"))
-    return tuple(v if isinstance(v, int) else -1 for v in values)  # type: ignore[return-value]
+def _location_order(item: UserItem) -> tuple[int, int, int]:
+    loc = item.location
+    return (loc.record, loc.collection, loc.item)
 
 
 class PromptPacker:
@@ -214,34 +207,34 @@ class PromptPacker:
         return [(index, t[len(shared):]) if t is not None else (None, None) for t in texts]
 
 
-def _card(user_index: int, item: dict[str, Any], context: ItemContext | None,
+def _card(user_index: int, item: UserItem, context: ItemContext | None,
           prompt: RebuiltPrompt | None, packed: tuple[int | None, str | None]) -> dict[str, Any]:
     out: dict[str, Any] = {
-        "u": user_index, "loc": location_key(item), "pt": item.get("prompt_tokens"),
-        "tr": bool(item.get("truncated")), "s": list(item.get("generated_samples") or []),
-        "fr": list(item.get("finish_reasons") or []), "ot": list(item.get("output_tokens") or []),
-        "ref": item.get("reference"), "pp": packed[0], "ps": packed[1],
+        "u": user_index, "loc": item.location.key(), "pt": item.prompt_tokens,
+        "tr": item.truncated, "s": list(item.generated_samples),
+        "fr": list(item.finish_reasons), "ot": list(item.output_tokens),
+        "ref": item.reference, "pp": packed[0], "ps": packed[1],
     }
     if context is not None:
         out |= {"cue": context.cue, "ctx": [list(t) for t in context.turns],
                 "nctx": context.total_turns}
-    if prompt is not None and prompt.num_tokens != item.get("prompt_tokens"):
+    if prompt is not None and prompt.num_tokens != item.prompt_tokens:
         out["pm"] = prompt.num_tokens  # the rebuilt prompt differs from what the run recorded
     return out
 
 
-def build_payload(docs: Sequence[dict[str, Any]], extras: Extras, prompt_budget_chars: int,
+def build_payload(docs: Sequence[UserFile], extras: Extras, prompt_budget_chars: int,
                   ) -> dict[str, Any]:
     """Users and one card per item, users in test-file order, items by location."""
-    ordered = sorted(docs, key=lambda d: min(map(_location_order, d.get("items") or [{}])))
+    ordered = sorted(docs, key=lambda d: min((_location_order(i) for i in d.items),
+                                             default=(-1, -1, -1)))
     packer = PromptPacker(prompt_budget_chars)
     users: list[dict[str, Any]] = []
     cards: list[dict[str, Any]] = []
     for index, doc in enumerate(ordered):
-        user_hash = str(doc.get("user_hash"))
-        users.append({"id": user_hash, "name": doc.get("profile_name")})
-        items = sorted(doc.get("items") or [], key=_location_order)
-        keys = [(user_hash, location_key(it)) for it in items]
+        users.append({"id": doc.user_hash, "name": doc.profile_name})
+        items = sorted(doc.items, key=_location_order)
+        keys = [(doc.user_hash, it.location.key()) for it in items]
         prompts = [extras.prompts.get(k) for k in keys]
         packed = packer.pack_user([p.text if p else None for p in prompts])
         cards += [_card(index, it, extras.contexts.get(k), p, pk)

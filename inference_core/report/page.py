@@ -21,6 +21,7 @@ from inference_core.command import CommandParser, skipped_code
 from inference_core.evaluation.scoring import METRICS_FILE, iter_user_docs
 from inference_core.report.html import esc, page
 from inference_core.report.data import build_payload, load_extras
+from inference_core.rundir.layout import UserFile
 from inference_core.rundir.writers import REPORT_FILE, SUMMARY_FILE, for_each_run_dir, read_json, write_bytes_atomic
 
 log = logging.getLogger(__name__)
@@ -77,12 +78,10 @@ def summary_facts(summary: dict[str, Any], metrics: dict[str, Any]) -> list[tupl
     return facts
 
 
-def token_histogram_svg(docs: Sequence[dict[str, Any]]) -> str:
+def token_histogram_svg(docs: Sequence[UserFile]) -> str:
     """Inline SVG: output tokens per sample, stacked by finish reason."""
-    samples = [(tokens, reason) for doc in docs for it in doc.get("items") or []
-               for tokens, reason in zip(it.get("output_tokens") or [],
-                                         it.get("finish_reasons") or [])
-               if isinstance(tokens, int)]
+    samples = [(tokens, reason) for doc in docs for it in doc.items
+               for tokens, reason in zip(it.output_tokens, it.finish_reasons)]
     if not samples:
         return '<p class="muted">no samples to chart</p>'
     top = max(t for t, _ in samples)
@@ -159,7 +158,7 @@ def render_report(run_dir: Path, prompt_budget_mb: float = DEFAULT_PROMPT_BUDGET
     metrics = read_json(metrics_path) if metrics_path.is_file() else {}
     docs = list(iter_user_docs(run_dir))
     # A token is a few characters: no more prompts are decoded than the page can hold.
-    extras = load_extras(run_dir, {str(d.get("user_hash")) for d in docs}, with_prompts, prompts,
+    extras = load_extras(run_dir, {d.user_hash for d in docs}, with_prompts, prompts,
                          int(prompt_budget_mb * 1e6))
     payload = build_payload(docs, extras, int(prompt_budget_mb * 1e6))
     notes = list(extras.notes)

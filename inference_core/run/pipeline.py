@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -22,12 +23,15 @@ from inference_core.run.feed import RequestFeed
 from inference_core.run.finish import SkippedItemsError, finish
 from inference_core.run.job import Job
 from inference_core.run.prompting import BuildTally, BuildTask, PromptThread, prompt_builder
+from inference_core.run.reaper import engine_reaper
 from inference_core.run.shard_report import write_shard_report
 from inference_core.run.shards import CHARS_PER_TOKEN, assign_shards
 from inference_core.run.signals import stop_on_signals
+from inference_core.rundir.layout import user_file_of, write_user_file as write_run_user_file
+from inference_core.rundir.lock import hold_run_lock
 from inference_core.rundir.merge import shard_reports
 from inference_core.rundir.resume import claim_output_dir, finished_users
-from inference_core.rundir.writers import safe_user_filename, user_file_path, write_json_atomic
+from inference_core.rundir.writers import write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -81,16 +85,20 @@ def run_jobs(jobs: Sequence[Job], start: StartEngine = start_job_engine,
     tokenizer = load_tokenizer(jobs[0].model_path)
     if jobs[0].dry_run:
         return [write_prompts_file(job, tokenizer) for job in jobs]
-    runs = [open_run(job, tokenizer) for job in jobs]
-    todo = [r for r in runs if r.users]
-    if todo:
-        serve(todo, tokenizer, start)
-    refused = []
-    for r in runs:  # every folder gets its files, even when one of them has skipped items
-        try:
-            close_run(r, merge)
-        except SkippedItemsError as err:
-            refused.append(err)
+    with ExitStack() as held:  # one run per folder (per shard): a second command is refused
+        for job in jobs:
+            held.enter_context(hold_run_lock(job.output_dir, job.shard_index, job.shard_count))
+        runs = [open_run(job, tokenizer) for job in jobs]
+        todo = [r for r in runs if r.users]
+        if todo:
+            with engine_reaper():  # engine processes die with this one, whatever kills it
+                serve(todo, tokenizer, start)
+        refused = []
+        for r in runs:  # every folder gets its files, even when one of them has skipped items
+            try:
+                close_run(r, merge)
+            except SkippedItemsError as err:
+                refused.append(err)
     if refused:
         raise refused[0]
     return [job.output_dir for job in jobs]
@@ -248,19 +256,11 @@ def write_finished_user(run: JobRun, user_hash: str) -> None:
 
 def write_user_file(job: Job, user: UserRecord, items: list[ItemResult],
                     unfit: Sequence[SkippedItem] = ()) -> None:
-    doc: dict[str, Any] = {
-        "user_hash": user.user_hash,
-        "file": safe_user_filename(user.user_hash),
-        "profile_name": user.name,
-        "dataset": job.dataset_name,
-        "ablation": job.ablation.name,
-        "model": job.model_name,
-        "items": [r.as_dict() for r in sorted(items, key=lambda r: r.prompt.location.key())
-                  if r.full],
-    }
+    done = user_file_of(user.user_hash, user.name, job.dataset_name, job.ablation.name,
+                        job.model_name, [r.as_dict() for r in items if r.full])
     if unfit:  # items that cannot be built: resume knows the user is done without them
-        doc["skipped_items"] = [s.as_dict() for s in unfit]
-    write_json_atomic(user_file_path(job.output_dir, user.user_hash), doc)
+        done = replace(done, extra={"skipped_items": [s.as_dict() for s in unfit]})
+    write_run_user_file(job.output_dir, done)
 
 
 def close_run(run: JobRun, merge: bool) -> None:

@@ -18,6 +18,7 @@ from inference_core.engine import GenerationRequest
 from inference_core.prompts.builder import Prompt, PromptBuilder, build_prompts
 from inference_core.run.feed import RequestFeed
 from inference_core.run.job import Job
+from inference_core.rundir.layout import PROMPTS_FILE
 
 log = logging.getLogger(__name__)
 
@@ -137,9 +138,6 @@ def write_prompts_file(job: Job, tokenizer: Any) -> Path:
     write_bytes_atomic(path, b"".join(orjson.dumps(line) + b"\n" for line in lines))
     log.info("dry run: %d prompts of %d users in %s", len(lines), len(dataset.users), path)
     return path
-
-
-PROMPTS_FILE = "prompts.jsonl"
 
 
 def prompt_text(builder: PromptBuilder, prompt: Prompt, tokenizer: Any) -> str:

@@ -7,8 +7,8 @@ all end here, so the final files always cover every finished user exactly once.
 from __future__ import annotations
 
 import logging
-import re
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,49 +16,63 @@ from inference_core.command import CommandParser
 from inference_core.data.loader import read_json_array
 from inference_core.model.quantization import quantization_info
 from inference_core.data.records import Location
-from inference_core.rundir.resume import IDENTITY_FILE
 from inference_core.rundir.facts import throughput, versions
-from inference_core.rundir.writers import (LEADERBOARD_FILE, SUMMARY_FILE, fill_leaderboard, iter_user_files,
-                      read_json, write_json_atomic)
+from inference_core.rundir.layout import (IDENTITY_FILE, LEADERBOARD_FILE, SHARD_REPORT_NAME,
+                                          SHARDS_DIR, SUMMARY_FILE, UserItem, log_left_out,
+                                          scan_user_files, shard_report_path)
+from inference_core.rundir.writers import fill_leaderboard, read_json, write_json_atomic
 
 log = logging.getLogger(__name__)
 
-SHARDS_DIR = "shards"
-REPORT_NAME = re.compile(r"(\d+)-of-(\d+)\.json")
-
-
-def shard_report_path(output_dir: Path, index: int, count: int) -> Path:
-    return output_dir / SHARDS_DIR / f"{index}-of-{count}.json"
+REPORT_NAME = SHARD_REPORT_NAME  # kept for callers of the old name
+__all__ = ["merge_run", "shard_report_path", "shard_reports", "collect_user_files"]
 
 
 def shard_reports(output_dir: Path, count: int) -> dict[int, dict[str, Any]]:
+    """Each finished shard's report; an unreadable one is named and counts as not finished."""
     reports = {}
     for index in range(count):
         path = shard_report_path(output_dir, index, count)
         if path.is_file():
-            reports[index] = read_json(path)
+            try:
+                reports[index] = read_json(path)
+            except (OSError, ValueError) as err:
+                log.warning("%s is unreadable (%s): shard %d counts as not finished; running "
+                            "that shard again rewrites it", path, err, index)
     return reports
 
 
-def collect_user_files(output_dir: Path, raw_test: list[Any],
-                       ) -> tuple[dict[Location, list[str]], list[dict[str, Any]], list[dict[str, Any]]]:
-    """Every generated item on disk (checked against the test file), the files' items, and the
-    items the files record as impossible to build."""
+@dataclass(frozen=True)
+class OnDisk:
+    """The merge's view of users/: every owned item, and the files it left out, with why."""
+
+    continuations: dict[Location, list[str]]
+    items: list[tuple[str, UserItem]]
+    left_out: list[dict[str, str]]
+    # Items the files record as impossible to build (they count as done for resume).
+    unfit: list[dict[str, Any]]
+
+
+def collect_user_files(output_dir: Path, raw_test: list[Any]) -> OnDisk:
+    """Every generated item on disk (checked against the test file); strays and damaged files
+    are named and left out, never fatal: a resume regenerates a damaged user."""
+    found = scan_user_files(output_dir)
+    log_left_out(found)
+    left_out = ([{"file": str(p), "why": "not one of this run's user files"} for p in found.strays]
+                + [{"file": str(e.path), "why": e.why} for e in found.damaged])
     continuations: dict[Location, list[str]] = {}
-    items: list[dict[str, Any]] = []
-    skipped: list[dict[str, Any]] = []
-    for path in iter_user_files(output_dir):
-        user = read_json(path)
-        skipped += user.get("skipped_items", [])
-        for item in user["items"]:
-            loc = Location(**item["location"])
-            if not owns(raw_test, loc, user["user_hash"]):
+    items: list[tuple[str, UserItem]] = []
+    unfit: list[dict[str, Any]] = []
+    for user in found.users:
+        unfit += user.extra.get("skipped_items", [])
+        for item in user.items:
+            if not owns(raw_test, item.location, user.user_hash):
                 log.warning("%s: item %s is not this user's item in the test file; ignored",
-                            path, loc.key())
+                            output_dir / "users" / user.file, item.location.key())
                 continue
-            continuations[loc] = item["generated_samples"]
-            items.append({**item, "user_hash": user["user_hash"]})
-    return continuations, items, skipped
+            continuations[item.location] = list(item.generated_samples)
+            items.append((user.user_hash, item))
+    return OnDisk(continuations, items, left_out, unfit)
 
 
 def owns(raw_test: list[Any], loc: Location, user_hash: str) -> bool:
@@ -74,10 +88,12 @@ def merge_run(output_dir: Path, count: int = 1) -> dict[str, Any]:
     """Write the leaderboard and the summary for the whole run; returns the summary."""
     identity = read_json(output_dir / IDENTITY_FILE)
     raw_test = read_json_array(Path(identity["test_file"]))
-    continuations, items, unfit = collect_user_files(output_dir, raw_test)
-    write_json_atomic(output_dir / LEADERBOARD_FILE, fill_leaderboard(raw_test, continuations))
+    disk = collect_user_files(output_dir, raw_test)
+    write_json_atomic(output_dir / LEADERBOARD_FILE, fill_leaderboard(raw_test, disk.continuations))
     reports = shard_reports(output_dir, count)
-    summary = build_summary(identity, items, reports, count, output_dir, unfit)
+    summary = build_summary(identity, disk.items, reports, count, output_dir, disk.unfit)
+    # Named in the summary too: a file left out here is a user a resume generates again.
+    summary["ignored_user_files"] = disk.left_out
     write_json_atomic(output_dir / SUMMARY_FILE, summary)
     log.info("%d samples for %d items of %d users; this run generated %d in %.1f s "
              "(%.2f samples/s); output in %s", summary["total_samples"],
@@ -86,10 +102,10 @@ def merge_run(output_dir: Path, count: int = 1) -> dict[str, Any]:
     return summary
 
 
-def still_skipped(skipped: list[dict[str, Any]], items: list[dict[str, Any]],
+def still_skipped(skipped: list[dict[str, Any]], items: list[tuple[str, UserItem]],
                   ) -> dict[str, dict[str, Any]]:
     """Skips once each, leaving out items a later session generated after all."""
-    generated = {(i["user_hash"], Location(**i["location"]).key()) for i in items}
+    generated = {(user, i.location.key()) for user, i in items}
     out = {}
     for s in skipped:
         loc = s.get("location")
@@ -99,7 +115,7 @@ def still_skipped(skipped: list[dict[str, Any]], items: list[dict[str, Any]],
     return out
 
 
-def build_summary(identity: dict[str, Any], items: list[dict[str, Any]],
+def build_summary(identity: dict[str, Any], items: list[tuple[str, UserItem]],
                   reports: dict[int, dict[str, Any]], count: int, output_dir: Path,
                   unfit: list[dict[str, Any]] = ()) -> dict[str, Any]:
     n = identity["sampling_params"]["num_samples"]
@@ -125,18 +141,18 @@ def build_summary(identity: dict[str, Any], items: list[dict[str, Any]],
         "tensor_parallel_size": first.get("tensor_parallel_size", 1),
         "world_size": first.get("world_size", count),
         "num_shards": count,
-        "num_users": len({i["user_hash"] for i in items}),
+        "num_users": len({user for user, _ in items}),
         "num_data_items": len(items),
         "num_samples_per_item": n,
         "total_samples": len(items) * n,
-        "prompt_tokens": sum(i["prompt_tokens"] for i in items),
-        "generated_tokens": sum(sum(i["output_tokens"]) for i in items),
-        "truncated_prompts": sum(bool(i.get("truncated")) for i in items),
+        "prompt_tokens": sum(i.prompt_tokens for _, i in items),
+        "generated_tokens": sum(sum(i.output_tokens) for _, i in items),
+        "truncated_prompts": sum(i.truncated for _, i in items),
         "skipped_items": list(skipped.values()),
         # Samples the output handlers could not use (redrawn) and answers without a closing tag.
         "unusable_samples": sum(r.get("unusable_samples", 0) for r in parts),
-        "answer_format_misses": sum((i.get("flags") or {}).get("answer_format_miss", 0)
-                                    for i in items),
+        "answer_format_misses": sum((i.extra.get("flags") or {}).get("answer_format_miss", 0)
+                                    for _, i in items),
         "resumed_users": sum(r["resumed_users"] for r in parts),
         "samples_generated": generated,
         "inference_time_seconds": round(seconds, 3),

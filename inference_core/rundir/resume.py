@@ -10,17 +10,11 @@ from typing import Any, Iterable
 import orjson
 
 from inference_core.data.records import Location
-from inference_core.run.job import HOLDOUT_FILE
-from inference_core.rundir.writers import (LEADERBOARD_FILE, REPORT_FILE, SUMMARY_FILE, USERS_DIR, read_json,
-                      user_file_path, write_json_atomic)
+from inference_core.rundir.layout import (IDENTITY_FILE, RUN_OUTPUTS, DamagedUserFile,  # noqa: F401
+                                          read_user_file, user_file_path)
+from inference_core.rundir.writers import read_json, write_json_atomic
 
 log = logging.getLogger(__name__)
-
-IDENTITY_FILE = "run.json"
-# What a run leaves besides .hydra/ (Hydra rewrites that itself): removed by overwrite=true.
-RUN_OUTPUTS = (USERS_DIR, "shards", LEADERBOARD_FILE, SUMMARY_FILE,
-               "metrics.json", "samples.parquet", "item_scores.parquet", REPORT_FILE, HOLDOUT_FILE,
-               IDENTITY_FILE, "replicas")
 
 
 class RunMismatch(ValueError):
@@ -40,7 +34,11 @@ def claim_output_dir(output_dir: Path, identity: dict[str, Any], overwrite: bool
     else:
         remove_stale_temp_files(output_dir)
     if not overwrite and path.is_file():
-        previous = read_json(path)
+        try:
+            previous = read_json(path)
+        except ValueError as err:  # written atomically, so only a hand edit or a bad disk
+            log.warning("%s is damaged (%s); writing this run's identity over it", path, err)
+            previous = {}
         # A key the earlier run did not record (written by an older version) cannot differ.
         changed = sorted(k for k in previous.keys() | identity.keys()
                          if k in previous and identity.get(k) != previous[k])
@@ -66,19 +64,17 @@ def remove_stale_temp_files(output_dir: Path, age_seconds: float = 600) -> None:
 def is_finished(path: Path, user_hash: str, expected: set[str], num_samples: int) -> bool:
     """A user file counts only if it is whole: this user, every expected item, n real samples."""
     try:
-        data = read_json(path)
-        if data.get("user_hash") != user_hash:
-            return False
-        items = data["items"]
-        # Items that cannot be built at all are recorded as skipped: the user is done without them.
-        got = {Location(**i["location"]).key() for i in items + data.get("skipped_items", [])
-               if i.get("location")}
-        return got == expected and all(
-            len(i["generated_samples"]) == num_samples
-            and all(isinstance(t, str) and t.strip() for t in i["generated_samples"])
-            for i in items)
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        user = read_user_file(path)
+    except DamagedUserFile as err:
+        log.warning("%s", err)
         return False
+    # Items that cannot be built at all are recorded as skipped: the user is done without them.
+    unfit = {Location(**s["location"]).key() for s in user.extra.get("skipped_items", [])
+             if isinstance(s, dict) and isinstance(s.get("location"), dict)}
+    return (user.user_hash == user_hash
+            and {i.location.key() for i in user.items} | unfit == expected
+            and all(len(i.generated_samples) == num_samples
+                    and all(t.strip() for t in i.generated_samples) for i in user.items))
 
 
 def finished_users(output_dir: Path, expected: dict[str, set[str]], num_samples: int,

@@ -5,10 +5,8 @@ any moment leaves either the old file or the new one, never a torn one.
 """
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
-import re
 import tempfile
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -17,11 +15,10 @@ import orjson
 
 from inference_core.data.records import Location
 
-USERS_DIR = "users"
-LEADERBOARD_FILE = "test_leaderboard.json"
-SUMMARY_FILE = "inference_summary.json"
-REPORT_FILE = "report.html"
-SLUG_CHARS = re.compile(r"[^A-Za-z0-9_-]+")
+# Names live in layout.py; re-exported because many modules import them from here.
+from inference_core.rundir.layout import (LEADERBOARD_FILE, REPORT_FILE, SUMMARY_FILE,  # noqa: F401
+                                          USERS_DIR, safe_user_filename, user_file_names,
+                                          user_file_path)
 
 
 def write_atomic(path: Path, write: Callable[[Path], None]) -> None:
@@ -57,21 +54,6 @@ def write_json_atomic(path: Path, obj: Any, indent: bool = True) -> None:
     write_bytes_atomic(path, orjson.dumps(obj, option=orjson.OPT_INDENT_2 if indent else 0))
 
 
-def safe_user_filename(user_hash: str) -> str:
-    """A file name no id can steer: a short readable slug plus a digest of the whole id.
-
-    The slug keeps only [A-Za-z0-9_-] (no dots, no separators), so nothing escapes users/; the
-    digest makes two different ids land in two different files.
-    """
-    digest = hashlib.sha256(user_hash.encode("utf-8", "surrogatepass")).hexdigest()[:24]
-    slug = SLUG_CHARS.sub("_", user_hash).strip("_")[:48]
-    return f"{slug}-{digest}.json" if slug else f"user-{digest}.json"
-
-
-def user_file_path(output_dir: Path, user_hash: str) -> Path:
-    return output_dir / USERS_DIR / safe_user_filename(user_hash)
-
-
 def fill_leaderboard(raw_test: list[Any], continuations: dict[Location, list[str]]) -> list[Any]:
     """The input test records, each generated item gaining `continuations` (in place)."""
     for loc, texts in continuations.items():
@@ -85,8 +67,8 @@ def read_json(path: Path) -> Any:
 
 
 def iter_user_files(output_dir: Path) -> Iterable[Path]:
-    folder = output_dir / USERS_DIR
-    return sorted(folder.glob("*.json")) if folder.is_dir() else []
+    """Every *.json path under users/ (own or stray); read them with layout.read_user_files."""
+    return user_file_names(output_dir)
 
 
 def for_each_run_dir(run_dirs: Iterable[Path], action: Callable[[Path], object]) -> int:

@@ -18,7 +18,8 @@ from typing import Any, Sequence
 
 from inference_core.evaluation.scoring import METRICS_FILE
 from inference_core.evaluation.quant_quality import chrf_between, exact_matches, is_degenerate
-from inference_core.rundir.writers import SUMMARY_FILE, iter_user_files, read_json, write_json_atomic
+from inference_core.rundir.layout import SUMMARY_FILE, read_user_files
+from inference_core.rundir.writers import read_json, write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -61,14 +62,8 @@ def run_job(label: str, model_path: Path | None, args: argparse.Namespace) -> Pa
 
 def texts_by_item(run_dir: Path) -> dict[str, str]:
     """The first sample of every item, keyed by user and location."""
-    texts = {}
-    for path in iter_user_files(run_dir):
-        user = read_json(path)
-        for item in user["items"]:
-            loc = item["location"]
-            key = f"{user['user_hash']}/{loc['record']}/{loc['collection']}/{loc['item']}"
-            texts[key] = item["generated_samples"][0]
-    return texts
+    return {f"{user.user_hash}/{item.location.key()}": item.generated_samples[0]
+            for user in read_user_files(run_dir) for item in user.items}
 
 
 def row(label: str, run_dir: Path) -> dict[str, Any]:
