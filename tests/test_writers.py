@@ -55,3 +55,24 @@ def test_fill_leaderboard_adds_continuations_only():
     items = filled[0]["task"]["task_behavior_collections"][0]["data"]
     assert items[0] == {"context": [], "x": 1}
     assert items[1] == {"context": [], "continuations": ["a", "b"]}
+
+
+def test_user_files_are_synced_in_batches_not_one_by_one(tmp_path, monkeypatch) -> None:
+    from inference_core.rundir import writers
+
+    synced = []
+    monkeypatch.setattr(writers, "sync_filesystem", lambda folder: synced.append(folder))
+    batch = writers.SyncBatch(tmp_path, seconds=3600, count=3)
+    for i in range(7):
+        writers.write_json_atomic(tmp_path / f"{i}.json", {"i": i}, durable=False)
+        batch.written()
+    assert len(synced) == 2  # after the 3rd and the 6th file
+    batch.sync()
+    assert len(synced) == 3 and sorted(p.name for p in tmp_path.iterdir()) == [
+        f"{i}.json" for i in range(7)]
+
+
+def test_sync_filesystem_runs_on_a_real_folder(tmp_path) -> None:
+    from inference_core.rundir.writers import sync_filesystem
+
+    sync_filesystem(tmp_path)  # syncfs(2), or os.sync() where the C library lacks it

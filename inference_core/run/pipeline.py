@@ -31,7 +31,7 @@ from inference_core.rundir.layout import user_file_of, write_user_file as write_
 from inference_core.rundir.lock import hold_run_lock
 from inference_core.rundir.merge import shard_reports
 from inference_core.rundir.resume import claim_output_dir, finished_users
-from inference_core.rundir.writers import write_json_atomic
+from inference_core.rundir.writers import SyncBatch, write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -59,11 +59,14 @@ class JobRun:
     unfit: dict[str, list[SkippedItem]] = field(default_factory=dict)
     write_seconds: float = 0.0
     last_completion: float = 0.0
+    # User files are made durable in batches (a sync every 2 s), not with two fsyncs each.
+    sync: SyncBatch | None = None
 
     def user(self, user_hash: str) -> UserRecord:
         return self.by_hash[user_hash]
 
     def __post_init__(self) -> None:
+        self.sync = self.sync or SyncBatch(self.job.output_dir)
         self.by_hash = {u.user_hash: u for u in self.users}
         self.tests: dict[Location, TestItem] = {i.location: i for u in self.users for i in u.items}
 
@@ -173,6 +176,8 @@ def serve(runs: Sequence[JobRun], tokenizer: Any, start: StartEngine) -> None:
             r.report.update(shared)
     finally:
         builder.stopped.set()
+        for r in runs:  # what is written is durable before the run ends, however it ends
+            r.sync.sync()
         if engine is not None:
             engine.close()
     builder.join(timeout=60)
@@ -190,7 +195,7 @@ def build_task(run: JobRun, index: int, tokenizer: Any) -> BuildTask:
         if unfit:
             run.unfit[user.user_hash] = unfit
         if not prompts:  # nothing of this user can be generated: their file says so
-            write_user_file(run.job, user, [], unfit)
+            write_user_file(run.job, user, [], unfit, run.sync)
             return []
         return [replace(req, request_id=f"{index}/{req.request_id}", adapter=adapter)
                 for req in run.collector.add_user(prompts, run.tests)]
@@ -237,7 +242,7 @@ def generate(engine: Engine, group: Sequence[JobRun], index: dict[int, int],
             if open_count:
                 write_user_file(run.job, run.user(user),
                                 [r for r in run.collector.user_items(user) if r.full],
-                                run.unfit.get(user, []))
+                                run.unfit.get(user, []), run.sync)
         run.report.update(inference_time_seconds=run.last_completion - start,
                           write_seconds=run.write_seconds)
 
@@ -250,17 +255,17 @@ def note_first_request(group: Sequence[JobRun], start: float) -> None:
 def write_finished_user(run: JobRun, user_hash: str) -> None:
     start = time.perf_counter()
     write_user_file(run.job, run.user(user_hash), run.collector.user_items(user_hash),
-                    run.unfit.get(user_hash, []))
+                    run.unfit.get(user_hash, []), run.sync)
     run.write_seconds += time.perf_counter() - start
 
 
 def write_user_file(job: Job, user: UserRecord, items: list[ItemResult],
-                    unfit: Sequence[SkippedItem] = ()) -> None:
+                    unfit: Sequence[SkippedItem] = (), batch: SyncBatch | None = None) -> None:
     done = user_file_of(user.user_hash, user.name, job.dataset_name, job.ablation.name,
                         job.model_name, [r.as_dict() for r in items if r.full])
     if unfit:  # items that cannot be built: resume knows the user is done without them
         done = replace(done, extra={"skipped_items": [s.as_dict() for s in unfit]})
-    write_run_user_file(job.output_dir, done)
+    write_run_user_file(job.output_dir, done, batch)
 
 
 def close_run(run: JobRun, merge: bool) -> None:
