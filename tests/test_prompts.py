@@ -6,32 +6,12 @@ import re
 import pytest
 
 from inference_core.prompts.builder import Ablation, Prompt, PromptBuilder, PromptStyle, build_prompts
-from inference_core.data.records import HistoryItem, Location, TestItem, Turn, UserRecord
+from inference_core.data.records import Location, TestItem, Turn, UserRecord
+from prompt_cases import (ABLATIONS, CONTEXT_MARK, CUE, HISTORY_MARK, PROFILE_MARK,
+                          SYNTHETIC_STYLE, make_user)
 
-ABLATIONS = {
-    "profile_and_history_and_context": (True, True, True),
-    "profile_and_history": (True, True, False),
-    "profile_and_context": (True, False, True),
-    "history_and_context": (False, True, True),
-    "profile_only": (True, False, False),
-    "history_only": (False, True, False),
-    "context_only": (False, False, True),
-}
-STYLE = PromptStyle("Reply with the next line only.", "Past lines", 1)
-PROFILE_MARK = "likes-vintage-comics"
-HISTORY_MARK = "old-history-line"
-CONTEXT_MARK = "context-turn-text"
-CUE = "霸王别姬:"
+STYLE = PromptStyle(*SYNTHETIC_STYLE)
 
-
-def make_user(n_history: int = 3, context: tuple[Turn, ...] | None = None) -> UserRecord:
-    history = tuple(HistoryItem((Turn("RANDAL", "earlier question"),), "DANTE: ",
-                                f"{HISTORY_MARK} number {i}", f"2001-01-{i + 1:02d}")
-                    for i in range(n_history))
-    item = TestItem(Location(0, 0, 0), context or (Turn("RANDAL", CONTEXT_MARK),),
-                    CUE + " ", None, "")
-    return UserRecord("u1", {"name": "DANTE", "hobby": PROFILE_MARK}, {}, "Movie dialogue.",
-                      history, (item,))
 
 
 def render(tokenizer, builder: PromptBuilder, user: UserRecord) -> tuple[Prompt, str]:

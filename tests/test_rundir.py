@@ -171,15 +171,19 @@ def test_shards_hold_their_own_locks_in_one_folder(tmp_path):
 
 # --- disk full, read-only and vanished folders -----------------------------------------------
 
-@pytest.fixture
-def small_tmpfs(tmp_path):
-    folder = tmp_path / "small"
+def mounted_tmpfs(folder, options: str):
+    """A tmpfs of our own at `folder` (needs root), unmounted after the test."""
     folder.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=200k", "tmpfs", str(folder)],
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(folder)],
                       capture_output=True).returncode:
-        pytest.skip("cannot mount a tmpfs here (needs root)")
+        pytest.skip(f"cannot mount a tmpfs ({options}) here (needs root)")
     yield folder
     subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+@pytest.fixture
+def small_tmpfs(tmp_path):
+    yield from mounted_tmpfs(tmp_path / "small", "size=200k")
 
 
 def test_disk_full_stops_with_one_line_and_the_same_run_completes_after(small_tmpfs):
@@ -244,13 +248,7 @@ def test_a_dead_vllm_engine_is_a_resumable_stop(tmp_path, caplog):
 
 @pytest.fixture
 def read_only_dir(tmp_path):
-    folder = tmp_path / "ro"
-    folder.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(folder)],
-                      capture_output=True).returncode:
-        pytest.skip("cannot mount a read-only tmpfs here (needs root)")
-    yield folder
-    subprocess.run(["umount", "-l", str(folder)], check=False)
+    yield from mounted_tmpfs(tmp_path / "ro", "ro,size=64k")
 
 
 def test_read_only_output_dir_is_one_line_before_hydra_starts(read_only_dir):
