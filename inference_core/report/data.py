@@ -121,7 +121,7 @@ def rebuild_prompts(identity: dict[str, Any], users: Sequence[UserRecord], notes
 
 def load_extras(run_dir: Path, user_hashes: set[str], with_prompts: bool = True,
                 given: Mapping[Key, Sequence[int]] | None = None,
-                max_given_tokens: int = 10**8) -> Extras:
+                max_given_tokens: int = 10**8, dataset: Dataset | None = None) -> Extras:
     """Cues, context and prompts for the run's users, as far as they can be had.
 
     Prompts come from what the run hands over (`given`: token ids it had in memory), else from
@@ -129,7 +129,8 @@ def load_extras(run_dir: Path, user_hashes: set[str], with_prompts: bool = True,
     """
     notes: list[str] = []
     identity = read_identity(run_dir, notes)
-    dataset = _load_run_dataset(identity, notes) if identity else None
+    if dataset is None:  # the run hands over the dataset it loaded: no second load
+        dataset = _load_run_dataset(identity, notes) if identity else None
     if identity is None or dataset is None:
         return Extras({}, {}, tuple(notes))
     users = [u for u in dataset.users if u.user_hash in user_hashes]

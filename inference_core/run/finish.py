@@ -12,11 +12,12 @@ class SkippedItemsError(RuntimeError):
 
 
 def finish(job: Job, prompts: Mapping[tuple[str, str], Sequence[int]] | None = None,
-           ) -> dict[str, Any]:
+           dataset: Any = None) -> dict[str, Any]:
     """Merge every shard's users into the final files, score and report them; refuse silent skips.
 
-    `prompts`: the token ids this session built, keyed (user_hash, location key), for the
-    report page (None: the report reads prompts.jsonl or rebuilds them).
+    `prompts`: the token ids this session built, keyed (user_hash, location key), and `dataset`,
+    the loaded dataset, for the report page (None: it reads prompts.jsonl or rebuilds them, and
+    loads the dataset).
     """
     summary = merge_run(job.output_dir, job.shard_count)
     if job.evaluate:
@@ -26,7 +27,7 @@ def finish(job: Job, prompts: Mapping[tuple[str, str], Sequence[int]] | None = N
     if job.report:
         from inference_core.report.page import write_report_safely
 
-        write_report_safely(job.output_dir, prompts)  # logged, never fatal: the results are on disk
+        write_report_safely(job.output_dir, prompts, dataset)  # logged, never fatal: the results are on disk
     if summary["skipped_items"] and not job.allow_skips:
         raise SkippedItemsError(
             f"{len(summary['skipped_items'])} items have no generations (reasons in "

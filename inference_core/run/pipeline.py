@@ -279,4 +279,4 @@ def close_run(run: JobRun, merge: bool) -> None:
     write_shard_report(job, run.report, run.collector, run.resumed_users, skipped)
     if merge and len(shard_reports(job.output_dir, job.shard_count)) == job.shard_count:
         finish(job, {(r.prompt.user_hash, r.prompt.location.key()): r.prompt.token_ids
-                     for r in run.collector.items})
+                     for r in run.collector.items}, run.dataset)
