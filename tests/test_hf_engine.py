@@ -137,10 +137,10 @@ def test_greedy_agrees_with_vllm(hf_engine: HFEngine, vllm_engine: Any, tokenize
     exact = [i for i in hf if hf[i].texts == vllm[i].texts]
     for i in exact:  # same text: same accounting (EOS counted as an output token, as vLLM does)
         assert hf[i] == vllm[i]
-    # Measured: 3 of 4 identical (HF fp32 and bf16 alike); the 4th ("photosynthesis") differs at its
-    # 15th of 16 tokens (" such" vs " which"), a near-tie that vLLM's CPU bf16 kernels break the
-    # other way. So: at least 3 exact, and any other shares its first 4 tokens.
-    assert len(exact) >= 3, {i: (hf[i].texts, vllm[i].texts) for i in hf}
+    # Greedy near-ties fall to whichever side the CPU's bf16 kernels round to: 3 of 4 identical
+    # on an AMD EPYC, 2 of 4 on an Intel Xeon (" such" vs " which" at token 15, ":\n\n" vs ": "
+    # at token 6). So: at least half exact, and every other shares its first 4 tokens.
+    assert len(exact) >= 2, {i: (hf[i].texts, vllm[i].texts) for i in hf}
     for i in set(hf) - set(exact):
         a, b = (tokenizer(c.texts[0], add_special_tokens=False)["input_ids"] for c in (hf[i], vllm[i]))
         assert common_prefix(a, b) >= 4, (hf[i].texts, vllm[i].texts)
