@@ -61,7 +61,9 @@ def test_hf_samples_do_not_depend_on_batch_composition_or_padding(hf_engine, tok
     padded = samples(hf_engine, [filler, *reversed(asked)], batch_size=8)  # longer neighbour
     assert alone == together
     assert {k: padded[k] for k in together} == together
-    assert all(len(set(texts)) == 2 for texts in together.values()), together  # samples differ
+    # The two samples of an item draw from two generators (a low-entropy answer such as
+    # "Paris" may still come out the same twice).
+    assert any(len(set(texts)) == 2 for texts in together.values()), together
     assert hf_engine.stats()["per_request_seeds"] is True
 
 
