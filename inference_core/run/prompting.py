@@ -33,9 +33,8 @@ def prompt_builder(job: Job, tokenizer: Any, keep_text: bool = False) -> PromptB
     """The job's prompt builder: its format, ablation, chat template and token budget."""
     # An endpoint's chat API takes messages, not the rendered text: keep them for it.
     chat = job.engine_cfg.get("api") == "chat"
-    return PromptBuilder(tokenizer, job.prompt, job.ablation,
-                         job.max_model_len - job.sampling.max_tokens, keep_text=keep_text,
-                         keep_messages=chat)
+    return PromptBuilder(tokenizer, job.prompt, job.ablation, job.prompt_budget,
+                         keep_text=keep_text, keep_messages=chat)
 
 
 def all_prompts(job: Job) -> list[Prompt]:

@@ -132,6 +132,8 @@ def build_summary(identity: dict[str, Any], items: list[tuple[str, UserItem]],
         # The LoRA adapter applied over `checkpoint` (the base model), if any.
         "adapter": identity.get("adapter"),
         "language": identity.get("language"),
+        # "estimated": prompt tokens counted with another tokenizer than the served model's.
+        "token_counts": identity.get("token_counts", "exact"),
         # `dataset.scorer`: the task metrics evaluate adds (older runs: text).
         "scorer": identity.get("scorer"),
         # The checkpoint's quantization (method, bits, group size, format); null when unquantized.
