@@ -33,6 +33,7 @@ from inference_core.engine import Completion, GenerationRequest, SamplingSetting
 log = logging.getLogger(__name__)
 REPO = Path(__file__).resolve().parents[2]
 SAMPLES_PER_MIN_8B_H100 = 10_000
+WORDS = ("well", "no", "you know", "listen", "honestly", "maybe", "look", "sure")
 WORKLOADS = {  # name: (sample dataset, items per user, history items per user)
     "chameleons": ("Chameleons", 2, 12),
     "dmsc": ("DMSC", 1, 300),
@@ -40,7 +41,9 @@ WORKLOADS = {  # name: (sample dataset, items per user, history items per user)
 
 
 class InstantEngine:
-    """Benchmark-only: every request answered at once with the same short text."""
+    """Benchmark-only: every request answered at once with short texts, each sample its own
+    (identical samples would let the metrics score each item once and look cheaper than they
+    are)."""
 
     name = "instant (benchmark only)"
     load_seconds = 0.0
@@ -57,8 +60,10 @@ class InstantEngine:
                 self.first_request_at = time.perf_counter()
             self.requests += 1
             n = r.num_samples
-            yield Completion(r.request_id, ("a short line of text",) * n, ("stop",) * n, (5,) * n,
-                             len(r.token_ids), (None,) * n)
+            texts = tuple(f"{WORDS[(self.requests + j) % len(WORDS)]} line number {j} of "
+                          f"request {self.requests}" for j in range(n))
+            yield Completion(r.request_id, texts, ("stop",) * n, (8,) * n, len(r.token_ids),
+                             (None,) * n)
 
     def stats(self) -> dict[str, Any]:
         return {"requests": self.requests}
