@@ -101,8 +101,7 @@ def write_workload(name: str, total_items: int, target: Path, seed: int = 0) -> 
                 "task_behavior_collections": [{"type": "dialogue", "type_desc": "", "data": data}]}}
 
         past = [{**rng.choice(items), "timestamp": 1_300_000_000 + k} for k in range(history)]
-        future = [{k: v for k, v in rng.choice(items).items() if k != "continuation"}
-                  for _ in range(per_user)]
+        future = [dict(rng.choice(items)) for _ in range(per_user)]  # with references: scored
         train.append(record(past))
         test.append(record(future))
     target.mkdir(parents=True, exist_ok=True)
