@@ -131,6 +131,7 @@ def measure(name: str, items: int, out: Path, num_samples: int) -> dict[str, Any
     pipeline.run_job(job, lambda job, adapters: started.append(time.perf_counter()) or engine,
                      merge=False)
     run_seconds = time.perf_counter() - start
+    run_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # before the after-stages
     report = orjson.loads((job.output_dir / "shards" / "0-of-1.json").read_bytes())
     stages = {"load": report["load_data_seconds"], "prompts": report["build_prompts_seconds"],
               "user_writes": report["write_seconds"], "run_total": run_seconds}
@@ -151,6 +152,7 @@ def measure(name: str, items: int, out: Path, num_samples: int) -> dict[str, Any
             "time_to_first_request_seconds": round(first, 3),
             "before_engine_start_seconds": round(before_engine, 3),
             "per_item_ms": round(1000 * run_seconds / max(engine.requests, 1), 3),
+            "peak_memory_mb_run": round(run_peak, 1),
             "peak_memory_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
             "generation_seconds_8b_h100": round(generation, 1),
             "overhead_seconds": round(overhead, 3),
