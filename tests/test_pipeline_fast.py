@@ -222,7 +222,7 @@ def test_an_endpoint_without_a_local_tokenizer_counts_conservatively(tmp_path: P
     from inference_core.config import ConfigError
 
     endpoint = ["engine=openai", "engine.model=m", "engine.base_url=http://127.0.0.1:9/v1",
-                "model.path=null"]
+                "engine.local_tokenizer=false"]
     with pytest.raises(ConfigError, match="engine.api=chat"):
         job_for(tmp_path, *endpoint)
     job = job_for(tmp_path, *endpoint, "engine.api=chat", "max_users=2")

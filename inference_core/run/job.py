@@ -188,13 +188,13 @@ def prepare_job(cfg: DictConfig, shard: tuple[int, int] | None = None) -> Job:
         model_path = conf.check_model_folder(str(cfg.model.path))
     else:
         model_path = ensure_default_model(conf.absolute(str(cfg.cache_dir)))
-    # An endpoint's model with no local folder: its window and tokenizer are not known here.
-    served_elsewhere = cfg.engine.name == "openai" and not cfg.model.path
+    # An endpoint's model whose tokenizer is not here: its window and token counts are unknown.
+    served_elsewhere = cfg.engine.name == "openai" and cfg.engine.get("local_tokenizer") is False
     if served_elsewhere and cfg.engine.get("api") != "chat":
         raise conf.ConfigError(
-            "engine=openai without model.path renders no prompt text for the served model: "
-            "set engine.api=chat (the server applies its own chat template), or model.path=the "
-            "served model's local folder for exact prompts")
+            "engine.local_tokenizer=false renders no prompt text for the served model: set "
+            "engine.api=chat (the server applies its own chat template), or model.path=the served "
+            "model's local folder with engine.local_tokenizer=true for exact prompts")
     facts = conf.ModelFacts(None, None) if served_elsewhere else conf.ModelFacts.read(model_path)
     max_model_len = conf.effective_max_model_len(cfg, facts)
     conf.check_sampling(cfg, max_model_len)

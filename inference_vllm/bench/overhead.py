@@ -113,6 +113,7 @@ def write_workload(name: str, total_items: int, target: Path, seed: int = 0) -> 
 def measure(name: str, items: int, out: Path, num_samples: int) -> dict[str, Any]:
     """One workload end to end in this process; seconds per stage and peak memory."""
     from inference_core.compose import compose_config
+    from inference_core.data.loader import load_dataset
     from inference_core.evaluation.scoring import evaluate_run
     from inference_core.report.page import write_report
     from inference_core.run import pipeline
@@ -135,9 +136,13 @@ def measure(name: str, items: int, out: Path, num_samples: int) -> dict[str, Any
     report = orjson.loads((job.output_dir / "shards" / "0-of-1.json").read_bytes())
     stages = {"load": report["load_data_seconds"], "prompts": report["build_prompts_seconds"],
               "user_writes": report["write_seconds"], "run_total": run_seconds}
+    # The run hands its loaded dataset to the report (run/finish.py); so does the bench, loaded
+    # here outside the timing.
+    dataset = load_dataset(job.dataset_name, job.dataset_path)
     for stage, action in (("merge", lambda: merge_run(job.output_dir)),
                           ("metrics", lambda: evaluate_run(job.output_dir)),
-                          ("report", lambda: write_report(job.output_dir, with_prompts=False))):
+                          ("report", lambda: write_report(job.output_dir, with_prompts=False,
+                                                          dataset=dataset))):
         t0 = time.perf_counter()
         action()
         stages[stage] = time.perf_counter() - t0
