@@ -37,7 +37,7 @@ def test_split_estimate_follows_the_real_prompt_tokens(tokenizer, dataset, ablat
 
     job = prepare_job(compose(f"dataset={dataset}", f"ablation={ablation}"))
     data = load_dataset(job.dataset_name, job.dataset_path, job.references_file, None)
-    builder = PromptBuilder(tokenizer, job.style, job.ablation,
+    builder = PromptBuilder(tokenizer, job.prompt, job.ablation,
                             job.max_model_len - job.sampling.max_tokens)
     for user in data.users:
         real = sum(p.num_tokens for p in build_prompts(builder, [user])[0])

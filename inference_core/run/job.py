@@ -62,11 +62,6 @@ class Job:
     output_handler_options: dict[str, Any] = field(default_factory=dict)
 
     @property
-    def style(self) -> PromptSettings:
-        """The former name of `prompt` (callers that build a PromptBuilder from it still work)."""
-        return self.prompt
-
-    @property
     def test_file(self) -> Path:
         """The file the leaderboard fills: the dataset's, or the one a holdout derives."""
         return self.output_dir / HOLDOUT_FILE if self.holdout else self.dataset_path / TEST_FILE

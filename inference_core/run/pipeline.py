@@ -59,14 +59,13 @@ class JobRun:
     unfit: dict[str, list[SkippedItem]] = field(default_factory=dict)
     write_seconds: float = 0.0
     last_completion: float = 0.0
-    # User files are made durable in batches (a sync every 2 s), not with two fsyncs each.
-    sync: SyncBatch | None = None
 
     def user(self, user_hash: str) -> UserRecord:
         return self.by_hash[user_hash]
 
     def __post_init__(self) -> None:
-        self.sync = self.sync or SyncBatch(self.job.output_dir)
+        # User files are made durable in batches (a sync every 2 s), not with two fsyncs each.
+        self.sync = SyncBatch(self.job.output_dir)
         self.by_hash = {u.user_hash: u for u in self.users}
         self.tests: dict[Location, TestItem] = {i.location: i for u in self.users for i in u.items}
 

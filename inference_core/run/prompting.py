@@ -131,18 +131,9 @@ def write_prompts_file(job: Job, tokenizer: Any) -> Path:
                               "skipped": why})
                 continue
             lines.append({"user_hash": user.user_hash, "location": built.location.as_dict(),
-                          "text": prompt_text(builder, built, tokenizer),
+                          "text": built.text,
                           "prompt_tokens": built.num_tokens, "truncated": built.truncated})
     path = job.output_dir / PROMPTS_FILE
     write_bytes_atomic(path, b"".join(orjson.dumps(line) + b"\n" for line in lines))
     log.info("dry run: %d prompts of %d users in %s", len(lines), len(dataset.users), path)
     return path
-
-
-def prompt_text(builder: PromptBuilder, prompt: Prompt, tokenizer: Any) -> str:
-    """The text the builder tokenized for this prompt (decoded ids where it keeps none)."""
-    text = getattr(prompt, "text", None)
-    if text is not None:
-        return text
-    return tokenizer.decode(list(prompt.token_ids), skip_special_tokens=False,
-                            clean_up_tokenization_spaces=False)

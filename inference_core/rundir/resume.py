@@ -5,7 +5,7 @@ import logging
 import shutil
 import time
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import orjson
 
@@ -89,11 +89,3 @@ def finished_users(output_dir: Path, expected: dict[str, set[str]], num_samples:
             else:
                 log.warning("%s is incomplete or invalid; generating that user again", path)
     return done
-
-
-def expected_items(pairs: Iterable[tuple[str, str]]) -> dict[str, set[str]]:
-    """{user_hash: {location key, ...}} from (user_hash, location key) pairs."""
-    out: dict[str, set[str]] = {}
-    for user_hash, key in pairs:
-        out.setdefault(user_hash, set()).add(key)
-    return out
