@@ -93,6 +93,28 @@ def test_evaluate_run_writes_metrics_and_one_parquet_row_per_sample(runs: Path) 
     assert not [p for p in run_dir.iterdir() if p.name.endswith(".tmp")]  # no temp leftovers
 
 
+def test_evaluate_run_leaves_the_leaderboard_the_item_scores_it_would_compute(runs: Path) -> None:
+    """evaluate_run writes item_scores.parquet from the scores it computed (or was handed while
+    the run generated); the leaderboard's own scoring of samples.parquet must agree exactly."""
+    import pandas as pd
+
+    from inference_core.evaluation.background import KnownScores, fingerprint
+    from inference_core.evaluation.item_scores import load_item_scores, score_samples
+    from inference_core.evaluation.metrics import ItemInput, score_item
+
+    run_dir = runs / "b" / "dmsc-run"
+    first = ItemInput(("这部电影非常好看", "一般"), "这部电影非常好看")
+    stale = ItemInput(("剧情很好",), "剧情不错")  # not what u2's file holds: scored again
+    known = KnownScores("zh", {("u1", "0/0/1"): (fingerprint(first), score_item(first, "zh")),
+                               ("u2", "1/0/1"): (fingerprint(stale), score_item(stale, "zh"))})
+    assert evaluate_run(run_dir, known=known) == evaluate_run(runs / "b" / "dmsc-run")
+    evaluate_run(run_dir, known=known)
+    cached = load_item_scores(run_dir, "zh")  # fresh: read, not scored again
+    fresh = score_samples(pd.read_parquet(run_dir / "samples.parquet"), "zh")
+    pd.testing.assert_frame_equal(cached.frame, fresh.frame)
+    assert cached.metrics == fresh.metrics
+
+
 def test_parquet_reference_column_is_null_string_without_references(runs: Path) -> None:
     import pandas as pd
 

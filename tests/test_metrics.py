@@ -164,3 +164,46 @@ def test_cached_rouge_tokenization_scores_like_rouge_score_itself() -> None:
         ref = " ".join(rng.choice(words) for _ in range(rng.randint(1, 12)))
         assert rouge_l(hyp, ref, "en") == pytest.approx(
             100 * plain.score(ref, hyp)["rougeL"].fmeasure, abs=1e-9)
+
+
+@pytest.mark.parametrize("language", ["en", "zh", "ja"])
+def test_reference_read_once_scores_like_sacrebleu_itself(language: str) -> None:
+    """score_item reads each reference once and adds the corpus scores up from its statistics:
+    every figure must equal sacrebleu's own sentence_score and corpus_score."""
+    import random
+
+    from sacrebleu.metrics import BLEU, CHRF
+
+    from inference_core.evaluation.metrics import bleu_text
+
+    rng = random.Random(7)
+    words = {"en": "the cat sat on a mat , dogs ran . quickly 42".split(),
+             "zh": list("我爱北京天安门的猫狗跑了。"),
+             "ja": ["猫", "が", "好き", "です", "。", "犬", "は", "走る"]}[language]
+    joiner = " " if language == "en" else ""
+    items = [ItemInput(tuple(joiner.join(rng.choice(words) for _ in range(rng.randint(1, 9)))
+                             for _ in range(3)),
+                       joiner.join(rng.choice(words) for _ in range(rng.randint(1, 9))))
+             for _ in range(40)]
+    bleu, chrf = BLEU(tokenize=bleu_tokenize(language), effective_order=True), CHRF()
+    for item in items:
+        scores = score_item(item, language)
+        ref = bleu_text(item.reference, language)
+        assert scores.best["bleu"] == pytest.approx(max(
+            bleu.sentence_score(bleu_text(s, language), [ref]).score for s in item.samples))
+        assert scores.mean["chrf"] == pytest.approx(sum(
+            chrf.sentence_score(s, [item.reference]).score for s in item.samples) / 3)
+    m = compute_metrics(items, "X", language)
+    firsts = [i.samples[0] for i in items]
+    corpus = BLEU(tokenize=bleu_tokenize(language)).corpus_score(
+        [bleu_text(h, language) for h in firsts], [[bleu_text(i.reference, language) for i in items]])
+    assert m["bleu_corpus"] == pytest.approx(corpus.score)
+    assert m["chrf_corpus"] == pytest.approx(
+        CHRF().corpus_score(firsts, [[i.reference for i in items]]).score)
+
+
+def test_known_scores_are_used_and_the_rest_scored() -> None:
+    items = [ItemInput(("a b c", "a b"), "a b c"), ItemInput(("x y",), "x y z"), ItemInput(())]
+    whole = compute_metrics(items, "X", "en")
+    known = [score_item(items[0], "en"), None, None]
+    assert compute_metrics(items, "X", "en", known=known) == whole

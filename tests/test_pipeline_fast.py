@@ -230,3 +230,24 @@ def test_an_endpoint_without_a_local_tokenizer_counts_conservatively(tmp_path: P
     assert job.prompt_budget == int((job.max_model_len - job.sampling.max_tokens) * 0.8)
     out = run_job(job, lend(FakeEngine()))
     assert load(out / "inference_summary.json")["token_counts"] == "estimated"
+
+
+def test_users_scored_while_generating_leave_nothing_to_score_after(tmp_path: Path,
+                                                                    monkeypatch) -> None:
+    """A large run scores finished users in worker processes during generation; the metrics
+    after the run then score nothing, and equal what `evaluate` computes from the files."""
+    from inference_core.evaluation import background, metrics
+    from inference_core.evaluation.scoring import evaluate_run
+
+    monkeypatch.setattr(background, "MIN_ITEMS", 0)  # this small run counts as large
+    monkeypatch.setattr(background, "BATCH_ITEMS", 3)
+    scored_after: list[int] = []
+    real = metrics.score_items
+    monkeypatch.setattr(metrics, "score_items", lambda items, language: (
+        scored_after.append(len(items)) or real(items, language)))
+    out = run_job(job_for(tmp_path, "evaluate=true"), lend(FakeEngine()))
+    assert sum(scored_after) == 0  # the workers' own calls are in their processes
+    during = load(out / "metrics.json")
+    assert load(out / "shards" / "0-of-1.json")["scoring_wait_seconds"] >= 0
+    assert set(load(out / "inference_summary.json")["after_run_seconds"]) == {"merge", "metrics"}
+    assert evaluate_run(out) == during and sum(scored_after) > 0

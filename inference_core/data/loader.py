@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import re
 from collections import Counter
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -38,8 +38,9 @@ class Problems:
     examples: dict[str, list[str]] = field(default_factory=dict)
     total: int = 0
 
-    def warn(self, where: str, message: str) -> None:
-        kind = kind_of(message)
+    def warn(self, where: str, message: str, kind: str | None = None) -> None:
+        """`kind`: the message's kind where the caller knows it (saves the pattern match)."""
+        kind = kind or kind_of(message)
         self.counts[kind] += 1
         self.total += 1
         places = self.examples.setdefault(kind, [])
@@ -74,22 +75,49 @@ def read_json_array(path: Path) -> list[Any]:
     return data
 
 
+NUMBER_AS_TEXT = kind_of("number 1 used as text")
+
+
 def as_text(value: Any, where: str, problems: Problems) -> str | None:
     """A string field: numbers become their text, anything else non-string is None."""
     if isinstance(value, str):
         return value
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        problems.warn(where, f"number {value!r} used as text")
+        problems.warn(where, f"number {value!r} used as text", NUMBER_AS_TEXT)
         return str(value)
     if value is not None:
         problems.warn(where, f"expected text, got {type(value).__name__}; ignored")
     return None
 
 
+def field_text(raw: dict[str, Any], key: str, where: str, problems: Problems) -> str | None:
+    """as_text of raw[key], naming the place only when there is something to say about it."""
+    value = raw.get(key)
+    if value is None or type(value) is str:
+        return value
+    return as_text(value, f"{where}.{key}", problems)
+
+
+def plain_turns(value: list[Any]) -> tuple[Turn, ...] | None:
+    """The turns when every one is an object with text content and a text source (or none),
+    the common case, with nothing to warn about; None otherwise."""
+    turns = []
+    for t in value:
+        if type(t) is not dict:
+            return None
+        content, source = t.get("content"), t.get("source", "")
+        if type(content) is not str or type(source) is not str:
+            return None
+        turns.append(Turn(source, content))
+    return tuple(turns)
+
+
 def parse_turns(value: Any, where: str, problems: Problems) -> tuple[Turn, ...] | None:
     """A context list; a bare string is one turn. None when it cannot be read."""
     if value is None:
         return ()
+    if type(value) is list and (plain := plain_turns(value)) is not None:
+        return plain
     if isinstance(value, str):
         problems.warn(where, "context is a string, not a list; used as one turn")
         return (Turn("", value),)
@@ -159,25 +187,26 @@ def load_history(records: list[Any], file_name: str, problems: Problems,
             continue
         items = history.setdefault(user_hash, [])
         for c_i, d_i, raw, _ in iter_items(record, where, problems):
-            item = parse_history_item(raw, f"{where}...[{c_i}].data[{d_i}]", problems)
+            item = parse_history_item(raw, f"{where}...[{c_i}].data[{d_i}]", problems, len(items))
             if item is not None:
-                items.append(replace(item, order=len(items)))
+                items.append(item)
     for items in history.values():
         items.sort(key=lambda h: (h.timestamp is not None, h.timestamp or ""))
     return history
 
 
-def parse_history_item(raw: Any, where: str, problems: Problems) -> HistoryItem | None:
+def parse_history_item(raw: Any, where: str, problems: Problems, order: int = 0,
+                       ) -> HistoryItem | None:
     if not isinstance(raw, dict):
         problems.warn(where, f"item is a {type(raw).__name__}, not an object; skipped")
         return None
-    text = as_text(raw.get("continuation"), f"{where}.continuation", problems)
+    text = field_text(raw, "continuation", where, problems)
     if not text:
         return None  # a past item with nothing the user said teaches nothing
     context = parse_turns(raw.get("context"), f"{where}.context", problems) or ()
-    prefix = as_text(raw.get("continuation_prefix"), f"{where}.continuation_prefix", problems)
-    stamp = as_text(raw.get("timestamp"), f"{where}.timestamp", problems)
-    return HistoryItem(context, prefix or "", text, stamp)
+    prefix = field_text(raw, "continuation_prefix", where, problems)
+    stamp = field_text(raw, "timestamp", where, problems)
+    return HistoryItem(context, prefix or "", text, stamp, order)
 
 
 def parse_test_item(raw: Any, loc: Location, desc: str, where: str, problems: Problems,

@@ -5,7 +5,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Location:
     """Where a test item sits in test_leaderboard.json: record, collection and item indices."""
 
@@ -20,7 +20,7 @@ class Location:
         return {"record": self.record, "collection": self.collection, "item": self.item}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Turn:
     """One earlier turn of a dialogue."""
 
@@ -28,7 +28,7 @@ class Turn:
     content: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class HistoryItem:
     """One of the user's own past items from train.json (what they said or wrote)."""
 
@@ -40,7 +40,7 @@ class HistoryItem:
     order: int = 0
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class TestItem:
     """One item to generate for: its cue (prefix), its context and, when known, the reference."""
 

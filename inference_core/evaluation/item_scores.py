@@ -16,12 +16,13 @@ import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from inference_core.evaluation import metrics as scorer
-from inference_core.evaluation.scoring import SAMPLES_FILE
+from inference_core.rundir.layout import SAMPLES_FILE
 from inference_core.rundir.writers import write_atomic
 
 log = logging.getLogger(__name__)
@@ -122,26 +123,46 @@ def task_scores(task: TaskScorer | None, item: scorer.ItemInput) -> dict[str, fl
     return row
 
 
-def score_samples(samples: pd.DataFrame, language: str, scorer_name: str | None = None
-                  ) -> ItemScores:
-    """Score every item of a samples.parquet frame (samples in sample_index order)."""
+def item_scores_frame(entries: Iterable[tuple[tuple[Any, ...], scorer.ItemInput,
+                                             scorer.ItemScores]],
+                      scorer_name: str | None = None) -> ItemScores:
+    """The table of (item key, item, its metrics.score_item scores), one row each, by key."""
     rows, names = [], {}
     task = task_scorer(scorer_name)
-    ordered = samples.sort_values([*KEY_COLUMNS, "sample_index"], kind="stable")
-    for key, group in ordered.groupby(list(KEY_COLUMNS), sort=True, dropna=False):
-        reference = group["reference"].iloc[0]
-        item = scorer.ItemInput(tuple(group["text"].fillna("")),
-                                None if pd.isna(reference) else str(reference))
-        scores = scorer.score_item(item, language)
+    for key, item, scores in entries:
         extra = task_scores(task, item)
         names.update(dict.fromkeys(metric_names(scores)))
         names.update(dict.fromkeys(k for k in extra if not k.endswith(WEIGHT_SUFFIX)))
-        rows.append({**dict(zip(KEY_COLUMNS, key)), NUM_SAMPLES_COLUMN: len(group),
+        rows.append({**dict(zip(KEY_COLUMNS, key)), NUM_SAMPLES_COLUMN: len(item.samples),
                      **_flatten(scores), **extra})
     order = _metric_order(names)
     weights = [m + WEIGHT_SUFFIX for m in order if m in POOLED_TASK_METRICS]
     frame = pd.DataFrame(rows, columns=[*KEY_COLUMNS, NUM_SAMPLES_COLUMN, *order, *weights])
+    frame = frame.sort_values(list(KEY_COLUMNS), kind="stable", ignore_index=True)
     return ItemScores(frame, tuple(order))
+
+
+def score_samples(samples: pd.DataFrame, language: str, scorer_name: str | None = None
+                  ) -> ItemScores:
+    """Score every item of a samples.parquet frame (samples in sample_index order)."""
+    ordered = samples.sort_values([*KEY_COLUMNS, "sample_index"], kind="stable")
+    entries = []
+    for key, group in ordered.groupby(list(KEY_COLUMNS), sort=True, dropna=False):
+        reference = group["reference"].iloc[0]
+        item = scorer.ItemInput(tuple(group["text"].fillna("")),
+                                None if pd.isna(reference) else str(reference))
+        entries.append((key, item, scorer.score_item(item, language)))
+    return item_scores_frame(entries, scorer_name)
+
+
+def write_item_scores(run_dir: Path, entries: Iterable[tuple[tuple[str, str], scorer.ItemInput,
+                                                             scorer.ItemScores]],
+                      scorer_name: str | None = None) -> None:
+    """The cache load_item_scores reads, from scores evaluate_run has already computed; entries
+    are keyed (user_hash text, "record/collection/item")."""
+    frame = item_scores_frame((((user, *map(int, loc.split("/"))), item, scores)
+                               for (user, loc), item, scores in entries), scorer_name)
+    write_atomic(run_dir / ITEM_SCORES_FILE, lambda tmp: frame.frame.to_parquet(tmp, index=False))
 
 
 def _metric_order(names: Iterable[str]) -> list[str]:

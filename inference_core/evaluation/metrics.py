@@ -43,6 +43,8 @@ class ItemScores:
     distinct_2: float | None
     best: dict[str, float] | None
     mean: dict[str, float] | None
+    # The first sample's (BLEU, chrF) match statistics: what the corpus scores add up.
+    first_sample_statistics: tuple[list[Any], list[Any]] | None = None
 
 
 def language_for_dataset(dataset: str | None) -> str:
@@ -184,19 +186,53 @@ def sentence_scores(hypothesis: str, reference: str, language: str) -> dict[str,
     }
 
 
+class ReferenceScorer:
+    """Sentence BLEU/chrF/ROUGE-L of many samples against one reference, the reference read once.
+
+    sacrebleu's sentence_score is: cache the reference's n-grams, compute the hypothesis's match
+    statistics against them, compute the score from those statistics. The same steps are taken
+    here with the reference cached once per item rather than once per sample; the statistics
+    also add up to the corpus scores (sacrebleu sums them the same way), so the corpus BLEU/chrF
+    need no second pass. tests/test_metrics.py checks the figures against sentence_score and
+    corpus_score themselves.
+    """
+
+    def __init__(self, reference: str, language: str) -> None:
+        self.language, self.reference = language, reference
+        self._bleu, self._chrf = _bleu(language), _chrf()
+        self._bleu_ref = self._bleu._cache_references([[bleu_text(reference, language)]])[0]
+        self._chrf_ref = self._chrf._cache_references([[reference]])[0]
+
+    def statistics(self, hypothesis: str) -> tuple[list[Any], list[Any]]:
+        """(BLEU, chrF) match statistics of one sample."""
+        bleu_hyp = self._bleu._preprocess_segment(bleu_text(hypothesis, self.language))
+        return (self._bleu._compute_segment_statistics(bleu_hyp, self._bleu_ref),
+                self._chrf._compute_segment_statistics(self._chrf._preprocess_segment(hypothesis),
+                                                       self._chrf_ref))
+
+    def scores(self, hypothesis: str) -> tuple[dict[str, float], tuple[list[Any], list[Any]]]:
+        stats = self.statistics(hypothesis)
+        return {"bleu": float(self._bleu._aggregate_and_compute([stats[0]]).score),
+                "chrf": float(self._chrf._aggregate_and_compute([stats[1]]).score),
+                "rouge_l": rouge_l(hypothesis, self.reference, self.language)}, stats
+
+
 def score_item(item: ItemInput, language: str) -> ItemScores:
     """Diversity of the item's samples and best/mean reference scores over them."""
-    best = mean = None
+    best = mean = first = None
     if item.reference is not None and item.samples:
-        unique = {s: sentence_scores(s, item.reference, language) for s in set(item.samples)}
-        per_sample = [unique[s] for s in item.samples]  # repeated samples are scored once
+        scorer = ReferenceScorer(item.reference, language)
+        unique = {s: scorer.scores(s) for s in dict.fromkeys(item.samples)}
+        per_sample = [unique[s][0] for s in item.samples]  # repeated samples are scored once
         best = {m: max(s[m] for s in per_sample) for m in REFERENCE_METRICS}
         mean = {m: statistics.fmean(s[m] for s in per_sample) for m in REFERENCE_METRICS}
+        first = unique[item.samples[0]][1]
     return ItemScores(
         distinct_1=distinct_n(item.samples, 1, language),
         distinct_2=distinct_n(item.samples, 2, language),
         best=best,
         mean=mean,
+        first_sample_statistics=first,
     )
 
 
@@ -222,23 +258,30 @@ def score_items(items: Sequence[ItemInput], language: str) -> list[ItemScores]:
         return [s for part in pool.map(_score_chunk, chunks, [language] * len(chunks)) for s in part]
 
 
+def score_all(items: Sequence[ItemInput], language: str,
+              known: Sequence[ItemScores | None] | None = None) -> list[ItemScores]:
+    """Every item's scores: the known ones as they are, the rest scored (score_items)."""
+    known = list(known) if known is not None else [None] * len(items)
+    fresh = iter(score_items([i for i, k in zip(items, known, strict=True) if k is None],
+                             language))
+    return [k if k is not None else next(fresh) for k in known]
+
+
 def _mean_of(values: Sequence[float | None]) -> float | None:
     present = [v for v in values if v is not None]
     return statistics.fmean(present) if present else None
 
 
-def _corpus_scores(items: Sequence[ItemInput], language: str) -> dict[str, float | None]:
-    """Corpus BLEU/chrF over the first sample of each referenced item (the greedy-like view)."""
-    pairs = [(i.samples[0], i.reference) for i in items if i.reference is not None and i.samples]
-    if not pairs:
+def _corpus_scores(scored: Sequence[ItemScores], language: str) -> dict[str, float | None]:
+    """Corpus BLEU/chrF over the first sample of each referenced item (the greedy-like view),
+    from the match statistics score_item kept: corpus_score adds up the same ones."""
+    stats = [s.first_sample_statistics for s in scored if s.first_sample_statistics is not None]
+    if not stats:
         return {"bleu_corpus": None, "chrf_corpus": None}
-    hyps = [h for h, _ in pairs]
-    refs = [[r for _, r in pairs]]
-    bleu_refs = [[bleu_text(r, language) for r in refs[0]]]
-    bleu_hyps = [bleu_text(h, language) for h in hyps]
     return {
-        "bleu_corpus": float(_corpus_bleu(language).corpus_score(bleu_hyps, bleu_refs).score),
-        "chrf_corpus": float(_chrf().corpus_score(hyps, refs).score),
+        "bleu_corpus": float(_corpus_bleu(language)._aggregate_and_compute([b for b, _ in stats])
+                             .score),
+        "chrf_corpus": float(_chrf()._aggregate_and_compute([c for _, c in stats]).score),
     }
 
 
@@ -254,18 +297,22 @@ def _reference_aggregates(scored: Sequence[ItemScores]) -> dict[str, float | Non
 
 
 def compute_metrics(items: Sequence[ItemInput], dataset: str | None,
-                    language: str | None = None, scorer: str | None = None) -> dict[str, Any]:
+                    language: str | None = None, scorer: str | None = None,
+                    known: Sequence[ItemScores | None] | None = None) -> dict[str, Any]:
     """Aggregate metrics over items; reference metrics are None when nothing has a reference.
 
     `language` ("en", "zh" or "ja", the run's `dataset.language`) wins over the guess from the
     name. `scorer` (the run's `dataset.scorer`: text, rating, choice) adds that task's metrics
-    to the text metrics every run gets.
+    to the text metrics every run gets. `known`: each item's scores where they are already
+    computed (score_item's, e.g. while the run generated), None where not.
     """
     from inference_core.evaluation.scorers import task_metrics
 
     language = language or language_for_dataset(dataset)
-    items = [i for i in items if i.samples]  # an item with no samples has nothing to score
-    scored = score_items(items, language)
+    # An item with no samples has nothing to score.
+    pairs = [(i, s) for i, s in zip(items, score_all(items, language, known)) if i.samples]
+    items = [i for i, _ in pairs]
+    scored = [s for _, s in pairs]
     all_samples = [s for i in items for s in i.samples]
     result: dict[str, Any] = {
         "language": language,
@@ -274,11 +321,10 @@ def compute_metrics(items: Sequence[ItemInput], dataset: str | None,
         "num_scored_items": sum(1 for s in scored if s.best is not None),
         "num_samples": len(all_samples),
     }
-    result.update(_corpus_scores(items, language))
+    result.update(_corpus_scores(scored, language))
     result.update(_reference_aggregates(scored))
     result["distinct_1"] = _mean_of([s.distinct_1 for s in scored])
     result["distinct_2"] = _mean_of([s.distinct_2 for s in scored])
     result["mean_chars"] = statistics.fmean(len(s) for s in all_samples) if all_samples else None
     result.update(task_metrics(scorer, items))
     return result
-

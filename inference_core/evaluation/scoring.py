@@ -6,15 +6,17 @@ Usage: python -m inference_core.evaluate RUN_DIR [RUN_DIR...]
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import orjson
 
 from inference_core.command import CommandParser, skipped_code
-from inference_core.evaluation.metrics import ItemInput, compute_metrics
+from inference_core.evaluation.background import ItemKey, KnownScores, item_key, scored_items
+from inference_core.evaluation.item_scores import write_item_scores
+from inference_core.evaluation.metrics import (ItemInput, compute_metrics, language_for_dataset,
+                                               score_all)
 from inference_core.rundir.layout import (METRICS_FILE, SAMPLES_FILE, UserFile,  # noqa: F401
                                           read_user_files)
 from inference_core.rundir.writers import (SUMMARY_FILE, for_each_run_dir, read_json, write_atomic,
@@ -32,6 +34,8 @@ _STRING_COLUMNS = (
     "user_hash", "profile_name", "ablation", "dataset", "reference", "text", "finish_reason",
 )
 _INT_COLUMNS = ("record", "collection", "item", "sample_index", "output_tokens", "prompt_tokens")
+# Rows per parquet row group: a few MB of text, written as the user files are read.
+ROWS_PER_GROUP = 20_000
 SAMPLE_COLUMNS = (
     "user_hash", "profile_name", "record", "collection", "item", "sample_index", "ablation",
     "dataset", "reference", "text", "output_tokens", "prompt_tokens", "finish_reason",
@@ -73,71 +77,76 @@ def sample_rows(user: UserFile, dataset: str | None) -> list[dict[str, Any]]:
     return rows
 
 
-def write_samples_parquet(rows: list[dict[str, Any]], path: Path) -> None:
-    """Write rows with the `datasets` library, atomically."""
+def samples_schema() -> Any:
+    """samples.parquet's Arrow schema, with the `datasets` features in its metadata."""
     import datasets  # heavy import, only needed here
 
     features = datasets.Features(
         {c: datasets.Value("string") for c in _STRING_COLUMNS}
         | {c: datasets.Value("int64") for c in _INT_COLUMNS}
     )
-    ordered = datasets.Features({c: features[c] for c in SAMPLE_COLUMNS})
-    # Columns, not rows: a run with no samples (every item skipped) still gets its typed table.
-    table = datasets.Dataset.from_dict({c: [r[c] for r in rows] for c in SAMPLE_COLUMNS},
-                                       features=ordered)
-    # A progress bar per run would flood the leaderboard's log; restore the global setting after.
-    was_enabled = datasets.is_progress_bar_enabled()
-    datasets.disable_progress_bars()
-    try:
-        write_atomic(path, lambda tmp: table.to_parquet(str(tmp)))
-    finally:
-        if was_enabled:
-            datasets.enable_progress_bars()
+    return datasets.Features({c: features[c] for c in SAMPLE_COLUMNS}).arrow_schema
 
 
-@dataclass(frozen=True)
-class RunContents:
-    """Everything evaluate_run needs from a run folder's user documents."""
+def write_samples_parquet(users: Iterable[UserFile], path: Path, dataset: str | None = None,
+                          rows_per_group: int = ROWS_PER_GROUP) -> None:
+    """One row per sample, written a row group at a time (atomically): the rows of a large run
+    are never all in memory. A run with no samples still gets its typed, empty table."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
 
-    dataset: str | None
-    items: tuple[ItemInput, ...]
-    rows: tuple[dict[str, Any], ...]
-    num_users: int
-    num_truncated_prompts: int
+    schema = samples_schema()
 
+    def write(tmp: Path) -> None:
+        with pq.ParquetWriter(str(tmp), schema) as out:
+            rows: list[dict[str, Any]] = []
+            for user in users:
+                rows += sample_rows(user, dataset)
+                if len(rows) >= rows_per_group:
+                    out.write_table(pa.Table.from_pylist(rows, schema=schema))
+                    rows = []
+            out.write_table(pa.Table.from_pylist(rows, schema=schema))
 
-def load_run(run_dir: Path, dataset: str | None) -> RunContents:
-    """Read users/*.json once into metric inputs and parquet rows."""
-    items: list[ItemInput] = []
-    rows: list[dict[str, Any]] = []
-    num_users = truncated = 0
-    for user in iter_user_docs(run_dir):
-        num_users += 1
-        dataset = dataset or user.dataset  # older summaries may lack "dataset"
-        rows.extend(sample_rows(user, dataset))
-        for it in user.items:
-            items.append(ItemInput(it.generated_samples, it.reference))
-            truncated += it.truncated
-    return RunContents(dataset, tuple(items), tuple(rows), num_users, truncated)
+    write_atomic(path, write)
 
 
-def evaluate_run(run_dir: Path) -> dict[str, Any]:
-    """Recompute and write metrics.json and samples.parquet for one run folder."""
+def run_items(users: Sequence[UserFile]) -> list[tuple[ItemKey, ItemInput]]:
+    """Every item on disk with its key, in file order."""
+    return [(item_key(u, it.location.key()), ItemInput(it.generated_samples, it.reference))
+            for u in users for it in u.items]
+
+
+def evaluate_run(run_dir: Path, users: Sequence[UserFile] | None = None,
+                 known: KnownScores | None = None) -> dict[str, Any]:
+    """Recompute and write metrics.json, samples.parquet and item_scores.parquet for one run.
+
+    `users`: the run's user files if the caller has read them; `known`: scores computed while
+    the run generated (only those whose item on disk is unchanged are used).
+    """
     run_dir = Path(run_dir)
     summary = read_json(run_dir / SUMMARY_FILE)
-    run = load_run(run_dir, summary.get("dataset"))
+    users = list(iter_user_docs(run_dir)) if users is None else users
+    dataset = summary.get("dataset") or next((u.dataset for u in users if u.dataset), None)
+    language = summary.get("language") or language_for_dataset(dataset)
+    entries = run_items(users)
+    scored = score_all([i for _, i in entries], language,
+                       scored_items(known, entries, language))
     metrics = {
-        "dataset": run.dataset,
+        "dataset": dataset,
         "model_name": summary.get("model_name"),
         "ablation": summary.get("ablation_config"),
-        "num_users": run.num_users,
-        "num_truncated_prompts": run.num_truncated_prompts,
-        "num_length_finishes": sum(1 for r in run.rows if r["finish_reason"] == "length"),
+        "num_users": len(users),
+        "num_truncated_prompts": sum(it.truncated for u in users for it in u.items),
+        "num_length_finishes": sum(_at(it.finish_reasons, i) == "length" for u in users
+                                   for it in u.items for i in range(len(it.generated_samples))),
     }
-    metrics |= compute_metrics(run.items, run.dataset, summary.get("language"),
-                               summary.get("scorer"))
+    metrics |= compute_metrics([i for _, i in entries], dataset, language, summary.get("scorer"),
+                               scored)
     write_bytes_atomic(run_dir / METRICS_FILE, orjson.dumps(metrics, option=orjson.OPT_INDENT_2))
-    write_samples_parquet(list(run.rows), run_dir / SAMPLES_FILE)
+    write_samples_parquet(users, run_dir / SAMPLES_FILE, dataset)
+    # After samples.parquet, so the leaderboard finds this cache fresh and scores nothing again.
+    write_item_scores(run_dir, [(key, item, s) for (key, item), s in zip(entries, scored)
+                                if item.samples], summary.get("scorer"))
     return metrics
 
 

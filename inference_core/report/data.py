@@ -121,7 +121,7 @@ def rebuild_prompts(identity: dict[str, Any], users: Sequence[UserRecord], notes
 
 def load_extras(run_dir: Path, user_hashes: set[str], with_prompts: bool = True,
                 given: Mapping[Key, Sequence[int]] | None = None,
-                max_given_tokens: int = 10**8, dataset: Dataset | None = None) -> Extras:
+                budget_chars: int = 10**8, dataset: Dataset | None = None) -> Extras:
     """Cues, context and prompts for the run's users, as far as they can be had.
 
     Prompts come from what the run hands over (`given`: token ids it had in memory), else from
@@ -138,7 +138,7 @@ def load_extras(run_dir: Path, user_hashes: set[str], with_prompts: bool = True,
                 for u in users for it in u.items}
     prompts: dict[Key, RebuiltPrompt] = {}
     if with_prompts and given is not None:
-        prompts = decode_prompts(identity, given, notes, max_given_tokens)
+        prompts = decode_prompts(identity, given, notes, budget_chars)
     elif with_prompts and (run_dir / PROMPTS_FILE).is_file():
         prompts = read_prompts_file(run_dir / PROMPTS_FILE)
     elif with_prompts:
@@ -147,8 +147,12 @@ def load_extras(run_dir: Path, user_hashes: set[str], with_prompts: bool = True,
 
 
 def decode_prompts(identity: dict[str, Any], given: Mapping[Key, Sequence[int]],
-                   notes: list[str], max_tokens: int = 10**8) -> dict[Key, RebuiltPrompt]:
-    """The run's own prompts (token ids it kept), as text: no second build."""
+                   notes: list[str], budget_chars: int = 10**8) -> dict[Key, RebuiltPrompt]:
+    """The run's own prompts (token ids it kept), as text: no second build.
+
+    Users in the run's order, as the page packs them (a user's shared prefix counted once),
+    until the page's prompt budget is spent: decoding what the page cannot hold is wasted work.
+    """
     from inference_core.run.prompting import load_tokenizer
 
     try:
@@ -156,14 +160,40 @@ def decode_prompts(identity: dict[str, Any], given: Mapping[Key, Sequence[int]],
     except Exception as exc:  # noqa: BLE001 - the page must be made
         _note(notes, f"full prompts are not shown: no tokenizer ({type(exc).__name__}: {exc})")
         return {}
-    out, tokens = {}, 0
-    for key, ids in given.items():
-        tokens += len(ids)
-        if tokens > max_tokens:  # the page has no room for more: decoding them is wasted work
-            break
-        out[key] = RebuiltPrompt(tokenizer.decode(list(ids), skip_special_tokens=False,
-                                                  clean_up_tokenization_spaces=False), len(ids))
+    by_user: dict[str, list[Key]] = {}
+    for key in given:
+        by_user.setdefault(key[0], []).append(key)
+    out: dict[Key, RebuiltPrompt] = {}
+    left, users = budget_chars, list(by_user.values())
+    for start in range(0, len(users), DECODE_USERS):
+        chunk = users[start:start + DECODE_USERS]
+        texts = iter(decode_batch(tokenizer, [given[k] for keys in chunk for k in keys]))
+        for keys in chunk:
+            mine = [next(texts) for _ in keys]
+            shared = os.path.commonprefix(mine)
+            left -= len(shared) + sum(len(t) - len(shared) for t in mine)
+            if left < 0:
+                skipped = sum(len(k) for k in users) - len(out)
+                _note(notes, f"{skipped} prompts were not decoded: the page's prompt budget is "
+                             "spent")
+                return out
+            out.update({k: RebuiltPrompt(t, len(given[k])) for k, t in zip(keys, mine)})
     return out
+
+
+# Users whose prompts are decoded in one batch call.
+DECODE_USERS = 256
+
+
+def decode_batch(tokenizer: Any, ids: Sequence[Sequence[int]]) -> list[str]:
+    """Token ids as text, exactly as tokenizer.decode writes them (no clean-up, specials kept);
+    a fast tokenizer decodes the whole batch in its Rust backend."""
+    lists = [list(i) for i in ids]
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:
+        return backend.decode_batch(lists, skip_special_tokens=False)
+    return [tokenizer.decode(i, skip_special_tokens=False, clean_up_tokenization_spaces=False)
+            for i in lists]
 
 
 def read_prompts_file(path: Path) -> dict[Key, RebuiltPrompt]:

@@ -151,13 +151,14 @@ def _controls_html() -> str:
 
 def render_report(run_dir: Path, prompt_budget_mb: float = DEFAULT_PROMPT_BUDGET_MB,
                   with_prompts: bool = True, prompts: Mapping[Any, Sequence[int]] | None = None,
-                  dataset: Any = None) -> str:
-    """The whole page for one run folder; `prompts`: the run's own token ids, if it has them."""
+                  dataset: Any = None, users: Sequence[UserFile] | None = None) -> str:
+    """The whole page for one run folder; `prompts`: the run's own token ids, if it has them;
+    `users`: its user files, if the caller has read them."""
     summary = read_json(run_dir / SUMMARY_FILE)
     metrics_path = run_dir / METRICS_FILE
     metrics = read_json(metrics_path) if metrics_path.is_file() else {}
-    docs = list(iter_user_docs(run_dir))
-    # A token is a few characters: no more prompts are decoded than the page can hold.
+    docs = list(iter_user_docs(run_dir)) if users is None else list(users)
+    # Prompts are decoded only as far as the page has room for them.
     extras = load_extras(run_dir, {d.user_hash for d in docs}, with_prompts, prompts,
                          int(prompt_budget_mb * 1e6), dataset)
     payload = build_payload(docs, extras, int(prompt_budget_mb * 1e6))
@@ -188,24 +189,26 @@ def render_report(run_dir: Path, prompt_budget_mb: float = DEFAULT_PROMPT_BUDGET
 
 def write_report(run_dir: Path, prompt_budget_mb: float = DEFAULT_PROMPT_BUDGET_MB,
                  with_prompts: bool = True, prompts: Mapping[Any, Sequence[int]] | None = None,
-                 dataset: Any = None) -> Path:
+                 dataset: Any = None, users: Sequence[UserFile] | None = None) -> Path:
     """Write RUN_DIR/report.html (atomically); return its path."""
     run_dir = Path(run_dir)
     path = run_dir / REPORT_FILE
-    page_text = render_report(run_dir, prompt_budget_mb, with_prompts, prompts, dataset)
+    page_text = render_report(run_dir, prompt_budget_mb, with_prompts, prompts, dataset, users)
     write_bytes_atomic(path, page_text.encode())
     log.info("wrote %s", path)
     return path
 
 
 def write_report_safely(run_dir: Path, prompts: Mapping[Any, Sequence[int]] | None = None,
-                        dataset: Any = None) -> Path | None:
+                        dataset: Any = None, users: Sequence[UserFile] | None = None,
+                        ) -> Path | None:
     """For a finished run: a report that cannot be made is logged, never fails the run.
 
-    `prompts` and `dataset`: what the run has in memory, so the page needs no second build or load.
+    `prompts`, `dataset` and `users`: what the run has in memory or has read, so the page needs
+    no second build, load or read.
     """
     try:
-        return write_report(run_dir, prompts=prompts, dataset=dataset)
+        return write_report(run_dir, prompts=prompts, dataset=dataset, users=users)
     except Exception:  # noqa: BLE001 - the run's results are on disk whatever happens here
         log.exception("could not write %s; make it later with python -m inference_core.report %s",
                       Path(run_dir) / REPORT_FILE, run_dir)

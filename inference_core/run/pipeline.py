@@ -8,7 +8,7 @@ import time
 from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from tqdm import tqdm
 
@@ -27,11 +27,15 @@ from inference_core.run.reaper import engine_reaper
 from inference_core.run.shard_report import write_shard_report
 from inference_core.run.shards import CHARS_PER_TOKEN, assign_shards
 from inference_core.run.signals import stop_on_signals
-from inference_core.rundir.layout import user_file_of, write_user_file as write_run_user_file
+from inference_core.rundir.layout import (UserFile, user_file_of,
+                                          write_user_file as write_run_user_file)
 from inference_core.rundir.lock import hold_run_lock
 from inference_core.rundir.merge import shard_reports
 from inference_core.rundir.resume import claim_output_dir, finished_users
 from inference_core.rundir.writers import SyncBatch, write_json_atomic
+
+if TYPE_CHECKING:
+    from inference_core.evaluation.background import BackgroundScorer, KnownScores
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +63,9 @@ class JobRun:
     unfit: dict[str, list[SkippedItem]] = field(default_factory=dict)
     write_seconds: float = 0.0
     last_completion: float = 0.0
+    # Scores finished users while the run generates (large runs only); what it computed.
+    scorer: BackgroundScorer | None = None
+    known_scores: KnownScores | None = None
 
     def user(self, user_hash: str) -> UserRecord:
         return self.by_hash[user_hash]
@@ -94,7 +101,12 @@ def run_jobs(jobs: Sequence[Job], start: StartEngine = start_job_engine,
         todo = [r for r in runs if r.users]
         if todo:
             with engine_reaper():  # engine processes die with this one, whatever kills it
-                serve(todo, tokenizer, start)
+                with ExitStack() as scoring:
+                    for r in todo:
+                        start_scoring(r, merge, scoring)
+                    serve(todo, tokenizer, start)
+                    for r in todo:
+                        collect_scores(r)
         refused = []
         for r in runs:  # every folder gets its files, even when one of them has skipped items
             try:
@@ -131,6 +143,26 @@ def open_run(job: Job, tokenizer: Any) -> JobRun:
                           make_output_handler(job.output_handlers, job.output_handler_options))
     return JobRun(job, dataset, todo, len(done), collector,
                   {"load_data_seconds": time.perf_counter() - start})
+
+
+def start_scoring(run: JobRun, merge: bool, held: ExitStack) -> None:
+    """Score users as they finish, where this process also scores the run afterwards."""
+    # Imported here: the metrics' libraries load only for runs that evaluate.
+    from inference_core.evaluation.background import start_background_scorer
+
+    job = run.job
+    if job.evaluate and merge and job.shard_count == 1:
+        items = sum(len(u.items) for u in run.users)
+        run.scorer = start_background_scorer(job.language, items)
+        if run.scorer is not None:
+            held.callback(run.scorer.close)
+
+
+def collect_scores(run: JobRun) -> None:
+    if run.scorer is not None:
+        start = time.perf_counter()
+        run.known_scores = run.scorer.collect()
+        run.report["scoring_wait_seconds"] = time.perf_counter() - start
 
 
 def shard_users(job: Job, dataset: Dataset, tokenizer: Any) -> list[UserRecord]:
@@ -253,18 +285,21 @@ def note_first_request(group: Sequence[JobRun], start: float) -> None:
 
 def write_finished_user(run: JobRun, user_hash: str) -> None:
     start = time.perf_counter()
-    write_user_file(run.job, run.user(user_hash), run.collector.user_items(user_hash),
-                    run.unfit.get(user_hash, []), run.sync)
+    done = write_user_file(run.job, run.user(user_hash), run.collector.user_items(user_hash),
+                           run.unfit.get(user_hash, []), run.sync)
+    if run.scorer is not None:
+        run.scorer.add(done)
     run.write_seconds += time.perf_counter() - start
 
 
 def write_user_file(job: Job, user: UserRecord, items: list[ItemResult],
-                    unfit: Sequence[SkippedItem] = (), batch: SyncBatch | None = None) -> None:
+                    unfit: Sequence[SkippedItem] = (), batch: SyncBatch | None = None) -> UserFile:
     done = user_file_of(user.user_hash, user.name, job.dataset_name, job.ablation.name,
                         job.model_name, [r.as_dict() for r in items if r.full])
     if unfit:  # items that cannot be built: resume knows the user is done without them
         done = replace(done, extra={"skipped_items": [s.as_dict() for s in unfit]})
     write_run_user_file(job.output_dir, done, batch)
+    return done
 
 
 def close_run(run: JobRun, merge: bool) -> None:
@@ -278,4 +313,4 @@ def close_run(run: JobRun, merge: bool) -> None:
     write_shard_report(job, run.report, run.collector, run.resumed_users, skipped)
     if merge and len(shard_reports(job.output_dir, job.shard_count)) == job.shard_count:
         finish(job, {(r.prompt.user_hash, r.prompt.location.key()): r.prompt.token_ids
-                     for r in run.collector.items}, run.dataset)
+                     for r in run.collector.items}, run.dataset, run.known_scores)

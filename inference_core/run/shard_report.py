@@ -48,6 +48,8 @@ def write_shard_report(job: Job, report: dict[str, Any], collector: Collector, r
         "load_data_seconds": round(report["load_data_seconds"], 3),
         "build_prompts_seconds": round(report.get("build_prompts_seconds", 0.0), 3),
         "first_request_seconds": report.get("first_request_seconds"),
+        # Waiting, after the last sample, for the scores computed while the run generated.
+        "scoring_wait_seconds": round(report.get("scoring_wait_seconds", 0.0), 3),
         "answer_format_misses": collector.flag_totals().get("answer_format_miss", 0),
         "unusable_samples": sum(r.unusable for r in collector.items),
         "throughput_samples_per_sec": throughput(total["samples_generated"], seconds),

@@ -18,8 +18,8 @@ from inference_core.model.quantization import quantization_info
 from inference_core.data.records import Location
 from inference_core.rundir.facts import throughput, versions
 from inference_core.rundir.layout import (IDENTITY_FILE, LEADERBOARD_FILE, SHARD_REPORT_NAME,
-                                          SHARDS_DIR, SUMMARY_FILE, UserItem, log_left_out,
-                                          scan_user_files, shard_report_path)
+                                          SHARDS_DIR, SUMMARY_FILE, UserFiles, UserItem,
+                                          log_left_out, scan_user_files, shard_report_path)
 from inference_core.rundir.writers import fill_leaderboard, read_json, write_json_atomic
 
 log = logging.getLogger(__name__)
@@ -53,10 +53,12 @@ class OnDisk:
     unfit: list[dict[str, Any]]
 
 
-def collect_user_files(output_dir: Path, raw_test: list[Any]) -> OnDisk:
+def collect_user_files(output_dir: Path, raw_test: list[Any],
+                       found: UserFiles | None = None) -> OnDisk:
     """Every generated item on disk (checked against the test file); strays and damaged files
-    are named and left out, never fatal: a resume regenerates a damaged user."""
-    found = scan_user_files(output_dir)
+    are named and left out, never fatal: a resume regenerates a damaged user. `found`: users/
+    as the caller has already read it."""
+    found = scan_user_files(output_dir) if found is None else found
     log_left_out(found)
     left_out = ([{"file": str(p), "why": "not one of this run's user files"} for p in found.strays]
                 + [{"file": str(e.path), "why": e.why} for e in found.damaged])
@@ -84,11 +86,13 @@ def owns(raw_test: list[Any], loc: Location, user_hash: str) -> bool:
     return str(record.get("user_hash")) == user_hash
 
 
-def merge_run(output_dir: Path, count: int = 1) -> dict[str, Any]:
-    """Write the leaderboard and the summary for the whole run; returns the summary."""
+def merge_run(output_dir: Path, count: int = 1, found: UserFiles | None = None) -> dict[str, Any]:
+    """Write the leaderboard and the summary for the whole run; returns the summary.
+
+    `found`: users/ as the caller has read it (scan_user_files), to read it only once."""
     identity = read_json(output_dir / IDENTITY_FILE)
     raw_test = read_json_array(Path(identity["test_file"]))
-    disk = collect_user_files(output_dir, raw_test)
+    disk = collect_user_files(output_dir, raw_test, found)
     write_json_atomic(output_dir / LEADERBOARD_FILE, fill_leaderboard(raw_test, disk.continuations))
     reports = shard_reports(output_dir, count)
     summary = build_summary(identity, disk.items, reports, count, output_dir, disk.unfit)
