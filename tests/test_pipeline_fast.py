@@ -230,3 +230,65 @@ def test_an_endpoint_without_a_local_tokenizer_counts_conservatively(tmp_path: P
     assert job.prompt_budget == int((job.max_model_len - job.sampling.max_tokens) * 0.8)
     out = run_job(job, lend(FakeEngine()))
     assert load(out / "inference_summary.json")["token_counts"] == "estimated"
+
+
+def numeric_id_copy(tmp_path: Path) -> Path:
+    """Chameleons with its first user's id an integer in both files, and one item of that user
+    that is not an object (skipped, and listed under the id)."""
+    import shutil
+
+    folder = tmp_path / "Chameleons"
+    shutil.copytree(DATA / "Chameleons", folder)
+    test = load(folder / "test_leaderboard.json")
+    train = load(folder / "train.json")
+    old = test[0]["user_hash"]
+    for record in test + train:
+        if record.get("user_hash") == old:
+            record["user_hash"] = 123
+    test[0]["task"]["task_behavior_collections"][0]["data"].append(7)
+    (folder / "test_leaderboard.json").write_bytes(orjson.dumps(test))
+    (folder / "train.json").write_bytes(orjson.dumps(train))
+    return folder
+
+
+def test_a_numeric_id_keeps_its_type_in_every_file(tmp_path: Path) -> None:
+    from inference_core.rundir.layout import safe_user_filename
+
+    folder = numeric_id_copy(tmp_path)
+    job = job_for(tmp_path, f"dataset.path={folder}", "allow_skips=true", "evaluate=true")
+    run_job(job, lend(FakeEngine()))
+    path = job.output_dir / "users" / safe_user_filename("123")
+    user = load(path)
+    assert user["user_hash"] == 123 and user["file"] == path.name
+    summary = load(job.output_dir / "inference_summary.json")
+    assert summary["skipped_items"] == [{"location": {"record": 0, "collection": 0, "item": 2},
+                                         "user_hash": 123,
+                                         "reason": "item is a int, not an object"}]
+    board = load(job.output_dir / "test_leaderboard.json")
+    assert board[0]["user_hash"] == 123
+    assert all(len(i["continuations"]) == 2
+               for i in board[0]["task"]["task_behavior_collections"][0]["data"][:2])
+    import pandas as pd  # parquet holds one type per column: the id as text there
+
+    samples = pd.read_parquet(job.output_dir / "samples.parquet")
+    assert set(samples[samples["record"] == 0]["user_hash"]) == {"123"}
+    before = {p.name: p.read_bytes() for p in (job.output_dir / "users").iterdir()}
+
+    again = FakeEngine()
+    run_job(job, lend(again))
+    assert again.requests == []
+    assert {p.name: p.read_bytes() for p in (job.output_dir / "users").iterdir()} == before
+    # A file written before ids kept their type holds the text: it still counts as finished.
+    (path).write_bytes(orjson.dumps({**user, "user_hash": "123"}))
+    third = FakeEngine()
+    run_job(job, lend(third))
+    assert third.requests == []
+    assert load(job.output_dir / "test_leaderboard.json")[0]["user_hash"] == 123
+
+
+def test_a_numeric_id_keeps_its_type_in_the_dry_run(tmp_path: Path) -> None:
+    folder = numeric_id_copy(tmp_path)
+    out = run_job(job_for(tmp_path, f"dataset.path={folder}", "dry_run=true"), lend(FakeEngine()))
+    lines = [orjson.loads(line) for line in out.read_bytes().splitlines()]
+    mine = [line for line in lines if line["location"]["record"] == 0]
+    assert [line["user_hash"] for line in mine] == [123, 123] and "text" in mine[0]

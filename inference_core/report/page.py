@@ -158,7 +158,7 @@ def render_report(run_dir: Path, prompt_budget_mb: float = DEFAULT_PROMPT_BUDGET
     metrics = read_json(metrics_path) if metrics_path.is_file() else {}
     docs = list(iter_user_docs(run_dir))
     # A token is a few characters: no more prompts are decoded than the page can hold.
-    extras = load_extras(run_dir, {d.user_hash for d in docs}, with_prompts, prompts,
+    extras = load_extras(run_dir, {d.key for d in docs}, with_prompts, prompts,
                          int(prompt_budget_mb * 1e6), dataset)
     payload = build_payload(docs, extras, int(prompt_budget_mb * 1e6))
     notes = list(extras.notes)

@@ -260,7 +260,7 @@ def write_finished_user(run: JobRun, user_hash: str) -> None:
 
 def write_user_file(job: Job, user: UserRecord, items: list[ItemResult],
                     unfit: Sequence[SkippedItem] = (), batch: SyncBatch | None = None) -> None:
-    done = user_file_of(user.user_hash, user.name, job.dataset_name, job.ablation.name,
+    done = user_file_of(user.id_value, user.name, job.dataset_name, job.ablation.name,
                         job.model_name, [r.as_dict() for r in items if r.full])
     if unfit:  # items that cannot be built: resume knows the user is done without them
         done = replace(done, extra={"skipped_items": [s.as_dict() for s in unfit]})
@@ -270,7 +270,7 @@ def write_user_file(job: Job, user: UserRecord, items: list[ItemResult],
 def close_run(run: JobRun, merge: bool) -> None:
     job = run.job
     skipped = [s for unfit in run.unfit.values() for s in unfit] + [
-        SkippedItem(r.prompt.location, r.prompt.user_hash,
+        SkippedItem(r.prompt.location, run.user(r.prompt.user_hash).id_value,
                     r.error or f"blank or unusable samples after {job.blank_retries} retries")
         for r in run.collector.incomplete()]
     if job.shard_index == 0:  # records without a usable user belong to no shard: report once

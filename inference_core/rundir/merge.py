@@ -66,12 +66,12 @@ def collect_user_files(output_dir: Path, raw_test: list[Any]) -> OnDisk:
     for user in found.users:
         unfit += user.extra.get("skipped_items", [])
         for item in user.items:
-            if not owns(raw_test, item.location, user.user_hash):
+            if not owns(raw_test, item.location, user.key):
                 log.warning("%s: item %s is not this user's item in the test file; ignored",
                             output_dir / "users" / user.file, item.location.key())
                 continue
             continuations[item.location] = list(item.generated_samples)
-            items.append((user.user_hash, item))
+            items.append((user.key, item))
     return OnDisk(continuations, items, left_out, unfit)
 
 
@@ -109,7 +109,7 @@ def still_skipped(skipped: list[dict[str, Any]], items: list[tuple[str, UserItem
     out = {}
     for s in skipped:
         loc = s.get("location")
-        if loc and (s["user_hash"], Location(**loc).key()) in generated:
+        if loc and (str(s["user_hash"]), Location(**loc).key()) in generated:
             continue
         out[str(loc) + str(s["user_hash"])] = s
     return out
