@@ -29,6 +29,10 @@ def test_every_item_filled_and_summary_counts_the_files(tmp_path: Path) -> None:
     out = run_job(job_for(tmp_path), lend(engine))
     summary = assert_complete_run(out, DATA / "Chameleons" / "test_leaderboard.json", 2)
     assert summary["samples_generated"] == summary["total_samples"] == 2 * len(engine.requests)
+    assert summary["samples_discarded"] == summary["samples_from_unrecorded_sessions"] == 0
+    (session,) = summary["shards"][0]["sessions"]
+    assert {load(p)["session"] for p in (out / "users").iterdir()} == {session["id"]}
+    assert session["samples_generated"] == summary["total_samples"]
     assert summary["engine"] == "fake" and engine.closed
     assert summary["unusable_samples"] == 0
 
@@ -87,6 +91,43 @@ def test_interrupted_run_resumes_only_what_is_missing(tmp_path: Path) -> None:
     assert len(second.requests) == 15 - sum(len(orjson.loads(b)["items"]) for b in kept.values())
     summary = load(job.output_dir / "inference_summary.json")
     assert summary["resumed_users"] == len(kept)
+    # The interrupted session left no report: its files on disk are counted apart.
+    unrecorded = 2 * sum(len(orjson.loads(b)["items"]) for b in kept.values())
+    assert summary["samples_from_unrecorded_sessions"] == unrecorded
+    assert summary["samples_generated"] == summary["total_samples"] - unrecorded
+    assert summary["samples_discarded"] == 0
+    assert (summary["samples_generated"] + summary["samples_discarded"]
+            + summary["samples_from_unrecorded_sessions"]
+            == summary["total_samples"] + summary["samples_discarded"])
+    (session,) = summary["shards"][0]["sessions"]
+    assert session["samples_generated"] == 2 * len(second.requests) == summary["samples_generated"]
+
+
+def test_a_resume_counts_the_samples_it_replaced_as_discarded(tmp_path: Path) -> None:
+    """One file torn, one missing an item: the resume regenerates both users; the summary
+    counts what is on disk once and the first session's replaced samples apart."""
+    job = job_for(tmp_path)
+    run_job(job, lend(FakeEngine()))
+    files = sorted((job.output_dir / "users").iterdir())
+    torn, short = files[0], files[1]
+    replaced = 2 * sum(len(load(p)["items"]) for p in (torn, short))
+    doc = load(short)
+    assert len(doc["items"]) > 1
+    short.write_bytes(orjson.dumps({**doc, "items": doc["items"][:-1]}))
+    torn.write_bytes(torn.read_bytes()[:40])
+    second = FakeEngine()
+    run_job(job, lend(second))
+    summary = assert_complete_run(job.output_dir, DATA / "Chameleons" / "test_leaderboard.json", 2)
+    assert 2 * len(second.requests) == replaced
+    assert summary["samples_generated"] == summary["total_samples"]
+    assert summary["samples_discarded"] == replaced
+    assert summary["samples_from_unrecorded_sessions"] == 0
+    first, again = summary["shards"][0]["sessions"]
+    assert first["samples_generated"] == summary["total_samples"]
+    assert again["samples_generated"] == replaced and again["resumed_users"] == len(files) - 2
+    assert first["id"] != again["id"] and load(torn)["session"] == again["id"]
+    # the totals stay the engine's: every sample generated, replaced ones included
+    assert summary["shards"][0]["samples_generated"] == summary["total_samples"] + replaced
 
 
 def test_resumed_samples_equal_an_uninterrupted_run(tmp_path: Path) -> None:

@@ -46,6 +46,7 @@ SHARD_REPORT_NAME = re.compile(r"(\d+)-of-(\d+)\.json")
 ITEM_KEYS = ("location", "prompt_tokens", "truncated", "generated_samples", "finish_reasons",
              "output_tokens", "reference")
 USER_KEYS = ("user_hash", "file", "profile_name", "dataset", "ablation", "model", "items")
+SESSION_KEY = "session"  # a user file's extra key: the id of the session that wrote it
 
 
 def is_user_id(value: Any) -> bool:
@@ -144,7 +145,8 @@ class UserFile:
 
     `user_hash` is the id as the input wrote it (text, or a number); `key` is its text, which
     names the file and is what everything matching users compares (a file from before ids kept
-    their type holds the text, and matches the same).
+    their type holds the text, and matches the same). `session` is the id of the session that
+    wrote the file (None in files from before sessions were recorded).
     """
 
     user_hash: UserId
@@ -167,6 +169,11 @@ class UserFile:
         """The id as text: the user's key for file names, resume and matching."""
         return str(self.user_hash)
 
+    @property
+    def session(self) -> str | None:
+        value = self.extra.get(SESSION_KEY)
+        return value if isinstance(value, str) else None
+
     @classmethod
     def from_json(cls, doc: Any) -> UserFile:
         if not isinstance(doc, dict):
@@ -184,14 +191,15 @@ class UserFile:
 
 def user_file_of(user_hash: UserId, profile_name: str | None, dataset: str | None,
                  ablation: str | None, model: str | None,
-                 items: Iterable[Mapping[str, Any]]) -> UserFile:
+                 items: Iterable[Mapping[str, Any]], session: str | None = None) -> UserFile:
     """The pipeline's pieces (item dicts as collect.ItemResult.as_dict makes them) as a UserFile.
 
     `user_hash` is the id as the input wrote it; the file is named after its text.
     """
     typed = sorted((UserItem.from_json(dict(i)) for i in items), key=lambda i: i.location.key())
+    extra = {SESSION_KEY: session} if session is not None else {}
     return UserFile(user_hash, safe_user_filename(str(user_hash)), profile_name, dataset,
-                    ablation, model, tuple(typed))
+                    ablation, model, tuple(typed), extra)
 
 
 def read_user_file(path: Path) -> UserFile:
