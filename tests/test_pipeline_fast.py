@@ -29,6 +29,10 @@ def test_every_item_filled_and_summary_counts_the_files(tmp_path: Path) -> None:
     out = run_job(job_for(tmp_path), lend(engine))
     summary = assert_complete_run(out, DATA / "Chameleons" / "test_leaderboard.json", 2)
     assert summary["samples_generated"] == summary["total_samples"] == 2 * len(engine.requests)
+    assert summary["samples_discarded"] == summary["samples_from_unrecorded_sessions"] == 0
+    (session,) = summary["shards"][0]["sessions"]
+    assert {load(p)["session"] for p in (out / "users").iterdir()} == {session["id"]}
+    assert session["samples_generated"] == summary["total_samples"]
     assert summary["engine"] == "fake" and engine.closed
     assert summary["unusable_samples"] == 0
 
@@ -87,6 +91,43 @@ def test_interrupted_run_resumes_only_what_is_missing(tmp_path: Path) -> None:
     assert len(second.requests) == 15 - sum(len(orjson.loads(b)["items"]) for b in kept.values())
     summary = load(job.output_dir / "inference_summary.json")
     assert summary["resumed_users"] == len(kept)
+    # The interrupted session left no report: its files on disk are counted apart.
+    unrecorded = 2 * sum(len(orjson.loads(b)["items"]) for b in kept.values())
+    assert summary["samples_from_unrecorded_sessions"] == unrecorded
+    assert summary["samples_generated"] == summary["total_samples"] - unrecorded
+    assert summary["samples_discarded"] == 0
+    assert (summary["samples_generated"] + summary["samples_discarded"]
+            + summary["samples_from_unrecorded_sessions"]
+            == summary["total_samples"] + summary["samples_discarded"])
+    (session,) = summary["shards"][0]["sessions"]
+    assert session["samples_generated"] == 2 * len(second.requests) == summary["samples_generated"]
+
+
+def test_a_resume_counts_the_samples_it_replaced_as_discarded(tmp_path: Path) -> None:
+    """One file torn, one missing an item: the resume regenerates both users; the summary
+    counts what is on disk once and the first session's replaced samples apart."""
+    job = job_for(tmp_path)
+    run_job(job, lend(FakeEngine()))
+    files = sorted((job.output_dir / "users").iterdir())
+    torn, short = files[0], files[1]
+    replaced = 2 * sum(len(load(p)["items"]) for p in (torn, short))
+    doc = load(short)
+    assert len(doc["items"]) > 1
+    short.write_bytes(orjson.dumps({**doc, "items": doc["items"][:-1]}))
+    torn.write_bytes(torn.read_bytes()[:40])
+    second = FakeEngine()
+    run_job(job, lend(second))
+    summary = assert_complete_run(job.output_dir, DATA / "Chameleons" / "test_leaderboard.json", 2)
+    assert 2 * len(second.requests) == replaced
+    assert summary["samples_generated"] == summary["total_samples"]
+    assert summary["samples_discarded"] == replaced
+    assert summary["samples_from_unrecorded_sessions"] == 0
+    first, again = summary["shards"][0]["sessions"]
+    assert first["samples_generated"] == summary["total_samples"]
+    assert again["samples_generated"] == replaced and again["resumed_users"] == len(files) - 2
+    assert first["id"] != again["id"] and load(torn)["session"] == again["id"]
+    # the totals stay the engine's: every sample generated, replaced ones included
+    assert summary["shards"][0]["samples_generated"] == summary["total_samples"] + replaced
 
 
 def test_resumed_samples_equal_an_uninterrupted_run(tmp_path: Path) -> None:
@@ -251,3 +292,65 @@ def test_users_scored_while_generating_leave_nothing_to_score_after(tmp_path: Pa
     assert load(out / "shards" / "0-of-1.json")["scoring_wait_seconds"] >= 0
     assert set(load(out / "inference_summary.json")["after_run_seconds"]) == {"merge", "metrics"}
     assert evaluate_run(out) == during and sum(scored_after) > 0
+
+
+def numeric_id_copy(tmp_path: Path) -> Path:
+    """Chameleons with its first user's id an integer in both files, and one item of that user
+    that is not an object (skipped, and listed under the id)."""
+    import shutil
+
+    folder = tmp_path / "Chameleons"
+    shutil.copytree(DATA / "Chameleons", folder)
+    test = load(folder / "test_leaderboard.json")
+    train = load(folder / "train.json")
+    old = test[0]["user_hash"]
+    for record in test + train:
+        if record.get("user_hash") == old:
+            record["user_hash"] = 123
+    test[0]["task"]["task_behavior_collections"][0]["data"].append(7)
+    (folder / "test_leaderboard.json").write_bytes(orjson.dumps(test))
+    (folder / "train.json").write_bytes(orjson.dumps(train))
+    return folder
+
+
+def test_a_numeric_id_keeps_its_type_in_every_file(tmp_path: Path) -> None:
+    from inference_core.rundir.layout import safe_user_filename
+
+    folder = numeric_id_copy(tmp_path)
+    job = job_for(tmp_path, f"dataset.path={folder}", "allow_skips=true", "evaluate=true")
+    run_job(job, lend(FakeEngine()))
+    path = job.output_dir / "users" / safe_user_filename("123")
+    user = load(path)
+    assert user["user_hash"] == 123 and user["file"] == path.name
+    summary = load(job.output_dir / "inference_summary.json")
+    assert summary["skipped_items"] == [{"location": {"record": 0, "collection": 0, "item": 2},
+                                         "user_hash": 123,
+                                         "reason": "item is a int, not an object"}]
+    board = load(job.output_dir / "test_leaderboard.json")
+    assert board[0]["user_hash"] == 123
+    assert all(len(i["continuations"]) == 2
+               for i in board[0]["task"]["task_behavior_collections"][0]["data"][:2])
+    import pandas as pd  # parquet holds one type per column: the id as text there
+
+    samples = pd.read_parquet(job.output_dir / "samples.parquet")
+    assert set(samples[samples["record"] == 0]["user_hash"]) == {"123"}
+    before = {p.name: p.read_bytes() for p in (job.output_dir / "users").iterdir()}
+
+    again = FakeEngine()
+    run_job(job, lend(again))
+    assert again.requests == []
+    assert {p.name: p.read_bytes() for p in (job.output_dir / "users").iterdir()} == before
+    # A file written before ids kept their type holds the text: it still counts as finished.
+    (path).write_bytes(orjson.dumps({**user, "user_hash": "123"}))
+    third = FakeEngine()
+    run_job(job, lend(third))
+    assert third.requests == []
+    assert load(job.output_dir / "test_leaderboard.json")[0]["user_hash"] == 123
+
+
+def test_a_numeric_id_keeps_its_type_in_the_dry_run(tmp_path: Path) -> None:
+    folder = numeric_id_copy(tmp_path)
+    out = run_job(job_for(tmp_path, f"dataset.path={folder}", "dry_run=true"), lend(FakeEngine()))
+    lines = [orjson.loads(line) for line in out.read_bytes().splitlines()]
+    mine = [line for line in lines if line["location"]["record"] == 0]
+    assert [line["user_hash"] for line in mine] == [123, 123] and "text" in mine[0]

@@ -31,8 +31,12 @@ def test_resume_regenerates_only_missing_or_broken_users(vllm_engine, tmp_path):
     assert summary["resumed_users"] == len(files) - 3
     regenerated = 2 * sum(len(load(p)["items"]) for p in files[:3])
     assert summary["shards"][0]["last_session"]["samples_generated"] == regenerated
-    # throughput covers every sample on disk: the first session's and this one's
-    assert summary["samples_generated"] == summary["total_samples"] + regenerated
+    # the files on disk are counted once, the first session's replaced samples apart
+    assert summary["samples_generated"] == summary["total_samples"]
+    assert summary["samples_discarded"] == regenerated
+    assert summary["samples_from_unrecorded_sessions"] == 0
+    # the engine's figures (throughput) still cover both sessions' work
+    assert summary["shards"][0]["samples_generated"] == summary["total_samples"] + regenerated
     for path in files[3:]:
         assert path.read_bytes() == before[path.name]  # finished users untouched
 

@@ -307,3 +307,13 @@ def test_reaper_leaves_processes_alone_on_a_normal_exit_and_spares_older_ones():
     finally:
         older.kill()
         older.wait()
+
+
+def test_a_numeric_id_round_trips_and_a_bool_is_no_id(tmp_path):
+    numeric = user(123)
+    assert numeric.file == safe_user_filename("123") and numeric.key == "123"
+    path = write_user_file(tmp_path, numeric)
+    assert orjson.loads(path.read_bytes())["user_hash"] == 123 and read_user_file(path) == numeric
+    path.write_bytes(orjson.dumps({**numeric.to_json(), "user_hash": True}))
+    with pytest.raises(DamagedUserFile, match="neither a string nor a number"):
+        read_user_file(path)

@@ -18,7 +18,8 @@ SUMMARY_KEYS = {"checkpoint", "dataset", "ablation_config", "engine", "num_users
                 "num_samples_per_item", "total_samples", "prompt_tokens", "generated_tokens",
                 "inference_time_seconds", "model_load_seconds", "throughput_samples_per_sec",
                 "output_tokens_per_sec", "tensor_parallel_size", "sampling_params",
-                "truncated_prompts", "skipped_items", "versions", "device", "timestamp"}
+                "truncated_prompts", "skipped_items", "versions", "device", "timestamp",
+                "samples_generated", "samples_discarded", "samples_from_unrecorded_sessions"}
 TINY = ["sampling.max_tokens=16", "sampling.num_samples=3"]
 
 

@@ -162,6 +162,11 @@ def iter_items(record: Any, where: str, problems: Problems) -> Iterator[tuple[in
 
 
 def user_hash_of(record: Any, where: str, problems: Problems) -> str | None:
+    """The record's id as text (the run's key for the user), or None when it has none.
+
+    A number is accepted as an id (with a warning); the outputs write it back as the number
+    (UserRecord.id_value), only the key is its text.
+    """
     if not isinstance(record, dict):
         problems.warn(where, f"record is a {type(record).__name__}, not an object; skipped")
         return None
@@ -248,8 +253,11 @@ def holdout_last(train: list[Any], history: dict[str, list[HistoryItem]]) -> lis
     """
     records, seen = [], set()
     for record in train:
-        user_hash = record.get("user_hash") if isinstance(record, dict) else None
-        if not isinstance(user_hash, str) or user_hash in seen or not history.get(user_hash):
+        raw_id = record.get("user_hash") if isinstance(record, dict) else None
+        if isinstance(raw_id, bool) or not isinstance(raw_id, (str, int, float)):
+            continue  # load_history warned about it already
+        user_hash = str(raw_id)  # the key load_history used; the record keeps the number
+        if user_hash in seen or not history.get(user_hash):
             continue
         seen.add(user_hash)
         last = history[user_hash].pop()  # popped: the reference must not stay in the prompt
@@ -257,7 +265,7 @@ def holdout_last(train: list[Any], history: dict[str, list[HistoryItem]]) -> lis
                 "continuation_prefix": last.prefix, "continuation": last.text,
                 "timestamp": last.timestamp}
         task = record.get("task") if isinstance(record.get("task"), dict) else {}
-        records.append({"user_hash": user_hash, "user": record.get("user"), "task": {
+        records.append({"user_hash": raw_id, "user": record.get("user"), "task": {
             "description": task.get("description"),
             "task_behavior_collections": [{"type": "holdout", "type_desc": "", "data": [item]}]}})
     return records
@@ -289,17 +297,18 @@ def load_dataset(name: str, folder: str | Path, references_file: str | None = No
         if user_hash is None:
             skipped.append(SkippedItem(Location(r_i, -1, -1), None, "record has no usable user_hash"))
             continue
+        raw_id = record["user_hash"]  # what the outputs write: a number stays a number
         if user_hash not in users:
             if max_users is not None and len(users) >= max_users:
                 continue
-            users[user_hash] = {"record": record, "where": where, "items": []}
+            users[user_hash] = {"record": record, "where": where, "items": [], "id": raw_id}
         for c_i, d_i, raw, desc in iter_items(record, where, problems):
             loc = Location(r_i, c_i, d_i)
             here = f"{where}.task.task_behavior_collections[{c_i}].data[{d_i}]"
             item = parse_test_item(raw, loc, desc, here, problems, references)
             if isinstance(item, str):
                 problems.warn(here, item + "; item skipped")
-                skipped.append(SkippedItem(loc, user_hash, item))
+                skipped.append(SkippedItem(loc, users[user_hash]["id"], item))
             else:
                 users[user_hash]["items"].append(item)
     problems.log_totals()
@@ -319,4 +328,5 @@ def build_user(user_hash: str, merged: dict[str, Any], history: list[HistoryItem
         description=as_text(task.get("description"), f"{where}.task.description", problems) or "",
         history=tuple(history),
         items=tuple(merged["items"]),
+        id_value=merged["id"],
     )

@@ -2,7 +2,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Union
+
+# A user's id as the input JSON holds it: text, or a number the loader accepted as an id.
+UserId = Union[str, int, float]
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,7 +58,12 @@ class TestItem:
 
 @dataclass(frozen=True)
 class UserRecord:
-    """Everything known about one test user, merged over all their test records."""
+    """Everything known about one test user, merged over all their test records.
+
+    `user_hash` is the id as text: the key the run matches, names files, resumes and shards by.
+    `id_value` is the id as the input JSON wrote it (a number stays a number): what every output
+    file writes for this user. None (the default) means the text itself.
+    """
 
     user_hash: str
     profile: dict[str, Any]
@@ -63,6 +71,11 @@ class UserRecord:
     description: str
     history: tuple[HistoryItem, ...]
     items: tuple[TestItem, ...]
+    id_value: UserId | None = None
+
+    def __post_init__(self) -> None:
+        if self.id_value is None:
+            object.__setattr__(self, "id_value", self.user_hash)
 
     @property
     def name(self) -> str | None:
@@ -72,10 +85,13 @@ class UserRecord:
 
 @dataclass(frozen=True)
 class SkippedItem:
-    """A test item that was not generated, and why (listed in the summary)."""
+    """A test item that was not generated, and why (listed in the summary).
+
+    `user_hash` is the id as the input wrote it (UserRecord.id_value), None for a record without
+    a usable one."""
 
     location: Location | None
-    user_hash: str | None
+    user_hash: UserId | None
     reason: str
 
     def as_dict(self) -> dict[str, Any]:

@@ -32,7 +32,7 @@ ItemKey = tuple[str, str]  # (user_hash as text, location key)
 
 
 def item_key(user: UserFile, location_key: str) -> ItemKey:
-    return str(user.user_hash), location_key
+    return user.key, location_key
 
 
 def fingerprint(item: ItemInput) -> int:

@@ -60,7 +60,9 @@ def sample_rows(user: UserFile, dataset: str | None) -> list[dict[str, Any]]:
         loc = item.location
         for idx, text in enumerate(item.generated_samples):
             rows.append({
-                "user_hash": user.user_hash,
+                # Text even for a numeric id: a parquet column holds one type (the user files
+                # and the leaderboard keep the id as the input wrote it).
+                "user_hash": user.key,
                 "profile_name": user.profile_name,
                 "record": loc.record,
                 "collection": loc.collection,

@@ -265,7 +265,7 @@ def build_payload(docs: Sequence[UserFile], extras: Extras, prompt_budget_chars:
     for index, doc in enumerate(ordered):
         users.append({"id": doc.user_hash, "name": doc.profile_name})
         items = sorted(doc.items, key=_location_order)
-        keys = [(doc.user_hash, it.location.key()) for it in items]
+        keys = [(doc.key, it.location.key()) for it in items]
         prompts = [extras.prompts.get(k) for k in keys]
         packed = packer.pack_user([p.text if p else None for p in prompts])
         cards += [_card(index, it, extras.contexts.get(k), p, pk)

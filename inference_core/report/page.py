@@ -159,7 +159,7 @@ def render_report(run_dir: Path, prompt_budget_mb: float = DEFAULT_PROMPT_BUDGET
     metrics = read_json(metrics_path) if metrics_path.is_file() else {}
     docs = list(iter_user_docs(run_dir)) if users is None else list(users)
     # Prompts are decoded only as far as the page has room for them.
-    extras = load_extras(run_dir, {d.user_hash for d in docs}, with_prompts, prompts,
+    extras = load_extras(run_dir, {d.key for d in docs}, with_prompts, prompts,
                          int(prompt_budget_mb * 1e6), dataset)
     payload = build_payload(docs, extras, int(prompt_budget_mb * 1e6))
     notes = list(extras.notes)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -49,6 +50,10 @@ def start_job_engine(job: Job, adapters: Sequence[Adapter] = ()) -> Engine:
     return start_engine(job.engine_cfg, str(job.model_path), job.sampling.seed, adapters)
 
 
+def new_session_id() -> str:
+    return uuid.uuid4().hex[:12]
+
+
 @dataclass
 class JobRun:
     """One job's working state while an engine serves it, possibly beside other jobs."""
@@ -66,6 +71,10 @@ class JobRun:
     # Scores finished users while the run generates (large runs only); what it computed.
     scorer: BackgroundScorer | None = None
     known_scores: KnownScores | None = None
+    # This session's id: every user file it writes and its entry in the shard report carry it,
+    # so the merge can tell which recorded session made the samples on disk. Not part of the
+    # run's identity (run.json): each resume is a new session of the same run.
+    session: str = field(default_factory=new_session_id)
 
     def user(self, user_hash: str) -> UserRecord:
         return self.by_hash[user_hash]
@@ -226,7 +235,7 @@ def build_task(run: JobRun, index: int, tokenizer: Any) -> BuildTask:
         if unfit:
             run.unfit[user.user_hash] = unfit
         if not prompts:  # nothing of this user can be generated: their file says so
-            write_user_file(run.job, user, [], unfit, run.sync)
+            write_user_file(run.job, user, [], unfit, run.sync, run.session)
             return []
         return [replace(req, request_id=f"{index}/{req.request_id}", adapter=adapter)
                 for req in run.collector.add_user(prompts, run.tests)]
@@ -273,7 +282,7 @@ def generate(engine: Engine, group: Sequence[JobRun], index: dict[int, int],
             if open_count:
                 write_user_file(run.job, run.user(user),
                                 [r for r in run.collector.user_items(user) if r.full],
-                                run.unfit.get(user, []), run.sync)
+                                run.unfit.get(user, []), run.sync, run.session)
         run.report.update(inference_time_seconds=run.last_completion - start,
                           write_seconds=run.write_seconds)
 
@@ -286,18 +295,21 @@ def note_first_request(group: Sequence[JobRun], start: float) -> None:
 def write_finished_user(run: JobRun, user_hash: str) -> None:
     start = time.perf_counter()
     done = write_user_file(run.job, run.user(user_hash), run.collector.user_items(user_hash),
-                           run.unfit.get(user_hash, []), run.sync)
+                           run.unfit.get(user_hash, []), run.sync, run.session)
     if run.scorer is not None:
         run.scorer.add(done)
     run.write_seconds += time.perf_counter() - start
 
 
 def write_user_file(job: Job, user: UserRecord, items: list[ItemResult],
-                    unfit: Sequence[SkippedItem] = (), batch: SyncBatch | None = None) -> UserFile:
-    done = user_file_of(user.user_hash, user.name, job.dataset_name, job.ablation.name,
-                        job.model_name, [r.as_dict() for r in items if r.full])
+                    unfit: Sequence[SkippedItem] = (), batch: SyncBatch | None = None,
+                    session: str | None = None) -> UserFile:
+    """The user's file, naming the session that generated it (the merge's accounting)."""
+    done = user_file_of(user.id_value, user.name, job.dataset_name, job.ablation.name,
+                        job.model_name, [r.as_dict() for r in items if r.full], session)
     if unfit:  # items that cannot be built: resume knows the user is done without them
-        done = replace(done, extra={"skipped_items": [s.as_dict() for s in unfit]})
+        done = replace(done, extra={**done.extra,
+                                    "skipped_items": [s.as_dict() for s in unfit]})
     write_run_user_file(job.output_dir, done, batch)
     return done
 
@@ -305,12 +317,12 @@ def write_user_file(job: Job, user: UserRecord, items: list[ItemResult],
 def close_run(run: JobRun, merge: bool) -> None:
     job = run.job
     skipped = [s for unfit in run.unfit.values() for s in unfit] + [
-        SkippedItem(r.prompt.location, r.prompt.user_hash,
+        SkippedItem(r.prompt.location, run.user(r.prompt.user_hash).id_value,
                     r.error or f"blank or unusable samples after {job.blank_retries} retries")
         for r in run.collector.incomplete()]
     if job.shard_index == 0:  # records without a usable user belong to no shard: report once
         skipped = list(run.dataset.skipped) + skipped
-    write_shard_report(job, run.report, run.collector, run.resumed_users, skipped)
+    write_shard_report(job, run.report, run.collector, run.resumed_users, skipped, run.session)
     if merge and len(shard_reports(job.output_dir, job.shard_count)) == job.shard_count:
         finish(job, {(r.prompt.user_hash, r.prompt.location.key()): r.prompt.token_ids
                      for r in run.collector.items}, run.dataset, run.known_scores)

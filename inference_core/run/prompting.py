@@ -101,7 +101,7 @@ class PromptThread(threading.Thread):
             if self.stopped.is_set():
                 return
             prompts, unfit = build_user(task.builder, user)
-            skipped = [SkippedItem(loc, user.user_hash, why) for loc, why in unfit]
+            skipped = [SkippedItem(loc, user.id_value, why) for loc, why in unfit]
             task.tally.unfit += skipped
             task.tally.prompts += len(prompts)
             task.tally.truncated += sum(p.truncated for p in prompts)
@@ -127,10 +127,10 @@ def write_prompts_file(job: Job, tokenizer: Any) -> Path:
         for built in builder.build_user(user):
             if not isinstance(built, Prompt):
                 location, why = built
-                lines.append({"user_hash": user.user_hash, "location": location.as_dict(),
+                lines.append({"user_hash": user.id_value, "location": location.as_dict(),
                               "skipped": why})
                 continue
-            lines.append({"user_hash": user.user_hash, "location": built.location.as_dict(),
+            lines.append({"user_hash": user.id_value, "location": built.location.as_dict(),
                           "text": built.text,
                           "prompt_tokens": built.num_tokens, "truncated": built.truncated})
     path = job.output_dir / PROMPTS_FILE

@@ -17,7 +17,7 @@ from typing import Any, Iterable, Iterator, Mapping
 
 import orjson
 
-from inference_core.data.records import Location
+from inference_core.data.records import Location, UserId
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +46,12 @@ SHARD_REPORT_NAME = re.compile(r"(\d+)-of-(\d+)\.json")
 ITEM_KEYS = ("location", "prompt_tokens", "truncated", "generated_samples", "finish_reasons",
              "output_tokens", "reference")
 USER_KEYS = ("user_hash", "file", "profile_name", "dataset", "ablation", "model", "items")
+SESSION_KEY = "session"  # a user file's extra key: the id of the session that wrote it
+
+
+def is_user_id(value: Any) -> bool:
+    """Text, or a number (the loader accepts numbers as ids); never a bool."""
+    return isinstance(value, (str, int, float)) and not isinstance(value, bool)
 
 
 def safe_user_filename(user_hash: str) -> str:
@@ -135,9 +141,15 @@ def _strings(values: Any, name: str) -> tuple[str, ...]:
 
 @dataclass(frozen=True)
 class UserFile:
-    """users/<name>.json: one user's generated items, sorted by location key."""
+    """users/<name>.json: one user's generated items, sorted by location key.
 
-    user_hash: str
+    `user_hash` is the id as the input wrote it (text, or a number); `key` is its text, which
+    names the file and is what everything matching users compares (a file from before ids kept
+    their type holds the text, and matches the same). `session` is the id of the session that
+    wrote the file (None in files from before sessions were recorded).
+    """
+
+    user_hash: UserId
     file: str
     profile_name: str | None
     dataset: str | None
@@ -152,12 +164,22 @@ class UserFile:
                 "ablation": self.ablation, "model": self.model,
                 "items": [i.to_json() for i in self.items]} | dict(self.extra)
 
+    @property
+    def key(self) -> str:
+        """The id as text: the user's key for file names, resume and matching."""
+        return str(self.user_hash)
+
+    @property
+    def session(self) -> str | None:
+        value = self.extra.get(SESSION_KEY)
+        return value if isinstance(value, str) else None
+
     @classmethod
     def from_json(cls, doc: Any) -> UserFile:
         if not isinstance(doc, dict):
             raise TypeError(f"the file holds {type(doc).__name__}, not an object")
-        if not isinstance(doc["user_hash"], str):
-            raise TypeError("user_hash is not a string")
+        if not is_user_id(doc["user_hash"]):
+            raise TypeError("user_hash is neither a string nor a number")
         if not isinstance(doc["items"], list):
             raise TypeError("items is not a list")
         return cls(user_hash=doc["user_hash"], file=str(doc.get("file", "")),
@@ -167,13 +189,17 @@ class UserFile:
                    extra={k: v for k, v in doc.items() if k not in USER_KEYS})
 
 
-def user_file_of(user_hash: str, profile_name: str | None, dataset: str | None,
+def user_file_of(user_hash: UserId, profile_name: str | None, dataset: str | None,
                  ablation: str | None, model: str | None,
-                 items: Iterable[Mapping[str, Any]]) -> UserFile:
-    """The pipeline's pieces (item dicts as collect.ItemResult.as_dict makes them) as a UserFile."""
+                 items: Iterable[Mapping[str, Any]], session: str | None = None) -> UserFile:
+    """The pipeline's pieces (item dicts as collect.ItemResult.as_dict makes them) as a UserFile.
+
+    `user_hash` is the id as the input wrote it; the file is named after its text.
+    """
     typed = sorted((UserItem.from_json(dict(i)) for i in items), key=lambda i: i.location.key())
-    return UserFile(user_hash, safe_user_filename(user_hash), profile_name, dataset, ablation,
-                    model, tuple(typed))
+    extra = {SESSION_KEY: session} if session is not None else {}
+    return UserFile(user_hash, safe_user_filename(str(user_hash)), profile_name, dataset,
+                    ablation, model, tuple(typed), extra)
 
 
 def read_user_file(path: Path) -> UserFile:
@@ -247,7 +273,7 @@ def scan_user_files(output_dir: Path) -> UserFiles:
         except DamagedUserFile as err:
             damaged.append(err)
             continue
-        if user.file != path.name or safe_user_filename(user.user_hash) != path.name:
+        if user.file != path.name or safe_user_filename(user.key) != path.name:
             strays.append(path)
             continue
         users.append(user)
@@ -268,10 +294,10 @@ def read_user_files(output_dir: Path) -> Iterator[UserFile]:
         except DamagedUserFile as err:
             log.warning("%s: %s; left out", err.path, err.why)
             continue
-        if user.user_hash in seen:
-            log.warning("%s repeats user %s of another file; ignored", path, user.user_hash)
+        if user.key in seen:
+            log.warning("%s repeats user %s of another file; ignored", path, user.key)
             continue
-        seen.add(user.user_hash)
+        seen.add(user.key)
         yield user
 
 

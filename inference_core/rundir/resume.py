@@ -71,7 +71,7 @@ def is_finished(path: Path, user_hash: str, expected: set[str], num_samples: int
     # Items that cannot be built at all are recorded as skipped: the user is done without them.
     unfit = {Location(**s["location"]).key() for s in user.extra.get("skipped_items", [])
              if isinstance(s, dict) and isinstance(s.get("location"), dict)}
-    return (user.user_hash == user_hash
+    return (user.key == user_hash  # the id's text: an int id and an older file's "123" agree
             and {i.location.key() for i in user.items} | unfit == expected
             and all(len(i.generated_samples) == num_samples
                     and all(t.strip() for t in i.generated_samples) for i in user.items))

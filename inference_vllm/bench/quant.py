@@ -62,7 +62,7 @@ def run_job(label: str, model_path: Path | None, args: argparse.Namespace) -> Pa
 
 def texts_by_item(run_dir: Path) -> dict[str, str]:
     """The first sample of every item, keyed by user and location."""
-    return {f"{user.user_hash}/{item.location.key()}": item.generated_samples[0]
+    return {f"{user.key}/{item.location.key()}": item.generated_samples[0]
             for user in read_user_files(run_dir) for item in user.items}
 
 
