@@ -354,3 +354,27 @@ def test_a_numeric_id_keeps_its_type_in_the_dry_run(tmp_path: Path) -> None:
     lines = [orjson.loads(line) for line in out.read_bytes().splitlines()]
     mine = [line for line in lines if line["location"]["record"] == 0]
     assert [line["user_hash"] for line in mine] == [123, 123] and "text" in mine[0]
+
+
+def test_background_scoring_that_breaks_leaves_the_run_and_its_metrics_whole(
+        tmp_path: Path, monkeypatch) -> None:
+    from concurrent.futures.process import BrokenProcessPool
+
+    from inference_core.evaluation import background
+    from inference_core.evaluation.scoring import evaluate_run
+
+    class BrokenPool:
+        def __init__(self, *args, **kwargs) -> None:
+            pass
+
+        def submit(self, *args):
+            raise BrokenProcessPool("a child process terminated abruptly")
+
+        def shutdown(self, **kwargs) -> None:
+            pass
+
+    monkeypatch.setattr(background, "MIN_ITEMS", 0)
+    monkeypatch.setattr(background, "BATCH_ITEMS", 1)
+    monkeypatch.setattr(background, "ProcessPoolExecutor", BrokenPool)
+    out = run_job(job_for(tmp_path, "evaluate=true"), lend(FakeEngine()))
+    assert load(out / "metrics.json") == evaluate_run(out)

@@ -7,7 +7,8 @@ still the one scored (same samples, same reference) and scores only the rest. No
 written to disk: a run that stops loses only work evaluate_run redoes.
 
 Workers are spawned, not forked: the run's process holds the engine's threads and the prompt
-thread, which a forked child must not inherit.
+thread, which a forked child must not inherit. A worker that cannot start or dies (a script
+without a `__main__` guard, the OOM killer) only turns this off, with a warning.
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import logging
 import multiprocessing
 import os
 from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from typing import Iterable, Mapping
 
@@ -71,6 +73,7 @@ class BackgroundScorer:
                                          mp_context=multiprocessing.get_context("spawn"))
         self._batch: list[tuple[ItemKey, ItemInput]] = []
         self._sent: list[tuple[list[tuple[ItemKey, int]], Future]] = []
+        self.broken = False
 
     def add(self, user: UserFile) -> None:
         """Queue a finished user's items; a full batch goes to a worker at once."""
@@ -83,10 +86,16 @@ class BackgroundScorer:
 
     def _send(self) -> None:
         batch, self._batch = self._batch, []
-        if batch:
-            keys = [(key, fingerprint(item)) for key, item in batch]
+        if not batch or self.broken:
+            return
+        keys = [(key, fingerprint(item)) for key, item in batch]
+        try:
             self._sent.append((keys, self._pool.submit(score_batch, [i for _, i in batch],
                                                        self.language)))
+        except BrokenProcessPool as err:  # the run goes on: evaluate_run scores everything
+            self.broken = True
+            log.warning("background scoring stopped (%s); the items are scored after the run",
+                        err)
 
     def collect(self) -> KnownScores:
         """Every score, once the workers have finished what was sent (a failed batch is left to

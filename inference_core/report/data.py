@@ -121,7 +121,8 @@ def rebuild_prompts(identity: dict[str, Any], users: Sequence[UserRecord], notes
 
 def load_extras(run_dir: Path, user_hashes: set[str], with_prompts: bool = True,
                 given: Mapping[Key, Sequence[int]] | None = None,
-                budget_chars: int = 10**8, dataset: Dataset | None = None) -> Extras:
+                budget_chars: int = 10**8, dataset: Dataset | None = None,
+                tokenizer: Any = None) -> Extras:
     """Cues, context and prompts for the run's users, as far as they can be had.
 
     Prompts come from what the run hands over (`given`: token ids it had in memory), else from
@@ -138,7 +139,7 @@ def load_extras(run_dir: Path, user_hashes: set[str], with_prompts: bool = True,
                 for u in users for it in u.items}
     prompts: dict[Key, RebuiltPrompt] = {}
     if with_prompts and given is not None:
-        prompts = decode_prompts(identity, given, notes, budget_chars)
+        prompts = decode_prompts(identity, given, notes, budget_chars, tokenizer)
     elif with_prompts and (run_dir / PROMPTS_FILE).is_file():
         prompts = read_prompts_file(run_dir / PROMPTS_FILE)
     elif with_prompts:
@@ -147,16 +148,18 @@ def load_extras(run_dir: Path, user_hashes: set[str], with_prompts: bool = True,
 
 
 def decode_prompts(identity: dict[str, Any], given: Mapping[Key, Sequence[int]],
-                   notes: list[str], budget_chars: int = 10**8) -> dict[Key, RebuiltPrompt]:
+                   notes: list[str], budget_chars: int = 10**8, tokenizer: Any = None,
+                   ) -> dict[Key, RebuiltPrompt]:
     """The run's own prompts (token ids it kept), as text: no second build.
 
     Users in the run's order, as the page packs them (a user's shared prefix counted once),
     until the page's prompt budget is spent: decoding what the page cannot hold is wasted work.
+    `tokenizer`: the run's own, if it hands it over (else the checkpoint's is loaded).
     """
     from inference_core.run.prompting import load_tokenizer
 
     try:
-        tokenizer = load_tokenizer(Path(str(identity.get("checkpoint") or "")))
+        tokenizer = tokenizer or load_tokenizer(Path(str(identity.get("checkpoint") or "")))
     except Exception as exc:  # noqa: BLE001 - the page must be made
         _note(notes, f"full prompts are not shown: no tokenizer ({type(exc).__name__}: {exc})")
         return {}
@@ -170,7 +173,7 @@ def decode_prompts(identity: dict[str, Any], given: Mapping[Key, Sequence[int]],
         texts = iter(decode_batch(tokenizer, [given[k] for keys in chunk for k in keys]))
         for keys in chunk:
             mine = [next(texts) for _ in keys]
-            shared = os.path.commonprefix(mine)
+            shared = shared_prefix(mine)
             left -= len(shared) + sum(len(t) - len(shared) for t in mine)
             if left < 0:
                 skipped = sum(len(k) for k in users) - len(out)
@@ -215,6 +218,22 @@ def _location_order(item: UserItem) -> tuple[int, int, int]:
     return (loc.record, loc.collection, loc.item)
 
 
+def shared_prefix(texts: Sequence[str]) -> str:
+    """The longest common prefix, found by halving with C-level slice comparisons:
+    os.path.commonprefix walks it one character at a time in Python."""
+    if not texts:
+        return ""
+    first, last = min(texts), max(texts)  # the prefix all share is the one these two share
+    lo, hi = 0, min(len(first), len(last))
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if first[:mid] == last[:mid]:
+            lo = mid
+        else:
+            hi = mid - 1
+    return first[:lo]
+
+
 class PromptPacker:
     """Prompt texts for the page: a user's shared prefix stored once, within a size budget."""
 
@@ -227,7 +246,7 @@ class PromptPacker:
         present = [t for t in texts if t is not None]
         if not present:
             return [(None, None)] * len(texts)
-        shared = os.path.commonprefix(present)
+        shared = shared_prefix(present)
         cost = len(shared) + sum(len(t) - len(shared) for t in present)
         if cost > self.left:
             self.omitted += len(present)

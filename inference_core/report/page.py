@@ -151,16 +151,18 @@ def _controls_html() -> str:
 
 def render_report(run_dir: Path, prompt_budget_mb: float = DEFAULT_PROMPT_BUDGET_MB,
                   with_prompts: bool = True, prompts: Mapping[Any, Sequence[int]] | None = None,
-                  dataset: Any = None, users: Sequence[UserFile] | None = None) -> str:
-    """The whole page for one run folder; `prompts`: the run's own token ids, if it has them;
-    `users`: its user files, if the caller has read them."""
+                  dataset: Any = None, users: Sequence[UserFile] | None = None,
+                  tokenizer: Any = None) -> str:
+    """The whole page for one run folder; `prompts`: the run's own token ids, if it has them,
+    and `tokenizer` the one that made them; `users`: its user files, if the caller has read
+    them."""
     summary = read_json(run_dir / SUMMARY_FILE)
     metrics_path = run_dir / METRICS_FILE
     metrics = read_json(metrics_path) if metrics_path.is_file() else {}
     docs = list(iter_user_docs(run_dir)) if users is None else list(users)
     # Prompts are decoded only as far as the page has room for them.
     extras = load_extras(run_dir, {d.key for d in docs}, with_prompts, prompts,
-                         int(prompt_budget_mb * 1e6), dataset)
+                         int(prompt_budget_mb * 1e6), dataset, tokenizer)
     payload = build_payload(docs, extras, int(prompt_budget_mb * 1e6))
     notes = list(extras.notes)
     if not with_prompts:
@@ -189,11 +191,13 @@ def render_report(run_dir: Path, prompt_budget_mb: float = DEFAULT_PROMPT_BUDGET
 
 def write_report(run_dir: Path, prompt_budget_mb: float = DEFAULT_PROMPT_BUDGET_MB,
                  with_prompts: bool = True, prompts: Mapping[Any, Sequence[int]] | None = None,
-                 dataset: Any = None, users: Sequence[UserFile] | None = None) -> Path:
+                 dataset: Any = None, users: Sequence[UserFile] | None = None,
+                 tokenizer: Any = None) -> Path:
     """Write RUN_DIR/report.html (atomically); return its path."""
     run_dir = Path(run_dir)
     path = run_dir / REPORT_FILE
-    page_text = render_report(run_dir, prompt_budget_mb, with_prompts, prompts, dataset, users)
+    page_text = render_report(run_dir, prompt_budget_mb, with_prompts, prompts, dataset, users,
+                              tokenizer)
     write_bytes_atomic(path, page_text.encode())
     log.info("wrote %s", path)
     return path
@@ -201,14 +205,15 @@ def write_report(run_dir: Path, prompt_budget_mb: float = DEFAULT_PROMPT_BUDGET_
 
 def write_report_safely(run_dir: Path, prompts: Mapping[Any, Sequence[int]] | None = None,
                         dataset: Any = None, users: Sequence[UserFile] | None = None,
-                        ) -> Path | None:
+                        tokenizer: Any = None) -> Path | None:
     """For a finished run: a report that cannot be made is logged, never fails the run.
 
-    `prompts`, `dataset` and `users`: what the run has in memory or has read, so the page needs
-    no second build, load or read.
+    `prompts`, `dataset`, `users` and `tokenizer`: what the run has in memory or has read, so
+    the page needs no second build, load or read.
     """
     try:
-        return write_report(run_dir, prompts=prompts, dataset=dataset, users=users)
+        return write_report(run_dir, prompts=prompts, dataset=dataset, users=users,
+                            tokenizer=tokenizer)
     except Exception:  # noqa: BLE001 - the run's results are on disk whatever happens here
         log.exception("could not write %s; make it later with python -m inference_core.report %s",
                       Path(run_dir) / REPORT_FILE, run_dir)

@@ -15,6 +15,7 @@ from inference_core.data.records import Location, TestItem
 from inference_core.engine import Completion, GenerationRequest
 from inference_core.outputs.registry import OutputHandler, make_output_handler
 from inference_core.prompts.builder import Prompt
+from inference_core.rundir.layout import UserItem
 
 
 def request_seed(run_seed: int, location: Location, round_: int) -> int:
@@ -49,22 +50,16 @@ class ItemResult:
     def reference(self) -> str | None:
         return self.test_item.reference if self.test_item else None
 
-    def as_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "location": self.prompt.location.as_dict(),
-            "prompt_tokens": self.prompt.num_tokens,
-            "truncated": self.prompt.truncated,
-            "generated_samples": self.texts,
-            "finish_reasons": self.finish_reasons,
-            "output_tokens": self.output_tokens,
-        }
+    def user_item(self) -> UserItem:
+        """The item as its user file holds it."""
+        extra: dict[str, Any] = {}
         if self.raw_texts != self.texts:  # a handler changed them: keep what was generated
-            out["raw_samples"] = self.raw_texts
+            extra["raw_samples"] = list(self.raw_texts)
         if self.flags:
-            out["flags"] = dict(self.flags)
-        if self.reference is not None:
-            out["reference"] = self.reference
-        return out
+            extra["flags"] = dict(self.flags)
+        return UserItem(self.prompt.location, self.prompt.num_tokens, self.prompt.truncated,
+                        tuple(self.texts), tuple(self.finish_reasons), tuple(self.output_tokens),
+                        self.reference, extra)
 
 
 class Collector:

@@ -15,13 +15,15 @@ class SkippedItemsError(RuntimeError):
 
 
 def finish(job: Job, prompts: Mapping[tuple[str, str], Sequence[int]] | None = None,
-           dataset: Any = None, known_scores: Any = None) -> dict[str, Any]:
+           dataset: Any = None, known_scores: Any = None, tokenizer: Any = None,
+           ) -> dict[str, Any]:
     """Merge every shard's users into the final files, score and report them; refuse silent skips.
 
     users/ is read once for all three. `prompts`: the token ids this session built, keyed
     (user_hash, location key), and `dataset`, the loaded dataset, for the report page (None: it
     reads prompts.jsonl or rebuilds them, and loads the dataset). `known_scores`: the
-    evaluation.background.KnownScores computed while the run generated.
+    evaluation.background.KnownScores computed while the run generated; `tokenizer`: the run's,
+    to decode `prompts` with.
     The summary's `after_run_seconds` says what each of these stages took.
     """
     seconds: dict[str, float] = {}
@@ -40,7 +42,7 @@ def finish(job: Job, prompts: Mapping[tuple[str, str], Sequence[int]] | None = N
 
         start = time.perf_counter()
         # Logged, never fatal: the results are on disk.
-        write_report_safely(job.output_dir, prompts, dataset, found.users)
+        write_report_safely(job.output_dir, prompts, dataset, found.users, tokenizer)
         seconds["report"] = time.perf_counter() - start
     summary["after_run_seconds"] = {k: round(v, 3) for k, v in seconds.items()}
     write_json_atomic(job.output_dir / SUMMARY_FILE, summary)

@@ -119,7 +119,7 @@ def run_jobs(jobs: Sequence[Job], start: StartEngine = start_job_engine,
         refused = []
         for r in runs:  # every folder gets its files, even when one of them has skipped items
             try:
-                close_run(r, merge)
+                close_run(r, merge, tokenizer)
             except SkippedItemsError as err:
                 refused.append(err)
     if refused:
@@ -306,7 +306,7 @@ def write_user_file(job: Job, user: UserRecord, items: list[ItemResult],
                     session: str | None = None) -> UserFile:
     """The user's file, naming the session that generated it (the merge's accounting)."""
     done = user_file_of(user.id_value, user.name, job.dataset_name, job.ablation.name,
-                        job.model_name, [r.as_dict() for r in items if r.full], session)
+                        job.model_name, [r.user_item() for r in items if r.full], session)
     if unfit:  # items that cannot be built: resume knows the user is done without them
         done = replace(done, extra={**done.extra,
                                     "skipped_items": [s.as_dict() for s in unfit]})
@@ -314,7 +314,7 @@ def write_user_file(job: Job, user: UserRecord, items: list[ItemResult],
     return done
 
 
-def close_run(run: JobRun, merge: bool) -> None:
+def close_run(run: JobRun, merge: bool, tokenizer: Any = None) -> None:
     job = run.job
     skipped = [s for unfit in run.unfit.values() for s in unfit] + [
         SkippedItem(r.prompt.location, run.user(r.prompt.user_hash).id_value,
@@ -325,4 +325,4 @@ def close_run(run: JobRun, merge: bool) -> None:
     write_shard_report(job, run.report, run.collector, run.resumed_users, skipped, run.session)
     if merge and len(shard_reports(job.output_dir, job.shard_count)) == job.shard_count:
         finish(job, {(r.prompt.user_hash, r.prompt.location.key()): r.prompt.token_ids
-                     for r in run.collector.items}, run.dataset, run.known_scores)
+                     for r in run.collector.items}, run.dataset, run.known_scores, tokenizer)

@@ -191,12 +191,15 @@ class UserFile:
 
 def user_file_of(user_hash: UserId, profile_name: str | None, dataset: str | None,
                  ablation: str | None, model: str | None,
-                 items: Iterable[Mapping[str, Any]], session: str | None = None) -> UserFile:
-    """The pipeline's pieces (item dicts as collect.ItemResult.as_dict makes them) as a UserFile.
+                 items: Iterable[UserItem | Mapping[str, Any]],
+                 session: str | None = None) -> UserFile:
+    """The pipeline's pieces (its UserItems, or item dicts as a user file holds them) as a
+    UserFile, items sorted by location key.
 
     `user_hash` is the id as the input wrote it; the file is named after its text.
     """
-    typed = sorted((UserItem.from_json(dict(i)) for i in items), key=lambda i: i.location.key())
+    typed = sorted((i if isinstance(i, UserItem) else UserItem.from_json(dict(i)) for i in items),
+                   key=lambda i: i.location.key())
     extra = {SESSION_KEY: session} if session is not None else {}
     return UserFile(user_hash, safe_user_filename(str(user_hash)), profile_name, dataset,
                     ablation, model, tuple(typed), extra)
