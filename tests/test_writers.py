@@ -76,3 +76,27 @@ def test_sync_filesystem_runs_on_a_real_folder(tmp_path) -> None:
     from inference_core.rundir.writers import sync_filesystem
 
     sync_filesystem(tmp_path)  # syncfs(2), or os.sync() where the C library lacks it
+
+
+def test_the_writer_thread_writes_in_order_and_hands_a_failure_back() -> None:
+    from inference_core.run.writer import UserFileWriter
+
+    done: list[int] = []
+    writer = UserFileWriter()
+    for i in range(50):
+        writer.put(lambda i=i: done.append(i))
+    assert writer.close() >= 0 and done == list(range(50))
+
+    writer = UserFileWriter()
+    writer.put(lambda: done.append(-1))
+
+    def full() -> None:
+        raise OSError(28, "No space left on device")
+
+    writer.put(full)
+    writer.put(lambda: done.append(-2))  # after a failure nothing more is written
+    with pytest.raises(OSError, match="No space"):
+        writer.close()
+    assert done[-1] == -1
+    with pytest.raises(OSError):
+        writer.put(lambda: None)

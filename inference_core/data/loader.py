@@ -6,9 +6,11 @@ plain is skipped (and listed in the summary), never guessed at.
 """
 from __future__ import annotations
 
+import gc
 import logging
 import re
 from collections import Counter
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
@@ -277,7 +279,26 @@ def load_dataset(name: str, folder: str | Path, references_file: str | None = No
 
     holdout="last" ignores the test file: each user's newest train item becomes the test item.
     """
-    folder = Path(folder)
+    with cyclic_gc_paused():
+        return read_dataset(name, Path(folder), references_file, max_users, holdout)
+
+
+@contextmanager
+def cyclic_gc_paused() -> Iterator[None]:
+    """Loading makes millions of objects that all stay alive and hold no cycles: the cyclic
+    collector would traverse the growing heap again and again for nothing (two thirds of the
+    load at 100k items). Reference counting still frees whatever is dropped."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def read_dataset(name: str, folder: Path, references_file: str | None, max_users: int | None,
+                 holdout: str | None) -> Dataset:
     problems = Problems()
     train = read_json_array(folder / TRAIN_FILE)
     history = load_history(train, TRAIN_FILE, problems)

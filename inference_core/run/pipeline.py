@@ -5,38 +5,34 @@ from __future__ import annotations
 
 import logging
 import time
-import uuid
 from contextlib import ExitStack
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import Any, Callable, Sequence
 
 from tqdm import tqdm
 
 from inference_core.data.loader import load_dataset
-from inference_core.data.records import Dataset, Location, SkippedItem, TestItem, UserRecord
+from inference_core.data.records import Dataset, SkippedItem, UserRecord
 from inference_core.engine import Engine, GenerationRequest, start_engine
 from inference_core.model.adapters import Adapter
 from inference_core.outputs.registry import make_output_handler
 from inference_core.prompts.builder import Prompt
-from inference_core.run.collect import Collector, ItemResult
+from inference_core.run.collect import Collector
 from inference_core.run.feed import RequestFeed
 from inference_core.run.finish import SkippedItemsError, finish
 from inference_core.run.job import Job
-from inference_core.run.prompting import BuildTally, BuildTask, PromptThread, prompt_builder
+from inference_core.run.prompting import BuildTask, PromptThread, prompt_builder
 from inference_core.run.reaper import engine_reaper
 from inference_core.run.shard_report import write_shard_report
 from inference_core.run.shards import CHARS_PER_TOKEN, assign_shards
 from inference_core.run.signals import stop_on_signals
-from inference_core.rundir.layout import (UserFile, user_file_of,
-                                          write_user_file as write_run_user_file)
+from inference_core.run.job_run import JobRun, collect_scores, start_scoring
+from inference_core.run.writer import UserFileWriter
 from inference_core.rundir.lock import hold_run_lock
 from inference_core.rundir.merge import shard_reports
 from inference_core.rundir.resume import claim_output_dir, finished_users
-from inference_core.rundir.writers import SyncBatch, write_json_atomic
-
-if TYPE_CHECKING:
-    from inference_core.evaluation.background import BackgroundScorer, KnownScores
+from inference_core.rundir.writers import write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -48,42 +44,6 @@ StartEngine = Callable[[Job, Sequence[Adapter]], Engine]
 def start_job_engine(job: Job, adapters: Sequence[Adapter] = ()) -> Engine:
     """The engine the job's config names (`_target_` in conf/engine/<name>.yaml)."""
     return start_engine(job.engine_cfg, str(job.model_path), job.sampling.seed, adapters)
-
-
-def new_session_id() -> str:
-    return uuid.uuid4().hex[:12]
-
-
-@dataclass
-class JobRun:
-    """One job's working state while an engine serves it, possibly beside other jobs."""
-
-    job: Job
-    dataset: Dataset
-    users: list[UserRecord]  # this shard's users still to generate
-    resumed_users: int
-    collector: Collector
-    report: dict[str, Any]
-    tally: BuildTally = field(default_factory=BuildTally)
-    unfit: dict[str, list[SkippedItem]] = field(default_factory=dict)
-    write_seconds: float = 0.0
-    last_completion: float = 0.0
-    # Scores finished users while the run generates (large runs only); what it computed.
-    scorer: BackgroundScorer | None = None
-    known_scores: KnownScores | None = None
-    # This session's id: every user file it writes and its entry in the shard report carry it,
-    # so the merge can tell which recorded session made the samples on disk. Not part of the
-    # run's identity (run.json): each resume is a new session of the same run.
-    session: str = field(default_factory=new_session_id)
-
-    def user(self, user_hash: str) -> UserRecord:
-        return self.by_hash[user_hash]
-
-    def __post_init__(self) -> None:
-        # User files are made durable in batches (a sync every 2 s), not with two fsyncs each.
-        self.sync = SyncBatch(self.job.output_dir)
-        self.by_hash = {u.user_hash: u for u in self.users}
-        self.tests: dict[Location, TestItem] = {i.location: i for u in self.users for i in u.items}
 
 
 def run_job(job: Job, start: StartEngine = start_job_engine, merge: bool = True) -> Path:
@@ -154,26 +114,6 @@ def open_run(job: Job, tokenizer: Any) -> JobRun:
                   {"load_data_seconds": time.perf_counter() - start})
 
 
-def start_scoring(run: JobRun, merge: bool, held: ExitStack) -> None:
-    """Score users as they finish, where this process also scores the run afterwards."""
-    # Imported here: the metrics' libraries load only for runs that evaluate.
-    from inference_core.evaluation.background import start_background_scorer
-
-    job = run.job
-    if job.evaluate and merge and job.shard_count == 1:
-        items = sum(len(u.items) for u in run.users)
-        run.scorer = start_background_scorer(job.language, items)
-        if run.scorer is not None:
-            held.callback(run.scorer.close)
-
-
-def collect_scores(run: JobRun) -> None:
-    if run.scorer is not None:
-        start = time.perf_counter()
-        run.known_scores = run.scorer.collect()
-        run.report["scoring_wait_seconds"] = time.perf_counter() - start
-
-
 def shard_users(job: Job, dataset: Dataset, tokenizer: Any) -> list[UserRecord]:
     """This shard's users, split by a cheap token estimate before anything is built."""
     if job.shard_count == 1:
@@ -197,6 +137,9 @@ def serve(runs: Sequence[JobRun], tokenizer: Any, start: StartEngine) -> None:
     """Build prompts in a thread while the engine loads and generates; one engine for all runs."""
     groups = [(group, RequestFeed()) for group in same_sampling(runs)]
     index = {id(r): i for i, r in enumerate(runs)}
+    writer = UserFileWriter()
+    for r in runs:
+        r.writer = writer
     builder = PromptThread([([build_task(r, index[id(r)], tokenizer) for r in group], feed)
                             for group, feed in groups])
     began = time.perf_counter()
@@ -216,10 +159,15 @@ def serve(runs: Sequence[JobRun], tokenizer: Any, start: StartEngine) -> None:
             r.report.update(shared)
     finally:
         builder.stopped.set()
-        for r in runs:  # what is written is durable before the run ends, however it ends
-            r.sync.sync()
-        if engine is not None:
-            engine.close()
+        try:  # every file handed over is written, however the run ends
+            waited = writer.close()
+            for r in runs:
+                r.report.update(write_seconds=r.write_seconds, write_wait_seconds=waited)
+        finally:
+            for r in runs:  # and durable
+                r.sync.sync()
+            if engine is not None:
+                engine.close()
     builder.join(timeout=60)
     for r in runs:
         r.report["build_prompts_seconds"] = r.tally.seconds
@@ -235,7 +183,7 @@ def build_task(run: JobRun, index: int, tokenizer: Any) -> BuildTask:
         if unfit:
             run.unfit[user.user_hash] = unfit
         if not prompts:  # nothing of this user can be generated: their file says so
-            write_user_file(run.job, user, [], unfit, run.sync, run.session)
+            run.write_user(user.user_hash, [])
             return []
         return [replace(req, request_id=f"{index}/{req.request_id}", adapter=adapter)
                 for req in run.collector.add_user(prompts, run.tests)]
@@ -275,43 +223,18 @@ def generate(engine: Engine, group: Sequence[JobRun], index: dict[int, int],
                 bar.update(kept)
                 run.last_completion = time.perf_counter()
                 if done_user is not None:
-                    write_finished_user(run, done_user)
+                    run.write_user(done_user, run.collector.user_items(done_user), score=True)
     for run in group:
         # A user with an item that never got all its samples keeps the finished items on disk.
         for user, open_count in run.collector.open_items.items():
             if open_count:
-                write_user_file(run.job, run.user(user),
-                                [r for r in run.collector.user_items(user) if r.full],
-                                run.unfit.get(user, []), run.sync, run.session)
-        run.report.update(inference_time_seconds=run.last_completion - start,
-                          write_seconds=run.write_seconds)
+                run.write_user(user, [r for r in run.collector.user_items(user) if r.full])
+        run.report["inference_time_seconds"] = run.last_completion - start
 
 
 def note_first_request(group: Sequence[JobRun], start: float) -> None:
     for r in group:
         r.report.setdefault("first_request_seconds", round(time.perf_counter() - start, 3))
-
-
-def write_finished_user(run: JobRun, user_hash: str) -> None:
-    start = time.perf_counter()
-    done = write_user_file(run.job, run.user(user_hash), run.collector.user_items(user_hash),
-                           run.unfit.get(user_hash, []), run.sync, run.session)
-    if run.scorer is not None:
-        run.scorer.add(done)
-    run.write_seconds += time.perf_counter() - start
-
-
-def write_user_file(job: Job, user: UserRecord, items: list[ItemResult],
-                    unfit: Sequence[SkippedItem] = (), batch: SyncBatch | None = None,
-                    session: str | None = None) -> UserFile:
-    """The user's file, naming the session that generated it (the merge's accounting)."""
-    done = user_file_of(user.id_value, user.name, job.dataset_name, job.ablation.name,
-                        job.model_name, [r.user_item() for r in items if r.full], session)
-    if unfit:  # items that cannot be built: resume knows the user is done without them
-        done = replace(done, extra={**done.extra,
-                                    "skipped_items": [s.as_dict() for s in unfit]})
-    write_run_user_file(job.output_dir, done, batch)
-    return done
 
 
 def close_run(run: JobRun, merge: bool, tokenizer: Any = None) -> None:

@@ -60,6 +60,9 @@ def write_shard_report(job: Job, report: dict[str, Any], collector: Collector, r
         "load_data_seconds": round(report["load_data_seconds"], 3),
         "build_prompts_seconds": round(report.get("build_prompts_seconds", 0.0), 3),
         "first_request_seconds": report.get("first_request_seconds"),
+        # Waiting, after the last sample, for the user files still queued for the writer
+        # (write_seconds is the writer thread's own time, beside the engine loop).
+        "write_wait_seconds": round(report.get("write_wait_seconds", 0.0), 3),
         # Waiting, after the last sample, for the scores computed while the run generated.
         "scoring_wait_seconds": round(report.get("scoring_wait_seconds", 0.0), 3),
         "answer_format_misses": collector.flag_totals().get("answer_format_miss", 0),

@@ -8,16 +8,19 @@ peak memory is its own. Writes outputs/bench/overhead.json.
 
 The share is the wall time the pipeline adds to generation, over the generation time of an 8B
 model on one H100 at the stated 10,000 samples/min: the time before the engine is started
-(loading the data, the resume check, the tokenizer), user-file writes in the engine loop, any
-prompt building slower than generation (it runs beside it, in its own thread), waiting for the
-scores computed beside generation, and the stages after it (merge, metrics, report). The
-libraries a real engine imports as part of its load (torch, transformers' tokenizer and config
-machinery; seconds here) are imported before the clock starts, by loading the tokenizer once:
-the share leaves the engine's load out, and so its imports. The run's own tokenizer load is
-timed.
-Stage times are wall times: on this machine the prompt thread, the scoring workers and the
-engine loop share two cores and one interpreter lock, so each stage includes waiting for them. Time to the first request is reported beside it: a
-real engine loads for tens of seconds meanwhile, so on a GPU it is not time the GPU waits.
+(loading the data, the resume check, the tokenizer), any prompt building slower than generation
+(it runs beside it, in its own thread), waiting after the last sample for the user files still
+queued for their writer thread and for the scores computed beside generation, and the stages
+after it (merge, metrics, report). The writer thread's own time (`user_writes`) is shown but not
+counted: the engine loop does not wait for it.
+
+The libraries a real engine imports as part of its load (torch, transformers' tokenizer and
+config machinery; seconds here) are imported before the clock starts, by loading the tokenizer
+once: the share leaves the engine's load out, and so its imports. The run's own tokenizer load
+is timed. Stage times are wall times: on this machine the prompt thread, the writer thread, the
+scoring workers and the engine loop share two cores and one interpreter lock, so each stage
+includes waiting for the others. Time to the first request is reported beside the share: a real
+engine loads for tens of seconds meanwhile, so on a GPU it is not time the GPU waits.
 """
 from __future__ import annotations
 
@@ -143,7 +146,7 @@ def measure(name: str, items: int, out: Path, num_samples: int) -> dict[str, Any
     after = orjson.loads((job.output_dir / "inference_summary.json").read_bytes())
     after = after["after_run_seconds"]
     stages = {"load": report["load_data_seconds"], "prompts": report["build_prompts_seconds"],
-              "user_writes": report["write_seconds"],
+              "user_writes": report["write_seconds"], "write_wait": report["write_wait_seconds"],
               "scoring_wait": report["scoring_wait_seconds"],
               "merge": after["merge"], "metrics": after["metrics"], "report": after["report"],
               "total": total_seconds}
@@ -151,7 +154,7 @@ def measure(name: str, items: int, out: Path, num_samples: int) -> dict[str, Any
     generation = samples / (SAMPLES_PER_MIN_8B_H100 / 60)
     first = (engine.first_request_at or start) - start
     before_engine = (started[0] if started else start) - start
-    overhead = (before_engine + stages["user_writes"] + max(0.0, stages["prompts"] - generation)
+    overhead = (before_engine + stages["write_wait"] + max(0.0, stages["prompts"] - generation)
                 + stages["scoring_wait"] + stages["merge"] + stages["metrics"] + stages["report"])
     return {"workload": name, "items": engine.requests, "samples": samples,
             "seconds": {k: round(v, 3) for k, v in stages.items()},
@@ -198,14 +201,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def render(rows: list[dict[str, Any]]) -> str:
-    head = (f"{'workload':<11} {'items':>7} {'load':>6} {'prompts':>8} {'writes':>7} "
+    head = (f"{'workload':<11} {'items':>7} {'load':>6} {'prompts':>8} {'writes':>7} {'w-wait':>6} "
             f"{'scoring':>8} {'merge':>6} {'metrics':>8} {'report':>7} {'engine@':>8} "
             f"{'1st req':>8} {'ms/item':>8} {'peak MB':>8} {'share':>7}")
     lines = [head]
     for r in rows:
         s = r["seconds"]
         lines.append(f"{r['workload']:<11} {r['items']:>7} {s['load']:>6.1f} {s['prompts']:>8.1f} "
-                     f"{s['user_writes']:>7.1f} {s['scoring_wait']:>8.1f} {s['merge']:>6.1f} "
+                     f"{s['user_writes']:>7.1f} {s['write_wait']:>6.1f} "
+                     f"{s['scoring_wait']:>8.1f} {s['merge']:>6.1f} "
                      f"{s['metrics']:>8.1f} {s['report']:>7.1f} "
                      f"{r['before_engine_start_seconds']:>8.2f} "
                      f"{r['time_to_first_request_seconds']:>8.2f} "

@@ -1,0 +1,108 @@
+"""One job's working state while an engine serves it: its users, collector, report and the
+threads and workers that write and score its users as they finish."""
+from __future__ import annotations
+
+import time
+import uuid
+from contextlib import ExitStack
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any, Sequence
+
+from inference_core.data.records import Dataset, Location, SkippedItem, TestItem, UserRecord
+from inference_core.run.collect import Collector, ItemResult
+from inference_core.run.job import Job
+from inference_core.run.prompting import BuildTally
+from inference_core.run.writer import UserFileWriter
+from inference_core.rundir.layout import (UserFile, user_file_of,
+                                          write_user_file as write_run_user_file)
+from inference_core.rundir.writers import SyncBatch
+
+if TYPE_CHECKING:
+    from inference_core.evaluation.background import BackgroundScorer, KnownScores
+
+
+def new_session_id() -> str:
+    return uuid.uuid4().hex[:12]
+
+
+@dataclass
+class JobRun:
+    """One job's working state while an engine serves it, possibly beside other jobs."""
+
+    job: Job
+    dataset: Dataset
+    users: list[UserRecord]  # this shard's users still to generate
+    resumed_users: int
+    collector: Collector
+    report: dict[str, Any]
+    tally: BuildTally = field(default_factory=BuildTally)
+    unfit: dict[str, list[SkippedItem]] = field(default_factory=dict)
+    write_seconds: float = 0.0
+    last_completion: float = 0.0
+    # Scores finished users while the run generates (large runs only); what it computed.
+    scorer: BackgroundScorer | None = None
+    known_scores: KnownScores | None = None
+    # This session's id: every user file it writes and its entry in the shard report carry it,
+    # so the merge can tell which recorded session made the samples on disk. Not part of the
+    # run's identity (run.json): each resume is a new session of the same run.
+    session: str = field(default_factory=new_session_id)
+
+    # Where users' files go; None writes them in the calling thread.
+    writer: UserFileWriter | None = None
+
+    def user(self, user_hash: str) -> UserRecord:
+        return self.by_hash[user_hash]
+
+    def write_user(self, user_hash: str, items: Sequence[ItemResult], score: bool = False,
+                   ) -> None:
+        """The user's file, from its full items, handed to the writer; `score`: a finished
+        user, whose items go to the background scorer once written."""
+        done = user_file_for(self.job, self.user(user_hash), items,
+                             self.unfit.get(user_hash, []), self.session)
+
+        def write() -> None:
+            start = time.perf_counter()
+            write_run_user_file(self.job.output_dir, done, self.sync)
+            if score and self.scorer is not None:
+                self.scorer.add(done)
+            self.write_seconds += time.perf_counter() - start
+
+        self.writer.put(write) if self.writer is not None else write()
+
+    def __post_init__(self) -> None:
+        # User files are made durable in batches (a sync every 2 s), not with two fsyncs each.
+        self.sync = SyncBatch(self.job.output_dir)
+        self.by_hash = {u.user_hash: u for u in self.users}
+        self.tests: dict[Location, TestItem] = {i.location: i for u in self.users for i in u.items}
+
+
+def user_file_for(job: Job, user: UserRecord, items: Sequence[ItemResult],
+                  unfit: Sequence[SkippedItem] = (), session: str | None = None) -> UserFile:
+    """The user's file from its full items, naming the session that generated it (the merge's
+    accounting)."""
+    done = user_file_of(user.id_value, user.name, job.dataset_name, job.ablation.name,
+                        job.model_name, [r.user_item() for r in items if r.full], session)
+    if unfit:  # items that cannot be built: resume knows the user is done without them
+        done = replace(done, extra={**done.extra,
+                                    "skipped_items": [s.as_dict() for s in unfit]})
+    return done
+
+
+def start_scoring(run: JobRun, merge: bool, held: ExitStack) -> None:
+    """Score users as they finish, where this process also scores the run afterwards."""
+    # Imported here: the metrics' libraries load only for runs that evaluate.
+    from inference_core.evaluation.background import start_background_scorer
+
+    job = run.job
+    if job.evaluate and merge and job.shard_count == 1:
+        items = sum(len(u.items) for u in run.users)
+        run.scorer = start_background_scorer(job.language, items)
+        if run.scorer is not None:
+            held.callback(run.scorer.close)
+
+
+def collect_scores(run: JobRun) -> None:
+    if run.scorer is not None:
+        start = time.perf_counter()
+        run.known_scores = run.scorer.collect()
+        run.report["scoring_wait_seconds"] = time.perf_counter() - start

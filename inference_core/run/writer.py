@@ -1,0 +1,52 @@
+"""Users' files written in a thread of their own, so the engine loop never waits for the disk.
+
+The engine loop hands each finished user over and goes on; the writer writes them in that order
+(atomically, made durable in batches: rundir/writers.py SyncBatch). A user is finished once its
+file is renamed into place: a kill before that loses only users the resume then generates again.
+A write that fails (disk full, a read-only folder) stops the writer; its error reaches the
+engine loop at the next hand-over, or when the writer is closed.
+"""
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from typing import Callable
+
+
+class UserFileWriter:
+    """One thread that runs the writes handed to it, in order."""
+
+    def __init__(self) -> None:
+        self._queue: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="user-file-writer", daemon=True)
+        self._thread.start()
+
+    def put(self, write: Callable[[], None]) -> None:
+        """Queue one write; raises the error of an earlier one that failed."""
+        self.raise_error()
+        self._queue.put(write)
+
+    def _run(self) -> None:
+        while (write := self._queue.get()) is not None:
+            if self._error is None:  # after a failure nothing more is written
+                try:
+                    write()
+                except BaseException as err:  # noqa: BLE001 - raised in the engine loop's thread
+                    self._error = err
+
+    def close(self) -> float:
+        """Wait until every write handed over is done; returns the seconds waited, raises the
+        error of a write that failed."""
+        start = time.perf_counter()
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join()
+        waited = time.perf_counter() - start
+        self.raise_error()
+        return waited
+
+    def raise_error(self) -> None:
+        if self._error is not None:
+            raise self._error
