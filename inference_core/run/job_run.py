@@ -46,7 +46,6 @@ class JobRun:
     # so the merge can tell which recorded session made the samples on disk. Not part of the
     # run's identity (run.json): each resume is a new session of the same run.
     session: str = field(default_factory=new_session_id)
-
     # Where users' files go; None writes them in the calling thread.
     writer: UserFileWriter | None = None
 
@@ -67,7 +66,10 @@ class JobRun:
                 self.scorer.add(done)
             self.write_seconds += time.perf_counter() - start
 
-        self.writer.put(write) if self.writer is not None else write()
+        if self.writer is not None:
+            self.writer.put(write)
+        else:
+            write()
 
     def __post_init__(self) -> None:
         # User files are made durable in batches (a sync every 2 s), not with two fsyncs each.
