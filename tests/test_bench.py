@@ -165,3 +165,21 @@ def test_tiny_bench_writes_every_row_and_ratio(vllm_engine, tmp_path):
     assert result["cache_salt"]["defeats_prefix_cache"]
     assert result["cache_salt"]["seed_style_cached_prefix_cache_hits"] > 0
     assert (out / "data" / "DMSC" / "train.json").is_file()
+
+
+def test_overhead_bench_times_every_stage_of_a_real_run(tmp_path):
+    """bench-overhead's row on a tiny workload: the run goes through the product's pipeline
+    (metrics and report included) with the benchmark-only instant engine."""
+    from inference_vllm.bench.overhead import InstantEngine, measure
+
+    row = measure("chameleons", 40, tmp_path, 2)
+    assert row["items"] == 40 and row["samples"] == 80
+    assert set(row["seconds"]) == {"load", "prompts", "user_writes", "write_wait", "scoring_wait",
+                                   "merge", "metrics", "report", "total"}
+    assert 0 < row["overhead_seconds"] <= row["seconds"]["total"]
+    generation = row["samples"] * 60 / 10_000  # the stated 8B-on-H100 rate
+    assert row["overhead_share_8b_h100"] == pytest.approx(row["overhead_seconds"] / generation,
+                                                          rel=1e-2)
+    run = tmp_path / "runs" / "chameleons-40"
+    assert (run / "metrics.json").is_file() and (run / "report.html").is_file()
+    assert "benchmark only" in InstantEngine.name

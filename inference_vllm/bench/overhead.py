@@ -162,8 +162,6 @@ def measure(name: str, items: int, out: Path, num_samples: int) -> dict[str, Any
             "before_engine_start_seconds": round(before_engine, 3),
             "per_item_ms": round(1000 * total_seconds / max(engine.requests, 1), 3),
             "peak_memory_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-            "peak_memory_mb_scorers": round(
-                resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1),
             "generation_seconds_8b_h100": round(generation, 1),
             "overhead_seconds": round(overhead, 3),
             "overhead_share_8b_h100": round(overhead / generation, 4)}
