@@ -177,15 +177,6 @@ def rouge_l(hypothesis: str, reference: str, language: str) -> float:
     return 100.0 * _rouge(language).score(reference, hypothesis)["rougeL"].fmeasure
 
 
-def sentence_scores(hypothesis: str, reference: str, language: str) -> dict[str, float]:
-    """All sentence-level reference metrics of one sample."""
-    return {
-        "bleu": sentence_bleu(hypothesis, reference, language),
-        "chrf": sentence_chrf(hypothesis, reference),
-        "rouge_l": rouge_l(hypothesis, reference, language),
-    }
-
-
 class ReferenceScorer:
     """Sentence BLEU/chrF/ROUGE-L of many samples against one reference, the reference read once.
 
