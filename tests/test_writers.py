@@ -86,6 +86,8 @@ def test_the_writer_thread_writes_in_order_and_hands_a_failure_back() -> None:
     for i in range(50):
         writer.put(lambda i=i: done.append(i))
     assert writer.close() >= 0 and done == list(range(50))
+    writer.put(lambda: done.append(50))  # after close: written at once, not lost
+    assert done[-1] == 50
 
     writer = UserFileWriter()
     writer.put(lambda: done.append(-1))

@@ -20,13 +20,20 @@ class UserFileWriter:
     def __init__(self) -> None:
         self._queue: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
         self._error: BaseException | None = None
+        self._closed = False
+        self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="user-file-writer", daemon=True)
         self._thread.start()
 
     def put(self, write: Callable[[], None]) -> None:
-        """Queue one write; raises the error of an earlier one that failed."""
+        """Queue one write; raises the error of an earlier one that failed. After close (a
+        prompt thread still finishing a user as the run stops) the write is done at once."""
         self.raise_error()
-        self._queue.put(write)
+        with self._lock:  # never behind the end marker close() puts
+            if not self._closed:
+                self._queue.put(write)
+                return
+        write()
 
     def _run(self) -> None:
         while (write := self._queue.get()) is not None:
@@ -40,9 +47,11 @@ class UserFileWriter:
         """Wait until every write handed over is done; returns the seconds waited, raises the
         error of a write that failed."""
         start = time.perf_counter()
-        if self._thread.is_alive():
-            self._queue.put(None)
-            self._thread.join()
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                self._queue.put(None)
+        self._thread.join()
         waited = time.perf_counter() - start
         self.raise_error()
         return waited
