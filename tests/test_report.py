@@ -280,3 +280,31 @@ def test_leaderboard_renders_and_sorts_in_chromium(board: Path) -> None:
     assert "&lt;script&gt;alert(2)" in rows[0] and "model-b" in rows[1]  # 1.5 before 3.5
     dom = browse(board, "--dump-dom", fragment="sort=samples_per_s:desc")
     assert "model-b" in re.findall(r"<tr>(.*?)</tr>", dom.split("<tbody>")[1], re.S)[0]
+
+
+def test_shared_prefix_is_the_common_prefix() -> None:
+    import os
+    import random
+
+    from inference_core.report.data import shared_prefix
+
+    rng = random.Random(3)
+    for _ in range(500):
+        base = "".join(rng.choice("ab") for _ in range(rng.randint(0, 30)))
+        texts = [base + "".join(rng.choice("abc") for _ in range(rng.randint(0, 5)))
+                 for _ in range(rng.randint(1, 4))]
+        assert shared_prefix(texts) == os.path.commonprefix(texts)
+    assert shared_prefix([]) == ""
+
+
+def test_prompts_are_decoded_only_as_far_as_the_page_budget(tokenizer: Any) -> None:
+    from inference_core.report.data import decode_prompts
+
+    ids = tokenizer("a fairly long prompt that repeats " * 20)["input_ids"]
+    given = {(f"u{u}", f"{u}/0/{i}"): ids for u in range(10) for i in range(2)}
+    text = tokenizer.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
+    notes: list[str] = []
+    # A user's two identical prompts cost one text (the page stores a shared prefix once).
+    out = decode_prompts({}, given, notes, budget_chars=3 * len(text) + 10, tokenizer=tokenizer)
+    assert len(out) == 6 and all(p.text == text for p in out.values())  # 3 users fit
+    assert notes == ["14 prompts were not decoded: the page's prompt budget is spent"]
