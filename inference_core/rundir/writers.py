@@ -29,19 +29,50 @@ def write_atomic(path: Path, write: Callable[[Path], None], durable: bool = True
     Same folder so the rename stays on one filesystem and readers never see a half file.
     `durable=False` leaves the two fsyncs to a SyncBatch: the rename is still atomic.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = temp_file_beside(path)
     os.close(fd)
-    tmp = Path(name)
     try:
         write(tmp)
         if durable:
             with open(tmp, "rb") as handle:
                 os.fsync(handle.fileno())
         os.chmod(tmp, 0o644)  # mkstemp makes 0600; outputs are read by others too
-        os.replace(tmp, path)
+        rename_into_place(tmp, path, durable)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def write_bytes_atomic(path: Path, data: bytes, durable: bool = True) -> None:
+    """write_atomic for bytes in hand, with as few system calls as it takes: the temporary file
+    is written through the descriptor that created it (user files are written by the
+    thousand)."""
+    fd, tmp = temp_file_beside(path)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            os.fchmod(handle.fileno(), 0o644)  # mkstemp makes 0600; outputs are read by others too
+            handle.write(data)
+            if durable:
+                handle.flush()
+                os.fsync(handle.fileno())
+        rename_into_place(tmp, path, durable)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def temp_file_beside(path: Path) -> tuple[int, Path]:
+    """A new temporary file in path's folder (made if missing), named as
+    resume.remove_stale_temp_files finds leftovers: `.<name>.<random>.tmp`."""
+    try:
+        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except FileNotFoundError:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    return fd, Path(name)
+
+
+def rename_into_place(tmp: Path, path: Path, durable: bool) -> None:
+    os.replace(tmp, path)
     if durable:
         fsync_dir(path.parent)
 
@@ -52,30 +83,6 @@ def fsync_dir(folder: Path) -> None:
         os.fsync(dir_fd)  # the rename itself survives a crash
     finally:
         os.close(dir_fd)
-
-
-def write_bytes_atomic(path: Path, data: bytes, durable: bool = True) -> None:
-    """write_atomic for bytes in hand, with as few system calls as it takes: the temporary file
-    is written through the descriptor that created it (user files are written by the
-    thousand)."""
-    try:
-        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except FileNotFoundError:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            os.fchmod(handle.fileno(), 0o644)  # mkstemp makes 0600; outputs are read by others too
-            handle.write(data)
-            if durable:
-                handle.flush()
-                os.fsync(handle.fileno())
-        os.replace(name, path)
-    except BaseException:
-        Path(name).unlink(missing_ok=True)
-        raise
-    if durable:
-        fsync_dir(path.parent)
 
 
 def write_json_atomic(path: Path, obj: Any, indent: bool = True, durable: bool = True) -> None:
