@@ -17,6 +17,7 @@ from typing import Any
 
 from inference_core.data.loader import TEST_FILE, TRAIN_FILE, load_dataset
 from inference_core.prompts.builder import build_prompts, render_cue
+from inference_core.prompts.tokens import common_prefix_length
 from inference_core.data.records import Dataset, TestItem, UserRecord
 from inference_core.rundir.layout import IDENTITY_FILE, PROMPTS_FILE, UserFile, UserItem
 from inference_core.rundir.writers import read_json
@@ -218,19 +219,13 @@ def _location_order(item: UserItem) -> tuple[int, int, int]:
 
 
 def shared_prefix(texts: Sequence[str]) -> str:
-    """The longest common prefix, found by halving with C-level slice comparisons:
-    os.path.commonprefix walks it one character at a time in Python."""
+    """The longest common prefix, by prompts.tokens' C-speed halving (os.path.commonprefix
+    walks it one character at a time in Python): the prefix all share is the one the least
+    and the greatest text share."""
     if not texts:
         return ""
-    first, last = min(texts), max(texts)  # the prefix all share is the one these two share
-    lo, hi = 0, min(len(first), len(last))
-    while lo < hi:
-        mid = (lo + hi + 1) // 2
-        if first[:mid] == last[:mid]:
-            lo = mid
-        else:
-            hi = mid - 1
-    return first[:lo]
+    first, last = min(texts), max(texts)
+    return first[:common_prefix_length(first, last)]
 
 
 class PromptPacker:

@@ -24,7 +24,6 @@ from inference_core.rundir.writers import fill_leaderboard, read_json, write_jso
 
 log = logging.getLogger(__name__)
 
-REPORT_NAME = SHARD_REPORT_NAME  # kept for callers of the old name
 __all__ = ["merge_run", "shard_report_path", "shard_reports", "collect_user_files"]
 
 
@@ -239,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def infer_shard_count(output_dir: Path) -> int:
     counts = {int(m.group(2)) for p in (output_dir / SHARDS_DIR).glob("*.json")
-              if (m := REPORT_NAME.fullmatch(p.name))}
+              if (m := SHARD_REPORT_NAME.fullmatch(p.name))}
     if len(counts) > 1:
         raise SystemExit(f"{output_dir / SHARDS_DIR} holds reports for several shard counts "
                          f"{sorted(counts)}: pass --shards")
