@@ -17,7 +17,8 @@ from typing import Any, Iterator
 
 import orjson
 
-from inference_core.data.records import Dataset, HistoryItem, Location, SkippedItem, TestItem, Turn, UserRecord
+from inference_core.data.records import (Dataset, HistoryItem, Location, SkippedItem, TestItem, Turn,
+                                         UserRecord, id_key)
 
 log = logging.getLogger(__name__)
 
@@ -173,13 +174,12 @@ def user_hash_of(record: Any, where: str, problems: Problems) -> str | None:
         problems.warn(where, f"record is a {type(record).__name__}, not an object; skipped")
         return None
     value = record.get("user_hash")
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        problems.warn(f"{where}.user_hash", "number used as id")
-        return str(value)
-    if not isinstance(value, str):
+    key = id_key(value)
+    if key is None:
         problems.warn(f"{where}.user_hash", "missing or not a string; record skipped")
-        return None
-    return value
+    elif not isinstance(value, str):
+        problems.warn(f"{where}.user_hash", "number used as id")
+    return key
 
 
 def load_history(records: list[Any], file_name: str, problems: Problems,
@@ -256,9 +256,9 @@ def holdout_last(train: list[Any], history: dict[str, list[HistoryItem]]) -> lis
     records, seen = [], set()
     for record in train:
         raw_id = record.get("user_hash") if isinstance(record, dict) else None
-        if isinstance(raw_id, bool) or not isinstance(raw_id, (str, int, float)):
+        user_hash = id_key(raw_id)  # the key load_history used; the record keeps the number
+        if user_hash is None:
             continue  # load_history warned about it already
-        user_hash = str(raw_id)  # the key load_history used; the record keeps the number
         if user_hash in seen or not history.get(user_hash):
             continue
         seen.add(user_hash)

@@ -8,6 +8,16 @@ from typing import Any, Union
 UserId = Union[str, int, float]
 
 
+def id_key(value: Any) -> str | None:
+    """The text a usable id (text, or a number; never a bool) is keyed by: a string as it is,
+    a number as its text; None for anything else."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    return None
+
+
 @dataclass(frozen=True, slots=True)
 class Location:
     """Where a test item sits in test_leaderboard.json: record, collection and item indices."""

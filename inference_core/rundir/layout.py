@@ -17,7 +17,7 @@ from typing import Any, Iterable, Iterator, Mapping
 
 import orjson
 
-from inference_core.data.records import Location, UserId
+from inference_core.data.records import Location, UserId, id_key
 
 log = logging.getLogger(__name__)
 
@@ -47,11 +47,6 @@ ITEM_KEYS = ("location", "prompt_tokens", "truncated", "generated_samples", "fin
              "output_tokens", "reference")
 USER_KEYS = ("user_hash", "file", "profile_name", "dataset", "ablation", "model", "items")
 SESSION_KEY = "session"  # a user file's extra key: the id of the session that wrote it
-
-
-def is_user_id(value: Any) -> bool:
-    """Text, or a number (the loader accepts numbers as ids); never a bool."""
-    return isinstance(value, (str, int, float)) and not isinstance(value, bool)
 
 
 def safe_user_filename(user_hash: str) -> str:
@@ -178,7 +173,7 @@ class UserFile:
     def from_json(cls, doc: Any) -> UserFile:
         if not isinstance(doc, dict):
             raise TypeError(f"the file holds {type(doc).__name__}, not an object")
-        if not is_user_id(doc["user_hash"]):
+        if id_key(doc["user_hash"]) is None:
             raise TypeError("user_hash is neither a string nor a number")
         if not isinstance(doc["items"], list):
             raise TypeError("items is not a list")
