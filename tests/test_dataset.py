@@ -30,6 +30,19 @@ def test_history_comes_from_train_by_user_hash_and_sorts_by_timestamp(tmp_path):
     assert [h.text for h in user.history] == ["first", "second"]
 
 
+def test_user_in_several_train_records_has_one_history_in_time_then_file_order(tmp_path):
+    train = [user_record("a", "DANTE", [dialogue_item("tie one", ("R", "q"), timestamp="2002"),
+                                        dialogue_item("undated", ("R", "q"))]),
+             user_record("b", "RANDAL", [dialogue_item("not mine", ("D", "q"))]),
+             user_record("a", "DANTE", [dialogue_item("oldest", ("R", "q"), timestamp="2001"),
+                                        dialogue_item("tie two", ("R", "q"), timestamp="2002")])]
+    test = [user_record("a", "DANTE", [dialogue_item(None, ("R", "hi"))])]
+    (user,) = load_dataset("x", write_dataset(tmp_path, train, test)).users
+    assert [(h.text, h.order) for h in user.history] == [
+        ("undated", 1), ("oldest", 2), ("tie one", 0), ("tie two", 3)]
+    assert user.history[-1].context[0].content == "q" and len(user.history) == 4
+
+
 def test_malformed_records_warn_with_file_record_and_field(tmp_path, caplog):
     test = [
         user_record("ok", "A", [dialogue_item(None, ("R", "hello"))]),
@@ -69,14 +82,24 @@ def test_same_user_in_several_records_is_one_user_with_all_items(tmp_path):
     assert [i.location for i in data.users[0].items] == [Location(0, 0, 0), Location(2, 0, 0)]
 
 
-@pytest.mark.parametrize("content,message", [(b"{not json", "not valid JSON"),
-                                             (b'{"a": 1}', "expected a JSON array")])
-def test_unreadable_files_raise_one_error_naming_the_file(tmp_path, content, message):
+GOOD_RECORD = b'{"user_hash": "a", "task": {"task_behavior_collections": []}}'
+
+
+@pytest.mark.parametrize("name", ["test_leaderboard.json", "train.json"])
+@pytest.mark.parametrize("content,message", [
+    (b"{not json", "not valid JSON"),
+    (b'{"a": 1}', "expected a JSON array of user records, got dict"),
+    (b"", "not valid JSON"),
+    (b"[" + GOOD_RECORD + b", {broken", r"not valid JSON after record \[0\]"),
+    (b"[" + GOOD_RECORD + b"] trailing", r"not valid JSON after record \[0\]"),
+    (b"[" + GOOD_RECORD[:-1] + b'\xff"]', "not valid JSON before the first record")])
+def test_unreadable_files_raise_one_error_naming_the_file(tmp_path, name, content, message):
+    """Both files are read a record at a time: a break names the file and the last good record."""
     write_dataset(tmp_path, [], [])
-    (tmp_path / "test_leaderboard.json").write_bytes(content)
+    (tmp_path / name).write_bytes(content)
     with pytest.raises(InputError, match=message) as err:
         load_dataset("x", tmp_path)
-    assert "test_leaderboard.json" in str(err.value)
+    assert name in str(err.value)
 
 
 def test_references_file_fills_missing_references(tmp_path):

@@ -25,7 +25,7 @@ def test_holdout_moves_exactly_the_newest_item_and_never_leaks_it(tmp_path, toke
     a, b = data.users
     assert [i.reference for i in a.items] == ["SECRET-NEWEST"] and len(b.items) == 1
     assert [h.text for h in a.history] == ["older line", "middle line"] and b.history == ()
-    assert len(data.raw_test) == 2
+    assert len(data.derived_test) == 2
     style = PromptStyle("Reply.", "Past lines", 1)
     builder = PromptBuilder(tokenizer, style, Ablation("all", True, True, True), 1500)
     prompts, _ = build_prompts(builder, data.users)

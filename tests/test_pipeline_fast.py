@@ -378,3 +378,31 @@ def test_background_scoring_that_breaks_leaves_the_run_and_its_metrics_whole(
     monkeypatch.setattr(background, "ProcessPoolExecutor", BrokenPool)
     out = run_job(job_for(tmp_path, "evaluate=true"), lend(FakeEngine()))
     assert load(out / "metrics.json") == evaluate_run(out)
+
+
+def test_report_shows_the_prompts_sent_while_the_run_keeps_none(tmp_path: Path,
+                                                                monkeypatch) -> None:
+    """Each finished user's prompts are decoded for the page as their file is written, and the
+    run then forgets that user's prompt ids and samples (a long run's memory stays flat)."""
+    from inference_core.run.collect import Collector
+    from test_report import page_data
+
+    released = []
+    release = Collector.release
+
+    def recording(self, user_hash):
+        release(self, user_hash)
+        released.extend(self.user_items(user_hash))
+
+    monkeypatch.setattr(Collector, "release", recording)
+    monkeypatch.setattr("inference_core.report.data.rebuild_prompts", None)  # no second build
+    engine = FakeEngine()
+    out = run_job(job_for(tmp_path, "report=true"), lend(engine))
+    assert len(released) == len(engine.requests) == 15
+    assert all(r.full and not r.texts and not r.prompt.token_ids for r in released)
+    dry = [orjson.loads(line) for line in
+           run_job(job_for(tmp_path, "dry_run=true", name="dry"), lend(engine)).read_bytes()
+           .splitlines()]
+    data = page_data((out / "report.html").read_text())
+    shown = [data["prefixes"][c["pp"]] + c["ps"] for c in data["items"]]
+    assert sorted(shown) == sorted(line["text"] for line in dry)

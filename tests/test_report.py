@@ -286,7 +286,7 @@ def test_shared_prefix_is_the_common_prefix() -> None:
     import os
     import random
 
-    from inference_core.report.data import shared_prefix
+    from inference_core.report.prompt_texts import shared_prefix
 
     rng = random.Random(3)
     for _ in range(500):
@@ -298,13 +298,16 @@ def test_shared_prefix_is_the_common_prefix() -> None:
 
 
 def test_prompts_are_decoded_only_as_far_as_the_page_budget(tokenizer: Any) -> None:
-    from inference_core.report.data import decode_prompts
+    from inference_core.report.prompt_texts import PromptTexts
 
     ids = tokenizer("a fairly long prompt that repeats " * 20)["input_ids"]
-    given = {(f"u{u}", f"{u}/0/{i}"): ids for u in range(10) for i in range(2)}
+    users = [[((f"u{u}", f"{u}/0/{i}"), ids) for i in range(2)] for u in range(10)]
     text = tokenizer.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
-    notes: list[str] = []
     # A user's two identical prompts cost one text (the page stores a shared prefix once).
-    out = decode_prompts({}, given, notes, budget_chars=3 * len(text) + 10, tokenizer=tokenizer)
-    assert len(out) == 6 and all(p.text == text for p in out.values())  # 3 users fit
-    assert notes == ["14 prompts were not decoded: the page's prompt budget is spent"]
+    for own_copy in (False, True):  # the writer thread decodes with its own copy: same texts
+        prompts = PromptTexts(tokenizer, 3 * len(text) + 10, own_copy)
+        prompts.add_users(users[:2])
+        for user in users[2:]:  # as users finish, one at a time
+            prompts.add_users([user])
+        assert len(prompts.texts) == 6 and all(p.text == text for p in prompts.texts.values())
+        assert prompts.notes == ["14 prompts were not decoded: the page's prompt budget is spent"]

@@ -13,10 +13,12 @@ from collections import Counter
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator, Sequence
 
 import orjson
 
+from inference_core.data.files import InputError, iter_json_array
+from inference_core.data.history import PackedHistory, history_order, merge_histories
 from inference_core.data.records import (Dataset, HistoryItem, Location, SkippedItem, TestItem, Turn,
                                          UserRecord, id_key)
 
@@ -26,10 +28,6 @@ TRAIN_FILE = "train.json"
 TEST_FILE = "test_leaderboard.json"
 MAX_LOGGED_WARNINGS = 25
 MAX_EXAMPLES = 3  # places kept per kind of warning for the totals
-
-
-class InputError(ValueError):
-    """Input that cannot be used at all (not JSON, not a list of records, missing files)."""
 
 
 @dataclass
@@ -63,19 +61,6 @@ class Problems:
 def kind_of(message: str) -> str:
     """A warning's kind: its message with quoted or numeric values taken out."""
     return re.sub(r"'[^']*'|\"[^\"]*\"|-?\d+(\.\d+)?", "…", message)
-
-
-def read_json_array(path: Path) -> list[Any]:
-    """The whole file as a list of records, or one InputError naming the file."""
-    try:
-        data = orjson.loads(path.read_bytes())
-    except FileNotFoundError:
-        raise InputError(f"{path}: file not found") from None
-    except orjson.JSONDecodeError as err:
-        raise InputError(f"{path}: not valid JSON ({err})") from None
-    if not isinstance(data, list):
-        raise InputError(f"{path}: expected a JSON array of user records, got {type(data).__name__}")
-    return data
 
 
 NUMBER_AS_TEXT = kind_of("number 1 used as text")
@@ -182,24 +167,44 @@ def user_hash_of(record: Any, where: str, problems: Problems) -> str | None:
     return key
 
 
-def load_history(records: list[Any], file_name: str, problems: Problems,
-                 ) -> dict[str, list[HistoryItem]]:
+@dataclass(frozen=True)
+class TrainUser:
+    """What holdout=last needs of a train user's first record, beside their history."""
+
+    id_value: Any
+    user: Any
+    description: Any
+
+
+def load_history(records: Iterable[Any], file_name: str, problems: Problems,
+                 firsts: dict[str, TrainUser] | None = None) -> dict[str, PackedHistory]:
     """Every train item per user_hash, oldest first (items without a timestamp count as oldest);
-    each keeps its file position in `order` for formats that show history in file order."""
-    history: dict[str, list[HistoryItem]] = {}
+    each keeps its file position in `order` for formats that show history in file order.
+
+    Records are read one at a time and each record's items packed at once, so the parsed
+    file never exists whole. `firsts`, when given, gets each user's first record (holdout).
+    """
+    parts: dict[str, list[PackedHistory]] = {}
+    counts: dict[str, int] = {}
     for r_i, record in enumerate(records):
         where = f"{file_name}[{r_i}]"
         user_hash = user_hash_of(record, where, problems)
         if user_hash is None:
             continue
-        items = history.setdefault(user_hash, [])
+        if firsts is not None and user_hash not in firsts:
+            task = record.get("task")
+            firsts[user_hash] = TrainUser(record["user_hash"], record.get("user"),
+                                          task.get("description") if isinstance(task, dict) else None)
+        items: list[HistoryItem] = []
+        start = counts.get(user_hash, 0)
         for c_i, d_i, raw, _ in iter_items(record, where, problems):
-            item = parse_history_item(raw, f"{where}...[{c_i}].data[{d_i}]", problems, len(items))
+            item = parse_history_item(raw, f"{where}...[{c_i}].data[{d_i}]", problems,
+                                      start + len(items))
             if item is not None:
                 items.append(item)
-    for items in history.values():
-        items.sort(key=lambda h: (h.timestamp is not None, h.timestamp or ""))
-    return history
+        counts[user_hash] = start + len(items)
+        parts.setdefault(user_hash, []).append(PackedHistory(sorted(items, key=history_order)))
+    return {user_hash: merge_histories(p) for user_hash, p in parts.items()}
 
 
 def parse_history_item(raw: Any, where: str, problems: Problems, order: int = 0,
@@ -248,27 +253,23 @@ def load_references(path: Path) -> dict[str, str]:
     return {str(k): v for k, v in data.items() if isinstance(v, str)}
 
 
-def holdout_last(train: list[Any], history: dict[str, list[HistoryItem]]) -> list[Any]:
+def holdout_last(firsts: dict[str, TrainUser], history: dict[str, PackedHistory]) -> list[Any]:
     """Each train user's newest item as a test record with its reference, taken out of history.
 
-    Lets any dataset be scored, even one whose test file has no references.
+    Lets any dataset be scored, even one whose test file has no references. Users in train-file
+    order, each with what their first train record says about them.
     """
-    records, seen = [], set()
-    for record in train:
-        raw_id = record.get("user_hash") if isinstance(record, dict) else None
-        user_hash = id_key(raw_id)  # the key load_history used; the record keeps the number
-        if user_hash is None:
-            continue  # load_history warned about it already
-        if user_hash in seen or not history.get(user_hash):
+    records = []
+    for user_hash, first in firsts.items():
+        if not history.get(user_hash):
             continue
-        seen.add(user_hash)
-        last = history[user_hash].pop()  # popped: the reference must not stay in the prompt
+        *older, last = history[user_hash].unpack()
+        history[user_hash] = PackedHistory(older)  # the reference must not stay in the prompt
         item = {"context": [{"source": t.source, "content": t.content} for t in last.context],
                 "continuation_prefix": last.prefix, "continuation": last.text,
                 "timestamp": last.timestamp}
-        task = record.get("task") if isinstance(record.get("task"), dict) else {}
-        records.append({"user_hash": raw_id, "user": record.get("user"), "task": {
-            "description": task.get("description"),
+        records.append({"user_hash": first.id_value, "user": first.user, "task": {
+            "description": first.description,
             "task_behavior_collections": [{"type": "holdout", "type_desc": "", "data": [item]}]}})
     return records
 
@@ -300,16 +301,19 @@ def cyclic_gc_paused() -> Iterator[None]:
 def read_dataset(name: str, folder: Path, references_file: str | None, max_users: int | None,
                  holdout: str | None) -> Dataset:
     problems = Problems()
-    train = read_json_array(folder / TRAIN_FILE)
-    history = load_history(train, TRAIN_FILE, problems)
-    test_path = folder / TEST_FILE
-    if holdout == "last":
-        raw_test, references = holdout_last(train, history), {}
-    elif holdout is None:
-        raw_test = read_json_array(test_path)
-        references = load_references(folder / references_file) if references_file else {}
-    else:
+    if holdout not in (None, "last"):
         raise InputError(f"dataset.holdout={holdout!r}: only null or 'last' are known")
+    firsts: dict[str, TrainUser] | None = {} if holdout == "last" else None
+    history = load_history(iter_json_array(folder / TRAIN_FILE), TRAIN_FILE, problems, firsts)
+    test_path = folder / TEST_FILE
+    derived: list[Any] | None = None
+    if firsts is not None:
+        derived = holdout_last(firsts, history)
+        raw_test: Iterable[Any] = derived
+        references: dict[str, str] = {}
+    else:
+        raw_test = iter_json_array(test_path)
+        references = load_references(folder / references_file) if references_file else {}
     users: dict[str, dict[str, Any]] = {}
     skipped: list[SkippedItem] = []
     for r_i, record in enumerate(raw_test):
@@ -322,7 +326,11 @@ def read_dataset(name: str, folder: Path, references_file: str | None, max_users
         if user_hash not in users:
             if max_users is not None and len(users) >= max_users:
                 continue
-            users[user_hash] = {"record": record, "where": where, "items": [], "id": raw_id}
+            # Only what the user's record needs later: the raw items go as they are parsed.
+            task = record.get("task")
+            users[user_hash] = {"user": record.get("user"), "where": where, "items": [],
+                                "id": raw_id, "description":
+                                task.get("description") if isinstance(task, dict) else None}
         for c_i, d_i, raw, desc in iter_items(record, where, problems):
             loc = Location(r_i, c_i, d_i)
             here = f"{where}.task.task_behavior_collections[{c_i}].data[{d_i}]"
@@ -333,21 +341,21 @@ def read_dataset(name: str, folder: Path, references_file: str | None, max_users
             else:
                 users[user_hash]["items"].append(item)
     problems.log_totals()
-    records = tuple(build_user(h, u, history.get(h, []), problems) for h, u in users.items())
-    return Dataset(name, str(test_path), str(folder / TRAIN_FILE), records, raw_test, tuple(skipped))
+    records = tuple(build_user(h, u, history.get(h, ()), problems) for h, u in users.items())
+    return Dataset(name, str(test_path), str(folder / TRAIN_FILE), records, tuple(skipped),
+                   derived)
 
 
-def build_user(user_hash: str, merged: dict[str, Any], history: list[HistoryItem],
+def build_user(user_hash: str, merged: dict[str, Any], history: Sequence[HistoryItem],
                problems: Problems) -> UserRecord:
-    record, where = merged["record"], merged["where"]
-    user = as_object(record.get("user"), f"{where}.user", problems)
-    task = record.get("task") if isinstance(record.get("task"), dict) else {}
+    where = merged["where"]
+    user = as_object(merged["user"], f"{where}.user", problems)
     return UserRecord(
         user_hash=user_hash,
         profile=as_object(user.get("profile"), f"{where}.user.profile", problems),
         personality=as_object(user.get("personality"), f"{where}.user.personality", problems),
-        description=as_text(task.get("description"), f"{where}.task.description", problems) or "",
-        history=tuple(history),
+        description=as_text(merged["description"], f"{where}.task.description", problems) or "",
+        history=history,
         items=tuple(merged["items"]),
         id_value=merged["id"],
     )

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Any, Sequence, Union
 
 # A user's id as the input JSON holds it: text, or a number the loader accepted as an id.
 UserId = Union[str, int, float]
@@ -79,7 +79,7 @@ class UserRecord:
     profile: dict[str, Any]
     personality: dict[str, Any]
     description: str
-    history: tuple[HistoryItem, ...]
+    history: Sequence[HistoryItem]  # oldest first; the loader's is a data.history.PackedHistory
     items: tuple[TestItem, ...]
     id_value: UserId | None = None
 
@@ -111,11 +111,13 @@ class SkippedItem:
 
 @dataclass(frozen=True)
 class Dataset:
-    """A loaded benchmark: the users to generate for and the raw test records to fill."""
+    """A loaded benchmark: the users to generate for (the merge reads the test file again to
+    fill it, so its raw records are not kept here)."""
 
     name: str
     test_path: str
     train_path: str
     users: tuple[UserRecord, ...]
-    raw_test: list[Any] = field(repr=False)
     skipped: tuple[SkippedItem, ...] = ()
+    # holdout=last: the test records made from train.json, written as the run's own test file.
+    derived_test: list[Any] | None = field(default=None, repr=False)

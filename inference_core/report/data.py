@@ -17,15 +17,14 @@ from typing import Any
 
 from inference_core.data.loader import TEST_FILE, TRAIN_FILE, load_dataset
 from inference_core.prompts.builder import build_prompts, render_cue
-from inference_core.prompts.tokens import common_prefix_length
 from inference_core.data.records import Dataset, TestItem, UserRecord
 from inference_core.rundir.layout import IDENTITY_FILE, PROMPTS_FILE, UserFile, UserItem
+from inference_core.report.prompt_texts import Key, PromptTexts, RebuiltPrompt, shared_prefix
 from inference_core.rundir.writers import read_json
 
 log = logging.getLogger(__name__)
 
 CONTEXT_TURNS = 4  # the last turns before the cue shown on a card
-Key = tuple[str, str]  # (user_hash, "record/collection/item")
 
 
 @dataclass(frozen=True)
@@ -35,12 +34,6 @@ class ItemContext:
     cue: str
     turns: tuple[tuple[str, str], ...]
     total_turns: int
-
-
-@dataclass(frozen=True)
-class RebuiltPrompt:
-    text: str
-    num_tokens: int
 
 
 @dataclass(frozen=True)
@@ -120,13 +113,12 @@ def rebuild_prompts(identity: dict[str, Any], users: Sequence[UserRecord], notes
 
 
 def load_extras(run_dir: Path, user_hashes: set[str], with_prompts: bool = True,
-                given: Mapping[Key, Sequence[int]] | None = None,
-                budget_chars: int = 10**8, dataset: Dataset | None = None,
-                tokenizer: Any = None) -> Extras:
+                given: PromptTexts | None = None, dataset: Dataset | None = None) -> Extras:
     """Cues, context and prompts for the run's users, as far as they can be had.
 
-    Prompts come from what the run hands over (`given`: token ids it had in memory), else from
-    the dry run's prompts.jsonl, else they are rebuilt with the run's settings.
+    Prompts come from what the run hands over (`given`: its own, decoded as its users
+    finished), else from the dry run's prompts.jsonl, else they are rebuilt with the run's
+    settings.
     """
     notes: list[str] = []
     identity = read_identity(run_dir, notes)
@@ -137,66 +129,16 @@ def load_extras(run_dir: Path, user_hashes: set[str], with_prompts: bool = True,
     users = [u for u in dataset.users if u.user_hash in user_hashes]
     contexts = {(u.user_hash, it.location.key()): item_context(u, it)
                 for u in users for it in u.items}
-    prompts: dict[Key, RebuiltPrompt] = {}
+    prompts: Mapping[Key, RebuiltPrompt] = {}
     if with_prompts and given is not None:
-        prompts = decode_prompts(identity, given, notes, budget_chars, tokenizer)
+        prompts = given.texts
+        for note in given.notes:
+            _note(notes, note)
     elif with_prompts and (run_dir / PROMPTS_FILE).is_file():
         prompts = read_prompts_file(run_dir / PROMPTS_FILE)
     elif with_prompts:
         prompts = rebuild_prompts(identity, users, notes)
     return Extras(contexts, prompts, tuple(notes))
-
-
-def decode_prompts(identity: dict[str, Any], given: Mapping[Key, Sequence[int]],
-                   notes: list[str], budget_chars: int = 10**8, tokenizer: Any = None,
-                   ) -> dict[Key, RebuiltPrompt]:
-    """The run's own prompts (token ids it kept), as text: no second build.
-
-    Users in the run's order, as the page packs them (a user's shared prefix counted once),
-    until the page's prompt budget is spent: decoding what the page cannot hold is wasted work.
-    `tokenizer`: the run's own, if it hands it over (else the checkpoint's is loaded).
-    """
-    from inference_core.run.prompting import load_tokenizer
-
-    try:
-        tokenizer = tokenizer or load_tokenizer(Path(str(identity.get("checkpoint") or "")))
-    except Exception as exc:  # noqa: BLE001 - the page must be made
-        _note(notes, f"full prompts are not shown: no tokenizer ({type(exc).__name__}: {exc})")
-        return {}
-    by_user: dict[str, list[Key]] = {}
-    for key in given:
-        by_user.setdefault(key[0], []).append(key)
-    out: dict[Key, RebuiltPrompt] = {}
-    left, users = budget_chars, list(by_user.values())
-    for start in range(0, len(users), DECODE_USERS):
-        chunk = users[start:start + DECODE_USERS]
-        texts = iter(decode_batch(tokenizer, [given[k] for keys in chunk for k in keys]))
-        for keys in chunk:
-            mine = [next(texts) for _ in keys]
-            shared = shared_prefix(mine)
-            left -= len(shared) + sum(len(t) - len(shared) for t in mine)
-            if left < 0:
-                skipped = sum(len(k) for k in users) - len(out)
-                _note(notes, f"{skipped} prompts were not decoded: the page's prompt budget is "
-                             "spent")
-                return out
-            out.update({k: RebuiltPrompt(t, len(given[k])) for k, t in zip(keys, mine)})
-    return out
-
-
-# Users whose prompts are decoded in one batch call.
-DECODE_USERS = 256
-
-
-def decode_batch(tokenizer: Any, ids: Sequence[Sequence[int]]) -> list[str]:
-    """Token ids as text, exactly as tokenizer.decode writes them (no clean-up, specials kept);
-    a fast tokenizer decodes the whole batch in its Rust backend."""
-    lists = [list(i) for i in ids]
-    backend = getattr(tokenizer, "backend_tokenizer", None)
-    if backend is not None:
-        return backend.decode_batch(lists, skip_special_tokens=False)
-    return [tokenizer.decode(i, skip_special_tokens=False, clean_up_tokenization_spaces=False)
-            for i in lists]
 
 
 def read_prompts_file(path: Path) -> dict[Key, RebuiltPrompt]:
@@ -216,16 +158,6 @@ def read_prompts_file(path: Path) -> dict[Key, RebuiltPrompt]:
 def _location_order(item: UserItem) -> tuple[int, int, int]:
     loc = item.location
     return (loc.record, loc.collection, loc.item)
-
-
-def shared_prefix(texts: Sequence[str]) -> str:
-    """The longest common prefix, by prompts.tokens' C-speed halving (os.path.commonprefix
-    walks it one character at a time in Python): the prefix all share is the one the least
-    and the greatest text share."""
-    if not texts:
-        return ""
-    first, last = min(texts), max(texts)
-    return first[:common_prefix_length(first, last)]
 
 
 class PromptPacker:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import math
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,12 +21,13 @@ from inference_core.command import CommandParser, skipped_code
 from inference_core.evaluation.scoring import METRICS_FILE, iter_user_docs
 from inference_core.report.html import esc, page
 from inference_core.report.data import build_payload, load_extras
+from inference_core.report.prompt_texts import PAGE_PROMPT_CHARS, PromptTexts
 from inference_core.rundir.layout import UserFile
 from inference_core.rundir.writers import REPORT_FILE, SUMMARY_FILE, for_each_run_dir, read_json, write_bytes_atomic
 
 log = logging.getLogger(__name__)
 
-DEFAULT_PROMPT_BUDGET_MB = 64.0  # prompt text embedded in one page, beyond it prompts are left out
+DEFAULT_PROMPT_BUDGET_MB = PAGE_PROMPT_CHARS / 1e6  # prompt text in one page; beyond it prompts are left out
 MAX_LISTED_SKIPS = 200
 _REASON_COLOURS = {"stop": "#3b6fb6", "length": "#e07b39"}
 _OTHER_COLOUR = "#999999"
@@ -150,19 +151,15 @@ def _controls_html() -> str:
 
 
 def render_report(run_dir: Path, prompt_budget_mb: float = DEFAULT_PROMPT_BUDGET_MB,
-                  with_prompts: bool = True, prompts: Mapping[Any, Sequence[int]] | None = None,
-                  dataset: Any = None, users: Sequence[UserFile] | None = None,
-                  tokenizer: Any = None) -> str:
-    """The whole page for one run folder; `prompts`: the run's own token ids, if it has them,
-    and `tokenizer` the one that made them; `users`: its user files, if the caller has read
-    them."""
+                  with_prompts: bool = True, prompts: PromptTexts | None = None,
+                  dataset: Any = None, users: Sequence[UserFile] | None = None) -> str:
+    """The whole page for one run folder; `prompts`: the run's own, decoded as its users
+    finished, if it has them; `users`: its user files, if the caller has read them."""
     summary = read_json(run_dir / SUMMARY_FILE)
     metrics_path = run_dir / METRICS_FILE
     metrics = read_json(metrics_path) if metrics_path.is_file() else {}
     docs = list(iter_user_docs(run_dir)) if users is None else list(users)
-    # Prompts are decoded only as far as the page has room for them.
-    extras = load_extras(run_dir, {d.key for d in docs}, with_prompts, prompts,
-                         int(prompt_budget_mb * 1e6), dataset, tokenizer)
+    extras = load_extras(run_dir, {d.key for d in docs}, with_prompts, prompts, dataset)
     payload = build_payload(docs, extras, int(prompt_budget_mb * 1e6))
     notes = list(extras.notes)
     if not with_prompts:
@@ -190,30 +187,27 @@ def render_report(run_dir: Path, prompt_budget_mb: float = DEFAULT_PROMPT_BUDGET
 
 
 def write_report(run_dir: Path, prompt_budget_mb: float = DEFAULT_PROMPT_BUDGET_MB,
-                 with_prompts: bool = True, prompts: Mapping[Any, Sequence[int]] | None = None,
-                 dataset: Any = None, users: Sequence[UserFile] | None = None,
-                 tokenizer: Any = None) -> Path:
+                 with_prompts: bool = True, prompts: PromptTexts | None = None,
+                 dataset: Any = None, users: Sequence[UserFile] | None = None) -> Path:
     """Write RUN_DIR/report.html (atomically); return its path."""
     run_dir = Path(run_dir)
     path = run_dir / REPORT_FILE
-    page_text = render_report(run_dir, prompt_budget_mb, with_prompts, prompts, dataset, users,
-                              tokenizer)
+    page_text = render_report(run_dir, prompt_budget_mb, with_prompts, prompts, dataset, users)
     write_bytes_atomic(path, page_text.encode())
     log.info("wrote %s", path)
     return path
 
 
-def write_report_safely(run_dir: Path, prompts: Mapping[Any, Sequence[int]] | None = None,
+def write_report_safely(run_dir: Path, prompts: PromptTexts | None = None,
                         dataset: Any = None, users: Sequence[UserFile] | None = None,
-                        tokenizer: Any = None) -> Path | None:
+                        ) -> Path | None:
     """For a finished run: a report that cannot be made is logged, never fails the run.
 
-    `prompts`, `dataset`, `users` and `tokenizer`: what the run has in memory or has read, so
-    the page needs no second build, load or read.
+    `prompts`, `dataset` and `users`: what the run has in memory or has read, so the page
+    needs no second build, load or read.
     """
     try:
-        return write_report(run_dir, prompts=prompts, dataset=dataset, users=users,
-                            tokenizer=tokenizer)
+        return write_report(run_dir, prompts=prompts, dataset=dataset, users=users)
     except Exception:  # noqa: BLE001 - the run's results are on disk whatever happens here
         log.exception("could not write %s; make it later with python -m inference_core.report %s",
                       Path(run_dir) / REPORT_FILE, run_dir)

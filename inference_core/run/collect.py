@@ -7,8 +7,9 @@ again in the next round, never replaced by a placeholder.
 from __future__ import annotations
 
 import hashlib
+from array import array
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from inference_core.data.records import Location, TestItem
@@ -36,10 +37,13 @@ class ItemResult:
     flags: Counter = field(default_factory=Counter)
     unusable: int = 0  # samples the handler refused (redrawn)
     error: str | None = None  # the engine could not serve this item at all
+    # The samples it had when its user's file was written and its texts and prompt ids were
+    # dropped (release); None while it holds them.
+    written: int | None = None
 
     @property
     def full(self) -> bool:
-        return len(self.texts) == self.num_samples
+        return (len(self.texts) if self.written is None else self.written) == self.num_samples
 
     @property
     def closed(self) -> bool:
@@ -49,6 +53,13 @@ class ItemResult:
     @property
     def reference(self) -> str | None:
         return self.test_item.reference if self.test_item else None
+
+    def release(self) -> None:
+        """Forget what the user's file now holds (samples, the prompt's ids): a long run keeps
+        only each item's counts and flags, not every prompt and sample until it ends."""
+        self.written = len(self.texts)
+        self.texts, self.raw_texts, self.finish_reasons, self.output_tokens = [], [], [], []
+        self.prompt = replace(self.prompt, token_ids=array("i"), text=None, messages=None)
 
     def user_item(self) -> UserItem:
         """The item as its user file holds it."""
@@ -129,6 +140,11 @@ class Collector:
 
     def user_items(self, user_hash: str) -> list[ItemResult]:
         return self.by_user[user_hash]
+
+    def release(self, user_hash: str) -> None:
+        """A finished user's items once their file is made: see ItemResult.release."""
+        for item in self.by_user[user_hash]:
+            item.release()
 
     def complete(self) -> list[ItemResult]:
         return [r for r in self.items if r.full]

@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import time
-from typing import Any, Mapping, Sequence
+from typing import Any
 
+from inference_core.report.prompt_texts import PromptTexts
 from inference_core.run.job import Job
 from inference_core.rundir.layout import SUMMARY_FILE, scan_user_files
 from inference_core.rundir.merge import merge_run
@@ -14,16 +15,14 @@ class SkippedItemsError(RuntimeError):
     """Items were left without generations and allow_skips is off."""
 
 
-def finish(job: Job, prompts: Mapping[tuple[str, str], Sequence[int]] | None = None,
-           dataset: Any = None, known_scores: Any = None, tokenizer: Any = None,
-           ) -> dict[str, Any]:
+def finish(job: Job, prompts: PromptTexts | None = None, dataset: Any = None,
+           known_scores: Any = None) -> dict[str, Any]:
     """Merge every shard's users into the final files, score and report them; refuse silent skips.
 
-    users/ is read once for all three. `prompts`: the token ids this session built, keyed
-    (user_hash, location key), and `dataset`, the loaded dataset, for the report page (None: it
-    reads prompts.jsonl or rebuilds them, and loads the dataset). `known_scores`: the
-    evaluation.background.KnownScores computed while the run generated; `tokenizer`: the run's,
-    to decode `prompts` with.
+    users/ is read once for all three. `prompts`: this session's prompts, decoded as its users
+    finished, and `dataset`, the loaded dataset, for the report page (None: it reads
+    prompts.jsonl or rebuilds them, and loads the dataset). `known_scores`: the
+    evaluation.background.KnownScores computed while the run generated.
     The summary's `after_run_seconds` says what each of these stages took.
     """
     seconds: dict[str, float] = {}
@@ -42,7 +41,7 @@ def finish(job: Job, prompts: Mapping[tuple[str, str], Sequence[int]] | None = N
 
         start = time.perf_counter()
         # Logged, never fatal: the results are on disk.
-        write_report_safely(job.output_dir, prompts, dataset, found.users, tokenizer)
+        write_report_safely(job.output_dir, prompts, dataset, found.users)
         seconds["report"] = time.perf_counter() - start
     summary["after_run_seconds"] = {k: round(v, 3) for k, v in seconds.items()}
     write_json_atomic(job.output_dir / SUMMARY_FILE, summary)

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Sequence
 
 from inference_core.data.records import Dataset, Location, SkippedItem, TestItem, UserRecord
+from inference_core.report.prompt_texts import PromptTexts
 from inference_core.run.collect import Collector, ItemResult
 from inference_core.run.job import Job
 from inference_core.run.prompting import BuildTally
@@ -48,6 +49,8 @@ class JobRun:
     session: str = field(default_factory=new_session_id)
     # Where users' files go; None writes them in the calling thread.
     writer: UserFileWriter | None = None
+    # The report page's prompts, decoded by the writer as users finish; None: no page.
+    prompt_texts: PromptTexts | None = None
 
     def user(self, user_hash: str) -> UserRecord:
         return self.by_hash[user_hash]
@@ -58,12 +61,17 @@ class JobRun:
         user, whose items go to the background scorer once written."""
         done = user_file_for(self.job, self.user(user_hash), items,
                              self.unfit.get(user_hash, []), self.session)
+        prompts = [((user_hash, r.prompt.location.key()), r.prompt.token_ids) for r in items]
+        if score:  # the file holds the samples now: the run keeps only counts
+            self.collector.release(user_hash)
 
         def write() -> None:
             start = time.perf_counter()
             write_run_user_file(self.job.output_dir, done, self.sync)
             if score and self.scorer is not None:
                 self.scorer.add(done)
+            if self.prompt_texts is not None:
+                self.prompt_texts.add_users([prompts])
             self.write_seconds += time.perf_counter() - start
 
         if self.writer is not None:

@@ -18,6 +18,7 @@ from inference_core.engine import Engine, GenerationRequest, start_engine
 from inference_core.model.adapters import Adapter
 from inference_core.outputs.registry import make_output_handler
 from inference_core.prompts.builder import Prompt
+from inference_core.report.prompt_texts import PAGE_PROMPT_CHARS, PromptTexts
 from inference_core.run.collect import Collector
 from inference_core.run.feed import RequestFeed
 from inference_core.run.finish import SkippedItemsError, finish
@@ -79,7 +80,7 @@ def run_jobs(jobs: Sequence[Job], start: StartEngine = start_job_engine,
         refused = []
         for r in runs:  # every folder gets its files, even when one of them has skipped items
             try:
-                close_run(r, merge, tokenizer)
+                close_run(r, merge)
             except SkippedItemsError as err:
                 refused.append(err)
     if refused:
@@ -97,8 +98,9 @@ def open_run(job: Job, tokenizer: Any) -> JobRun:
     dataset = load_dataset(job.dataset_name, job.dataset_path, job.references_file, job.max_users,
                            job.holdout)
     claim_output_dir(job.output_dir, job.identity(), job.overwrite)
-    if job.holdout:  # the merge fills this derived test file, like any test file
-        write_json_atomic(job.test_file, dataset.raw_test)
+    if dataset.derived_test is not None:  # the merge fills this file, like any test file
+        write_json_atomic(job.test_file, dataset.derived_test)
+        dataset = replace(dataset, derived_test=None)
     users = shard_users(job, dataset, tokenizer)
     expected = {u.user_hash: {i.location.key() for i in u.items} for u in users}
     done = finished_users(job.output_dir, expected, job.sampling.num_samples)
@@ -110,8 +112,9 @@ def open_run(job: Job, tokenizer: Any) -> JobRun:
              len(done), len(dataset.skipped))
     collector = Collector(job.sampling.num_samples, job.sampling.seed,
                           make_output_handler(job.output_handlers, job.output_handler_options))
+    prompt_texts = PromptTexts(tokenizer, PAGE_PROMPT_CHARS, own_copy=True) if job.report else None
     return JobRun(job, dataset, todo, len(done), collector,
-                  {"load_data_seconds": time.perf_counter() - start})
+                  {"load_data_seconds": time.perf_counter() - start}, prompt_texts=prompt_texts)
 
 
 def shard_users(job: Job, dataset: Dataset, tokenizer: Any) -> list[UserRecord]:
@@ -237,7 +240,7 @@ def note_first_request(group: Sequence[JobRun], start: float) -> None:
         r.report.setdefault("first_request_seconds", round(time.perf_counter() - start, 3))
 
 
-def close_run(run: JobRun, merge: bool, tokenizer: Any = None) -> None:
+def close_run(run: JobRun, merge: bool) -> None:
     job = run.job
     skipped = [s for unfit in run.unfit.values() for s in unfit] + [
         SkippedItem(r.prompt.location, run.user(r.prompt.user_hash).id_value,
@@ -247,5 +250,4 @@ def close_run(run: JobRun, merge: bool, tokenizer: Any = None) -> None:
         skipped = list(run.dataset.skipped) + skipped
     write_shard_report(job, run.report, run.collector, run.resumed_users, skipped, run.session)
     if merge and len(shard_reports(job.output_dir, job.shard_count)) == job.shard_count:
-        finish(job, {(r.prompt.user_hash, r.prompt.location.key()): r.prompt.token_ids
-                     for r in run.collector.items}, run.dataset, run.known_scores, tokenizer)
+        finish(job, run.prompt_texts, run.dataset, run.known_scores)

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from inference_core.command import CommandParser
-from inference_core.data.loader import read_json_array
+from inference_core.data.files import read_json_array
 from inference_core.model.quantization import quantization_info
 from inference_core.data.records import Location
 from inference_core.rundir.facts import throughput, versions

@@ -15,7 +15,8 @@ from typing import Any
 
 import orjson
 
-from inference_core.data.loader import TEST_FILE, TRAIN_FILE, read_json_array
+from inference_core.data.files import read_json_array
+from inference_core.data.loader import TEST_FILE, TRAIN_FILE
 
 
 @dataclass(frozen=True)
