@@ -87,8 +87,10 @@ def test_merge_names_strays_and_damaged_files_and_keeps_going(tmp_path, caplog):
     (users / safe_user_filename("u2")).write_bytes(b'{"user_hash": "u2", "ite')  # damaged own
     renamed = users / safe_user_filename("u4")  # whole, but its `file` field says u3's name
     renamed.write_bytes((users / safe_user_filename("u3")).read_bytes())
-    disk = collect_user_files(tmp_path, raw_test("u1", "u2", "u3", "u4"))
-    assert sorted(disk.continuations, key=Location.key) == [Location(0, 0, 1), Location(2, 0, 1)]
+    filled: list = []
+    disk = collect_user_files(tmp_path, raw_test("u1", "u2", "u3", "u4"), put=filled.append)
+    assert [[i for i, item in enumerate(r["task"]["task_behavior_collections"][0]["data"])
+             if "continuations" in item] for r in filled] == [[1], [], [1], []]
     assert {h for h, _ in disk.items} == {"u1", "u3"}
     named = {Path(f["file"]).name: f["why"] for f in disk.left_out}
     assert set(named) == {f"{own.stem} (copy).json", safe_user_filename("u2"), renamed.name}

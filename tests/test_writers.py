@@ -6,8 +6,7 @@ import os
 import orjson
 import pytest
 
-from inference_core.data.records import Location
-from inference_core.rundir.writers import (fill_leaderboard, safe_user_filename, user_file_path,
+from inference_core.rundir.writers import (json_array_atomic, safe_user_filename, user_file_path,
                                     write_json_atomic)
 
 HOSTILE_IDS = ["../../etc/passwd", "a/b\\c:d*?", "", "x" * 500, "用户😀", ".", "..", "CON",
@@ -48,13 +47,24 @@ def test_failed_write_keeps_the_old_file(tmp_path):
     assert os.listdir(tmp_path) == ["f.json"]
 
 
-def test_fill_leaderboard_adds_continuations_only():
-    raw = [{"user_hash": "u", "task": {"task_behavior_collections": [
-        {"data": [{"context": [], "x": 1}, {"context": []}]}]}}]
-    filled = fill_leaderboard(raw, {Location(0, 0, 1): ["a", "b"]})
-    items = filled[0]["task"]["task_behavior_collections"][0]["data"]
-    assert items[0] == {"context": [], "x": 1}
-    assert items[1] == {"context": [], "continuations": ["a", "b"]}
+@pytest.mark.parametrize("records", [[], [{"user_hash": "u", "a": [1, {"b": "x\ny"}], "e": {}}, "odd", [],
+                                      {"n": None, "f": 1.5}]])
+def test_a_json_array_written_a_record_at_a_time_is_what_one_dump_writes(tmp_path, records):
+    path = tmp_path / "leaderboard.json"
+    with json_array_atomic(path) as put:
+        for record in records:
+            put(record)
+    assert path.read_bytes() == orjson.dumps(records, option=orjson.OPT_INDENT_2)
+    assert os.listdir(tmp_path) == ["leaderboard.json"]
+
+
+def test_a_json_array_that_fails_midway_leaves_the_old_file(tmp_path):
+    path = tmp_path / "leaderboard.json"
+    path.write_bytes(b"[1]")
+    with pytest.raises(TypeError), json_array_atomic(path) as put:
+        put({"a": 1})
+        put({"a": object()})
+    assert path.read_bytes() == b"[1]" and os.listdir(tmp_path) == ["leaderboard.json"]
 
 
 def test_user_files_are_synced_in_batches_not_one_by_one(tmp_path, monkeypatch) -> None:

@@ -10,17 +10,17 @@ import logging
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterable
 
 from inference_core.command import CommandParser
-from inference_core.data.files import read_json_array
+from inference_core.data.files import iter_json_array
 from inference_core.model.quantization import quantization_info
 from inference_core.data.records import Location
 from inference_core.rundir.facts import throughput, versions
 from inference_core.rundir.layout import (IDENTITY_FILE, LEADERBOARD_FILE, SHARD_REPORT_NAME,
-                                          SHARDS_DIR, SUMMARY_FILE, UserFiles, UserItem,
+                                          SHARDS_DIR, SUMMARY_FILE, UserFile, UserFiles, UserItem,
                                           log_left_out, scan_user_files, shard_report_path)
-from inference_core.rundir.writers import fill_leaderboard, read_json, write_json_atomic
+from inference_core.rundir.writers import json_array_atomic, read_json, write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +45,6 @@ def shard_reports(output_dir: Path, count: int) -> dict[int, dict[str, Any]]:
 class OnDisk:
     """The merge's view of users/: every owned item, and the files it left out, with why."""
 
-    continuations: dict[Location, list[str]]
     items: list[tuple[str, UserItem]]
     left_out: list[dict[str, str]]
     # Items the files record as impossible to build (they count as done for resume).
@@ -55,39 +54,56 @@ class OnDisk:
     items_by_session: dict[str | None, int] = field(default_factory=dict)
 
 
-def collect_user_files(output_dir: Path, raw_test: list[Any],
-                       found: UserFiles | None = None) -> OnDisk:
-    """Every generated item on disk (checked against the test file); strays and damaged files
-    are named and left out, never fatal: a resume regenerates a damaged user. `found`: users/
-    as the caller has already read it."""
+def collect_user_files(output_dir: Path, test_records: Iterable[Any],
+                       found: UserFiles | None = None,
+                       put: Callable[[Any], None] | None = None) -> OnDisk:
+    """Every generated item on disk, checked against the test file's records; strays and
+    damaged files are named and left out, never fatal: a resume regenerates a damaged user.
+    `found`: users/ as the caller has already read it. `put`: gets each test record in turn,
+    its generated items given their `continuations` (the merge streams them into the
+    leaderboard file, so the test file is never parsed whole)."""
     found = scan_user_files(output_dir) if found is None else found
     log_left_out(found)
     left_out = ([{"file": str(p), "why": "not one of this run's user files"} for p in found.strays]
                 + [{"file": str(e.path), "why": e.why} for e in found.damaged])
-    continuations: dict[Location, list[str]] = {}
-    items: list[tuple[str, UserItem]] = []
+    by_record: dict[int, list[tuple[UserFile, UserItem]]] = {}
     unfit: list[dict[str, Any]] = []
-    by_session: dict[str | None, int] = {}
     for user in found.users:
         unfit += user.extra.get("skipped_items", [])
         for item in user.items:
-            if not owns(raw_test, item.location, user.key):
-                log.warning("%s: item %s is not this user's item in the test file; ignored",
-                            output_dir / "users" / user.file, item.location.key())
-                continue
-            continuations[item.location] = list(item.generated_samples)
-            items.append((user.key, item))
-            by_session[user.session] = by_session.get(user.session, 0) + 1
-    return OnDisk(continuations, items, left_out, unfit, by_session)
+            by_record.setdefault(item.location.record, []).append((user, item))
+    items: list[tuple[str, UserItem]] = []
+    by_session: dict[str | None, int] = {}
+    for r_i, record in enumerate(test_records):
+        for user, item in by_record.pop(r_i, ()):
+            if fill_item(record, user.key, item):
+                items.append((user.key, item))
+                by_session[user.session] = by_session.get(user.session, 0) + 1
+            else:
+                not_owned(output_dir, user, item)
+        if put is not None:
+            put(record)
+    for user, item in (pair for pairs in by_record.values() for pair in pairs):
+        not_owned(output_dir, user, item)
+    return OnDisk(items, left_out, unfit, by_session)
 
 
-def owns(raw_test: list[Any], loc: Location, user_hash: str) -> bool:
+def fill_item(record: Any, user_hash: str, item: UserItem) -> bool:
+    """Give the test record's item its samples, if it is this user's item; False if not."""
+    loc = item.location
     try:
-        record = raw_test[loc.record]
-        record["task"]["task_behavior_collections"][loc.collection]["data"][loc.item]
+        target = record["task"]["task_behavior_collections"][loc.collection]["data"][loc.item]
     except (IndexError, KeyError, TypeError):
         return False
-    return str(record.get("user_hash")) == user_hash
+    if str(record.get("user_hash")) != user_hash or not isinstance(target, dict):
+        return False
+    target["continuations"] = list(item.generated_samples)
+    return True
+
+
+def not_owned(output_dir: Path, user: UserFile, item: UserItem) -> None:
+    log.warning("%s: item %s is not this user's item in the test file; ignored",
+                output_dir / "users" / user.file, item.location.key())
 
 
 def merge_run(output_dir: Path, count: int = 1, found: UserFiles | None = None) -> dict[str, Any]:
@@ -95,9 +111,9 @@ def merge_run(output_dir: Path, count: int = 1, found: UserFiles | None = None) 
 
     `found`: users/ as the caller has read it (scan_user_files), to read it only once."""
     identity = read_json(output_dir / IDENTITY_FILE)
-    raw_test = read_json_array(Path(identity["test_file"]))
-    disk = collect_user_files(output_dir, raw_test, found)
-    write_json_atomic(output_dir / LEADERBOARD_FILE, fill_leaderboard(raw_test, disk.continuations))
+    with json_array_atomic(output_dir / LEADERBOARD_FILE) as put:
+        disk = collect_user_files(output_dir, iter_json_array(Path(identity["test_file"])), found,
+                                  put)
     reports = shard_reports(output_dir, count)
     summary = build_summary(identity, disk.items, reports, count, output_dir, disk.unfit,
                             disk.items_by_session)

@@ -11,11 +11,11 @@ import os
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from contextlib import contextmanager
+from typing import Any, Callable, Iterable, Iterator
 
 import orjson
 
-from inference_core.data.records import Location
 
 # Names live in layout.py; re-exported because many modules import them from here.
 from inference_core.rundir.layout import (LEADERBOARD_FILE, REPORT_FILE, SUMMARY_FILE,  # noqa: F401
@@ -133,12 +133,32 @@ def sync_filesystem(folder: Path) -> None:
         os.close(fd)
 
 
-def fill_leaderboard(raw_test: list[Any], continuations: dict[Location, list[str]]) -> list[Any]:
-    """The input test records, each generated item gaining `continuations` (in place)."""
-    for loc, texts in continuations.items():
-        raw_test[loc.record]["task"]["task_behavior_collections"][loc.collection]["data"][
-            loc.item]["continuations"] = list(texts)
-    return raw_test
+@contextmanager
+def json_array_atomic(path: Path) -> Iterator[Callable[[Any], None]]:
+    """Write a JSON array one element at a time, laid out as write_json_atomic lays it out
+    (indented by two), so a large file is never one object or one string in memory. Atomic like
+    write_atomic: the file appears whole when the block ends, and not at all if it raises."""
+    fd, tmp = temp_file_beside(path)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            os.fchmod(handle.fileno(), 0o644)  # mkstemp makes 0600; outputs are read by others too
+            count = 0
+
+            def put(element: Any) -> None:
+                nonlocal count
+                # A raw newline in orjson's output is layout only (strings escape theirs).
+                text = orjson.dumps(element, option=orjson.OPT_INDENT_2).replace(b"\n", b"\n  ")
+                handle.write((b",\n  " if count else b"[\n  ") + text)
+                count += 1
+
+            yield put
+            handle.write(b"\n]" if count else b"[]")
+            handle.flush()
+            os.fsync(handle.fileno())
+        rename_into_place(tmp, path, True)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def read_json(path: Path) -> Any:
