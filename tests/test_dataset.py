@@ -108,3 +108,17 @@ def test_references_file_fills_missing_references(tmp_path):
     (tmp_path / "references.json").write_text('{"0/0/0": "from file", "0/0/1": "ignored"}')
     (user,) = load_dataset("x", tmp_path, "references.json").users
     assert [i.reference for i in user.items] == ["from file", "given"]
+
+
+def test_a_packed_history_reads_back_whole_and_refuses_reads_once_released():
+    from inference_core.data.history import PackedHistory
+    from inference_core.data.records import HistoryItem, Turn
+
+    items = (HistoryItem((Turn("R", "q?"), Turn("", "ü")), "D: ", "line", None, 3),
+             HistoryItem((), "", "two", "2001", 0))
+    packed = PackedHistory(items)
+    assert tuple(packed) == items and packed[1:] == items[1:] and packed == items
+    packed.release()  # the run's prompts for this user are built
+    assert len(packed) == 2
+    with pytest.raises(RuntimeError, match="released"):
+        list(packed)

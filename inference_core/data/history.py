@@ -26,11 +26,20 @@ class PackedHistory(Sequence[HistoryItem]):
     __slots__ = ("blob", "size")
 
     def __init__(self, items: Sequence[HistoryItem]) -> None:
-        self.blob = orjson.dumps([[[[t.source, t.content] for t in h.context], h.prefix, h.text,
-                                   h.timestamp, h.order] for h in items])
+        self.blob: bytes | None = orjson.dumps(
+            [[[[t.source, t.content] for t in h.context], h.prefix, h.text, h.timestamp, h.order]
+             for h in items])
         self.size = len(items)
 
+    def release(self) -> None:
+        """Drop the items: the run calls this once the user's prompts are built, so a long run
+        does not hold every history to its end. Reading them afterwards is an error, never a
+        silently empty history."""
+        self.blob = None
+
     def unpack(self) -> tuple[HistoryItem, ...]:
+        if self.blob is None:
+            raise RuntimeError("this history was released once its user's prompts were built")
         return tuple(HistoryItem(tuple(Turn(s, c) for s, c in turns), prefix, text, stamp, order)
                      for turns, prefix, text, stamp, order in orjson.loads(self.blob))
 

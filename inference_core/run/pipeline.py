@@ -12,6 +12,7 @@ from typing import Any, Callable, Sequence
 
 from tqdm import tqdm
 
+from inference_core.data.history import PackedHistory
 from inference_core.data.loader import load_dataset
 from inference_core.data.records import Dataset, SkippedItem, UserRecord
 from inference_core.engine import Engine, GenerationRequest, start_engine
@@ -183,6 +184,8 @@ def build_task(run: JobRun, index: int, tokenizer: Any) -> BuildTask:
 
     def register(user: UserRecord, prompts: list[Prompt], unfit: list[SkippedItem],
                  ) -> list[GenerationRequest]:
+        if isinstance(user.history, PackedHistory):  # built: the run needs it no more
+            user.history.release()
         if unfit:
             run.unfit[user.user_hash] = unfit
         if not prompts:  # nothing of this user can be generated: their file says so
