@@ -31,12 +31,12 @@ def asset(name: str) -> str:
     return resources.files(ASSET_PACKAGE).joinpath(ASSET_DIR, name).read_text(encoding="utf-8")
 
 
-def json_for_script(data: Any) -> str:
-    """JSON that is safe inside a <script type="application/json"> element."""
+def json_for_script(data: Any) -> bytes:
+    """JSON that is safe inside a <script type="application/json"> element, as UTF-8."""
     raw = orjson.dumps(data, option=orjson.OPT_NON_STR_KEYS)
     for needle, replacement in _JSON_ESCAPES:
         raw = raw.replace(needle, replacement)
-    return raw.decode("utf-8")
+    return raw
 
 
 def _script_hash(code: str) -> str:
@@ -47,11 +47,18 @@ def _script_hash(code: str) -> str:
 def page(title: str, body: str, scripts: tuple[str, ...] = (), data: Any = None,
          data_id: str = "page-data") -> str:
     """A whole HTML document: shared CSS, `body` (already escaped HTML), data, then scripts."""
+    return page_bytes(title, body, scripts, data, data_id).decode("utf-8")
+
+
+def page_bytes(title: str, body: str, scripts: tuple[str, ...] = (), data: Any = None,
+               data_id: str = "page-data") -> bytes:
+    """page() as UTF-8: a run's report carries tens of MB of data, which stays one bytes
+    object here instead of also a str, its copy in the joined page and that page's encoding."""
     code = [asset(name) for name in scripts]
     allowed = " ".join(_script_hash(c) for c in code) or "'none'"
     csp = ("default-src 'none'; img-src data:; style-src 'unsafe-inline'; "
            f"script-src {allowed}; base-uri 'none'; form-action 'none'")
-    parts = [
+    head = "\n".join([
         "<!DOCTYPE html>",
         '<html lang="en">',
         "<head>",
@@ -63,10 +70,12 @@ def page(title: str, body: str, scripts: tuple[str, ...] = (), data: Any = None,
         "</head>",
         "<body>",
         body,
-    ]
+        "",
+    ])
+    parts = [head.encode("utf-8")]
     if data is not None:
-        parts.append(f'<script type="application/json" id="{esc(data_id)}">'
-                     f"{json_for_script(data)}</script>")
-    parts += [f"<script>{c}</script>" for c in code]
-    parts += ["</body>", "</html>", ""]
-    return "\n".join(parts)
+        parts += [f'<script type="application/json" id="{esc(data_id)}">'.encode("utf-8"),
+                  json_for_script(data), b"</script>\n"]
+    tail = [f"<script>{c}</script>" for c in code] + ["</body>", "</html>", ""]
+    parts.append("\n".join(tail).encode("utf-8"))
+    return b"".join(parts)
