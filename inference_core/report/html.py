@@ -47,13 +47,14 @@ def _script_hash(code: str) -> str:
 def page(title: str, body: str, scripts: tuple[str, ...] = (), data: Any = None,
          data_id: str = "page-data") -> str:
     """A whole HTML document: shared CSS, `body` (already escaped HTML), data, then scripts."""
-    return page_bytes(title, body, scripts, data, data_id).decode("utf-8")
+    return b"".join(page_parts(title, body, scripts, data, data_id)).decode("utf-8")
 
 
-def page_bytes(title: str, body: str, scripts: tuple[str, ...] = (), data: Any = None,
-               data_id: str = "page-data") -> bytes:
-    """page() as UTF-8: a run's report carries tens of MB of data, which stays one bytes
-    object here instead of also a str, its copy in the joined page and that page's encoding."""
+def page_parts(title: str, body: str, scripts: tuple[str, ...] = (), data: Any = None,
+               data_id: str = "page-data") -> list[bytes]:
+    """page() as UTF-8 pieces to write one after the other: a run's report carries tens of MB
+    of data, which stays one bytes object here instead of also a str, its copy in the joined
+    page and that page's encoding."""
     code = [asset(name) for name in scripts]
     allowed = " ".join(_script_hash(c) for c in code) or "'none'"
     csp = ("default-src 'none'; img-src data:; style-src 'unsafe-inline'; "
@@ -78,4 +79,4 @@ def page_bytes(title: str, body: str, scripts: tuple[str, ...] = (), data: Any =
                   json_for_script(data), b"</script>\n"]
     tail = [f"<script>{c}</script>" for c in code] + ["</body>", "</html>", ""]
     parts.append("\n".join(tail).encode("utf-8"))
-    return b"".join(parts)
+    return parts

@@ -19,7 +19,7 @@ import orjson
 
 from inference_core.command import CommandParser, skipped_code
 from inference_core.evaluation.scoring import METRICS_FILE, iter_user_docs
-from inference_core.report.html import esc, page_bytes
+from inference_core.report.html import esc, page_parts
 from inference_core.report.data import build_payload, load_extras
 from inference_core.report.prompt_texts import PAGE_PROMPT_CHARS, PromptTexts
 from inference_core.rundir.layout import UserFile
@@ -152,8 +152,8 @@ def _controls_html() -> str:
 
 def render_report(run_dir: Path, prompt_budget_mb: float = DEFAULT_PROMPT_BUDGET_MB,
                   with_prompts: bool = True, prompts: PromptTexts | None = None,
-                  dataset: Any = None, users: Sequence[UserFile] | None = None) -> bytes:
-    """The whole page for one run folder, as UTF-8; `prompts`: the run's own, decoded as its users
+                  dataset: Any = None, users: Sequence[UserFile] | None = None) -> list[bytes]:
+    """The whole page for one run folder, as UTF-8 pieces; `prompts`: the run's own, decoded as its users
     finished, if it has them; `users`: its user files, if the caller has read them."""
     summary = read_json(run_dir / SUMMARY_FILE)
     metrics_path = run_dir / METRICS_FILE
@@ -182,7 +182,7 @@ def render_report(run_dir: Path, prompt_budget_mb: float = DEFAULT_PROMPT_BUDGET
         f'<details class="settings"><summary>sampling settings</summary><pre>{esc(settings)}</pre>'
         f"</details>{_controls_html()}"
     )
-    return page_bytes(f"report: {title}", body, scripts=("report.js",), data=payload,
+    return page_parts(f"report: {title}", body, scripts=("report.js",), data=payload,
                 data_id="report-data")
 
 

@@ -30,6 +30,7 @@ from inference_core.run.shard_report import write_shard_report
 from inference_core.run.shards import CHARS_PER_TOKEN, assign_shards
 from inference_core.run.signals import stop_on_signals
 from inference_core.run.job_run import JobRun, collect_scores, start_scoring
+from inference_core.run.memory import return_free_memory
 from inference_core.run.writer import UserFileWriter
 from inference_core.rundir.lock import hold_run_lock
 from inference_core.rundir.merge import shard_reports
@@ -78,6 +79,7 @@ def run_jobs(jobs: Sequence[Job], start: StartEngine = start_job_engine,
                     serve(todo, tokenizer, start)
                     for r in todo:
                         collect_scores(r)
+            return_free_memory()  # before the merge, metrics and report allocate theirs
         refused = []
         for r in runs:  # every folder gets its files, even when one of them has skipped items
             try:

@@ -12,7 +12,7 @@ import tempfile
 import time
 from pathlib import Path
 from contextlib import contextmanager
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import orjson
 
@@ -42,15 +42,16 @@ def write_atomic(path: Path, write: Callable[[Path], None], durable: bool = True
         tmp.unlink(missing_ok=True)
 
 
-def write_bytes_atomic(path: Path, data: bytes, durable: bool = True) -> None:
-    """write_atomic for bytes in hand, with as few system calls as it takes: the temporary file
-    is written through the descriptor that created it (user files are written by the
-    thousand)."""
+def write_bytes_atomic(path: Path, data: bytes | Sequence[bytes], durable: bool = True) -> None:
+    """write_atomic for bytes in hand (or pieces of them, written in turn), with as few system
+    calls as it takes: the temporary file is written through the descriptor that created it
+    (user files are written by the thousand)."""
     fd, tmp = temp_file_beside(path)
     try:
         with os.fdopen(fd, "wb") as handle:
             os.fchmod(handle.fileno(), 0o644)  # mkstemp makes 0600; outputs are read by others too
-            handle.write(data)
+            for piece in [data] if isinstance(data, bytes) else data:
+                handle.write(piece)
             if durable:
                 handle.flush()
                 os.fsync(handle.fileno())
