@@ -7,60 +7,22 @@ plain is skipped (and listed in the summary), never guessed at.
 from __future__ import annotations
 
 import gc
-import logging
-import re
-from collections import Counter
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
 import orjson
 
 from inference_core.data.files import InputError, iter_json_array
-from inference_core.data.history import PackedHistory, history_order, merge_histories
+from inference_core.data.history import (PackedHistory, TrainUser, history_order, holdout_last,
+                                         merge_histories)
+from inference_core.data.problems import Problems, kind_of
 from inference_core.data.records import (Dataset, HistoryItem, Location, SkippedItem, TestItem, Turn,
                                          UserRecord, id_key)
 
-log = logging.getLogger(__name__)
 
 TRAIN_FILE = "train.json"
 TEST_FILE = "test_leaderboard.json"
-MAX_LOGGED_WARNINGS = 25
-MAX_EXAMPLES = 3  # places kept per kind of warning for the totals
-
-
-@dataclass
-class Problems:
-    """Collects warnings about the input by kind: logs the first few in full, then counts them,
-    keeping a few places of each kind for the totals."""
-
-    counts: Counter = field(default_factory=Counter)
-    examples: dict[str, list[str]] = field(default_factory=dict)
-    total: int = 0
-
-    def warn(self, where: str, message: str, kind: str | None = None) -> None:
-        """`kind`: the message's kind where the caller knows it (saves the pattern match)."""
-        kind = kind or kind_of(message)
-        self.counts[kind] += 1
-        self.total += 1
-        places = self.examples.setdefault(kind, [])
-        if len(places) < MAX_EXAMPLES:
-            places.append(f"{where}: {message}")
-        if self.total <= MAX_LOGGED_WARNINGS:
-            log.warning("%s: %s", where, message)
-        elif self.total == MAX_LOGGED_WARNINGS + 1:
-            log.warning("more input warnings follow; only their counts are logged")
-
-    def log_totals(self) -> None:
-        for kind, n in self.counts.most_common():
-            if n > 1:
-                log.warning("%d times: %s (e.g. %s)", n, kind, "; ".join(self.examples[kind]))
-
-
-def kind_of(message: str) -> str:
-    """A warning's kind: its message with quoted or numeric values taken out."""
-    return re.sub(r"'[^']*'|\"[^\"]*\"|-?\d+(\.\d+)?", "…", message)
 
 
 NUMBER_AS_TEXT = kind_of("number 1 used as text")
@@ -167,15 +129,6 @@ def user_hash_of(record: Any, where: str, problems: Problems) -> str | None:
     return key
 
 
-@dataclass(frozen=True)
-class TrainUser:
-    """What holdout=last needs of a train user's first record, beside their history."""
-
-    id_value: Any
-    user: Any
-    description: Any
-
-
 def load_history(records: Iterable[Any], file_name: str, problems: Problems,
                  firsts: dict[str, TrainUser] | None = None) -> dict[str, PackedHistory]:
     """Every train item per user_hash, oldest first (items without a timestamp count as oldest);
@@ -251,27 +204,6 @@ def load_references(path: Path) -> dict[str, str]:
     if not isinstance(data, dict):
         raise InputError(f"{path}: expected an object keyed by 'record/collection/item'")
     return {str(k): v for k, v in data.items() if isinstance(v, str)}
-
-
-def holdout_last(firsts: dict[str, TrainUser], history: dict[str, PackedHistory]) -> list[Any]:
-    """Each train user's newest item as a test record with its reference, taken out of history.
-
-    Lets any dataset be scored, even one whose test file has no references. Users in train-file
-    order, each with what their first train record says about them.
-    """
-    records = []
-    for user_hash, first in firsts.items():
-        if not history.get(user_hash):
-            continue
-        *older, last = history[user_hash].unpack()
-        history[user_hash] = PackedHistory(older)  # the reference must not stay in the prompt
-        item = {"context": [{"source": t.source, "content": t.content} for t in last.context],
-                "continuation_prefix": last.prefix, "continuation": last.text,
-                "timestamp": last.timestamp}
-        records.append({"user_hash": first.id_value, "user": first.user, "task": {
-            "description": first.description,
-            "task_behavior_collections": [{"type": "holdout", "type_desc": "", "data": [item]}]}})
-    return records
 
 
 def load_dataset(name: str, folder: str | Path, references_file: str | None = None,
