@@ -61,7 +61,8 @@ class JobRun:
         user, whose items go to the background scorer once written."""
         done = user_file_for(self.job, self.user(user_hash), items,
                              self.unfit.get(user_hash, []), self.session)
-        prompts = [((user_hash, r.prompt.location.key()), r.prompt.token_ids) for r in items]
+        prompts = ([((user_hash, r.prompt.location.key()), r.prompt.token_ids) for r in items]
+                   if self.prompt_texts is not None else [])
         if score:  # the file holds the samples now: the run keeps only counts
             self.collector.release(user_hash)
 
@@ -70,7 +71,7 @@ class JobRun:
             write_run_user_file(self.job.output_dir, done, self.sync)
             if score and self.scorer is not None:
                 self.scorer.add(done)
-            if self.prompt_texts is not None:
+            if prompts and self.prompt_texts is not None:
                 self.prompt_texts.add_users([prompts])
             self.write_seconds += time.perf_counter() - start
 

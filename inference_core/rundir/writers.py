@@ -10,12 +10,11 @@ import logging
 import os
 import tempfile
 import time
-from pathlib import Path
 from contextlib import contextmanager
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any, BinaryIO, Callable, Iterable, Iterator, Sequence
 
 import orjson
-
 
 # Names live in layout.py; re-exported because many modules import them from here.
 from inference_core.rundir.layout import (LEADERBOARD_FILE, REPORT_FILE, SUMMARY_FILE,  # noqa: F401
@@ -46,12 +45,21 @@ def write_bytes_atomic(path: Path, data: bytes | Sequence[bytes], durable: bool 
     """write_atomic for bytes in hand (or pieces of them, written in turn), with as few system
     calls as it takes: the temporary file is written through the descriptor that created it
     (user files are written by the thousand)."""
+    with atomic_file(path, durable) as handle:
+        for piece in [data] if isinstance(data, bytes) else data:
+            handle.write(piece)
+
+
+@contextmanager
+def atomic_file(path: Path, durable: bool = True) -> Iterator[BinaryIO]:
+    """A temporary file beside `path`, open for writing through the descriptor that created
+    it; fsynced (unless `durable=False`) and renamed into place when the block ends, removed
+    if it raises."""
     fd, tmp = temp_file_beside(path)
     try:
         with os.fdopen(fd, "wb") as handle:
             os.fchmod(handle.fileno(), 0o644)  # mkstemp makes 0600; outputs are read by others too
-            for piece in [data] if isinstance(data, bytes) else data:
-                handle.write(piece)
+            yield handle
             if durable:
                 handle.flush()
                 os.fsync(handle.fileno())
@@ -139,27 +147,18 @@ def json_array_atomic(path: Path) -> Iterator[Callable[[Any], None]]:
     """Write a JSON array one element at a time, laid out as write_json_atomic lays it out
     (indented by two), so a large file is never one object or one string in memory. Atomic like
     write_atomic: the file appears whole when the block ends, and not at all if it raises."""
-    fd, tmp = temp_file_beside(path)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            os.fchmod(handle.fileno(), 0o644)  # mkstemp makes 0600; outputs are read by others too
-            count = 0
+    with atomic_file(path) as handle:
+        count = 0
 
-            def put(element: Any) -> None:
-                nonlocal count
-                # A raw newline in orjson's output is layout only (strings escape theirs).
-                text = orjson.dumps(element, option=orjson.OPT_INDENT_2).replace(b"\n", b"\n  ")
-                handle.write((b",\n  " if count else b"[\n  ") + text)
-                count += 1
+        def put(element: Any) -> None:
+            nonlocal count
+            # A raw newline in orjson's output is layout only (strings escape theirs).
+            text = orjson.dumps(element, option=orjson.OPT_INDENT_2).replace(b"\n", b"\n  ")
+            handle.write((b",\n  " if count else b"[\n  ") + text)
+            count += 1
 
-            yield put
-            handle.write(b"\n]" if count else b"[]")
-            handle.flush()
-            os.fsync(handle.fileno())
-        rename_into_place(tmp, path, True)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+        yield put
+        handle.write(b"\n]" if count else b"[]")
 
 
 def read_json(path: Path) -> Any:
