@@ -22,7 +22,7 @@ from inference_core.config_check import check_command_line, check_config
 from inference_core.data.loader import InputError
 from inference_core.run.job import prepare_jobs
 from inference_core.run.finish import SkippedItemsError
-from inference_core.run.pipeline import StartEngine, run_jobs, start_job_engine
+from inference_core.run.pipeline import JobsFailed, StartEngine, run_jobs, start_job_engine
 from inference_core.rundir.faults import EXIT_STOPPED, as_run_stopped
 from inference_core.rundir.lock import RunLocked
 from inference_core.rundir.resume import RunMismatch
@@ -71,12 +71,12 @@ def outcome_of(action: Callable[[], object], run_dir: Path | None = None) -> Out
     """Run `action`; every expected failure becomes one log line, an exit code and a reason."""
     try:
         action()
-    except (ConfigError, InputError, RunMismatch, RunLocked) as err:
+    except JobsFailed as err:  # each job was named as it failed; the worst code over them
         log.error("%s", err)
-        return 2, str(err)
-    except SkippedItemsError as err:
+        return max(code_of(e) for _, e in err.failures), str(err)
+    except (ConfigError, InputError, RunMismatch, RunLocked, SkippedItemsError) as err:
         log.error("%s", err)
-        return 3, str(err)
+        return code_of(err), str(err)
     except Interrupted as err:
         log.error("%s: finished users are kept on disk; run the same command again to resume", err)
         return 128 + err.signum, str(err)
@@ -86,6 +86,11 @@ def outcome_of(action: Callable[[], object], run_dir: Path | None = None) -> Out
         log.error("%s", stopped)
         return EXIT_STOPPED, str(stopped)
     return 0, ""
+
+
+def code_of(err: BaseException) -> int:
+    """A job's failure as an exit code (docs/exit-codes.md): 3 for skipped items, else 2."""
+    return 3 if isinstance(err, SkippedItemsError) else 2
 
 
 def exit_code_of(action: Callable[[], object], run_dir: Path | None = None) -> int:

@@ -42,6 +42,12 @@ class GenerationRequest:
     # The chat messages the token ids were rendered from, for engines that send messages
     # (engine=openai, api=chat); None where the pipeline does not carry them.
     messages: tuple[Mapping[str, str], ...] | None = None
+    # This request's own sampling settings, where jobs with different settings (datasets with
+    # their own presets) share one engine call; None: the call's settings.
+    sampling: SamplingSettings | None = None
+
+    def sampling_or(self, default: SamplingSettings) -> SamplingSettings:
+        return self.sampling if self.sampling is not None else default
 
 
 @dataclass(frozen=True)
@@ -66,7 +72,9 @@ class Engine(Protocol):
 
     def generate(self, requests: Iterable[GenerationRequest],
                  sampling: SamplingSettings) -> Iterator[Completion]:
-        """Take requests as they arrive (a lazy iterable); yield each completion as it finishes."""
+        """Take requests as they arrive (a lazy iterable); yield each completion as it finishes.
+
+        `sampling` applies to every request that carries no settings of its own."""
         ...
 
     def stats(self) -> dict[str, Any]:

@@ -95,7 +95,8 @@ class OpenAIEngine:
                 if batch is None:
                     more = False
                 for request in batch or ():
-                    future = self.on_loop(self.complete(request, self.prompt_of(request), sampling))
+                    own = request.sampling_or(sampling)
+                    future = self.on_loop(self.complete(request, self.prompt_of(request), own))
                     pending[future] = request
                     future.add_done_callback(finished.put)
                 # Wait a moment for answers only when no new request came: a feed still filling

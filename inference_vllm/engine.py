@@ -142,7 +142,7 @@ class VLLMEngine:
                  sampling: SamplingSettings) -> Iterator[Completion]:
         """Requests join the running batch as they arrive; finished ones are yielded at once."""
         engine = self.llm.llm_engine
-        params_by_n: dict[int, Any] = {}
+        shared_params: dict[tuple[SamplingSettings, int], Any] = {}
         pending: dict[str, GenerationRequest] = {}
         self.round += 1
         take = ready_batches(requests)
@@ -153,7 +153,7 @@ class VLLMEngine:
                 if new is None and not engine.has_unfinished_requests():
                     break
                 if new:
-                    self._add(engine, new, sampling, params_by_n, pending)
+                    self._add(engine, new, sampling, shared_params, pending)
                 for out in engine.step() if engine.has_unfinished_requests() else ():
                     if out.finished:
                         yield to_completion(pending.pop(out.request_id), out)
@@ -162,18 +162,21 @@ class VLLMEngine:
                 engine.abort_request(list(pending))
 
     def _add(self, engine: Any, requests: list[GenerationRequest], sampling: SamplingSettings,
-             params_by_n: dict[int, Any], pending: dict[str, GenerationRequest]) -> None:
+             shared_params: dict[tuple[SamplingSettings, int], Any],
+             pending: dict[str, GenerationRequest]) -> None:
         # Token ids through vLLM's renderer (what LLM.generate does), then straight to the engine
         # under our own ids, so that finished outputs map back to our requests.
         inputs = engine.renderer.render_cmpl(
             [{"prompt_token_ids": list(r.token_ids)} for r in requests])
         for r, prompt in zip(requests, inputs):
+            own = r.sampling_or(sampling)
             if self.per_request_seeds and r.seed is not None:
-                params = sampling_params(sampling, r.num_samples, r.seed)
+                params = sampling_params(own, r.num_samples, r.seed)
             else:
-                params = params_by_n.get(r.num_samples)
+                key = (own, r.num_samples)
+                params = shared_params.get(key)
                 if params is None:
-                    params = params_by_n[r.num_samples] = sampling_params(sampling, r.num_samples)
+                    params = shared_params[key] = sampling_params(own, r.num_samples)
             request_id = f"{self.round}-{r.request_id}"
             engine.add_request(request_id, prompt, params,
                                lora_request=self.lora_request(r.adapter))

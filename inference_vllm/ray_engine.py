@@ -174,10 +174,18 @@ class RayEngine:
 
     def generate(self, requests: Iterable[GenerationRequest],
                  sampling: SamplingSettings) -> Iterator[Completion]:
-        requests = list(requests)  # Ray Data takes the whole dataset at once
+        """One processor run per sampling setting (a processor's rows share their settings)."""
+        groups: dict[SamplingSettings, list[GenerationRequest]] = {}
+        for r in requests:  # Ray Data takes the whole dataset at once
+            groups.setdefault(r.sampling_or(sampling), []).append(r)
+        self.round += 1
+        for own, group in groups.items():
+            yield from self._generate(group, own)
+
+    def _generate(self, requests: list[GenerationRequest],
+                  sampling: SamplingSettings) -> Iterator[Completion]:
         import ray
 
-        self.round += 1
         by_id = {r.request_id: r for r in requests}
         # One row per sample; a request's samples are adjacent (same batch, shared prefix cache).
         # Token ids go in as they are (the stage's `tokenized_prompt`): no decoding, no re-tokenizing.

@@ -17,6 +17,7 @@ from inference_core.model.store import ensure_default_model, offline_hub
 from inference_core.prompts.builder import Ablation
 from inference_core.prompts.legacy import PromptStyle, native_settings
 from inference_core.prompts.settings import PromptSettings
+from inference_core.run.job_list import check_distinct_folders, check_one_engine, job_configs
 
 HOLDOUT_FILE = "holdout_test.json"
 
@@ -244,24 +245,18 @@ def prepare_job(cfg: DictConfig, shard: tuple[int, int] | None = None) -> Job:
 
 
 def prepare_jobs(cfg: DictConfig, shard: tuple[int, int] | None = None) -> list[Job]:
-    """One job, or one per (adapter, ablation, dataset) pair of `model.adapters`, all checked.
+    """Every job of the command, all checked, for one engine start: one job, one per
+    (dataset, ablation) of `datasets` x `ablations`, or one per LoRA adapter pair.
 
-    The pairs share one engine; each writes the folder a separate run of it would write.
+    Each writes the folder a separate run of it would write.
     """
     pairs = adapter_pairs(cfg)
-    if not pairs:
-        return [prepare_job(cfg, shard)]
-    jobs = [prepare_job(pair_config(cfg, pair), shard) for pair in pairs]
-    bases = {job.model_path for job in jobs}
-    if len(bases) > 1:
-        raise conf.ConfigError(f"model.adapters: one engine serves one base model, these adapters "
-                               f"need {len(bases)}: {', '.join(sorted(map(str, bases)))}")
-    folders: dict[Path, Path] = {}
-    for job in jobs:
-        if job.output_dir in folders:
-            raise conf.ConfigError(
-                f"model.adapters: {folders[job.output_dir]} and {job.adapter.path} would both "
-                f"write to {job.output_dir}; give them different names or ablations (and keep "
-                f"model.name, ablation.name and dataset.name in output_dir)")
-        folders[job.output_dir] = job.adapter.path
+    if pairs and (cfg.get("ablations") is not None or cfg.get("datasets") is not None):
+        raise conf.ConfigError("model.adapters names each adapter's ablation and dataset: leave "
+                               "ablations and datasets unset")
+    configs = [pair_config(cfg, pair) for pair in pairs] if pairs else job_configs(cfg)
+    jobs = [prepare_job(c, shard) for c in configs]
+    if len(jobs) > 1:
+        check_one_engine(jobs)
+        check_distinct_folders(jobs, "model.adapters" if pairs else "ablations/datasets")
     return jobs

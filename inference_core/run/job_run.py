@@ -16,7 +16,8 @@ from inference_core.run.prompting import BuildTally
 from inference_core.run.writer import UserFileWriter
 from inference_core.rundir.layout import (UserFile, user_file_of,
                                           write_user_file as write_run_user_file)
-from inference_core.rundir.writers import SyncBatch
+from inference_core.rundir.resume import claim_output_dir
+from inference_core.rundir.writers import SyncBatch, write_json_atomic
 
 if TYPE_CHECKING:
     from inference_core.evaluation.background import BackgroundScorer, KnownScores
@@ -51,6 +52,14 @@ class JobRun:
     writer: UserFileWriter | None = None
     # The report page's prompts, decoded by the writer as users finish; None: no page.
     prompt_texts: PromptTexts | None = None
+
+    def claim(self) -> None:
+        """The folder becomes this run's (run.json; overwrite=true clears it first), and a
+        holdout's derived test file is written into it."""
+        claim_output_dir(self.job.output_dir, self.job.identity(), self.job.overwrite)
+        if self.dataset.derived_test is not None:  # the merge fills this file, like any test file
+            write_json_atomic(self.job.test_file, self.dataset.derived_test)
+            self.dataset = replace(self.dataset, derived_test=None)
 
     def user(self, user_hash: str) -> UserRecord:
         return self.by_hash[user_hash]

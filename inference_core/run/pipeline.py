@@ -1,47 +1,53 @@
-"""The whole run: load -> resume check -> prompts built while the engine loads and generates ->
-each user written as they finish -> merge.
+"""The whole run of one command's jobs: the engine starts loading at once; meanwhile each dataset
+loads once and each job finds its unfinished users; prompts are built while the engine loads and
+generates; each user is written to its job's folder as it finishes; each folder is merged.
 """
 from __future__ import annotations
 
 import logging
 import time
 from contextlib import ExitStack
-from dataclasses import replace
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
-from tqdm import tqdm
-
-from inference_core.data.history import PackedHistory
-from inference_core.data.loader import load_dataset
+from inference_core.config import ConfigError
+from inference_core.data.loader import InputError, load_dataset
 from inference_core.data.records import Dataset, SkippedItem, UserRecord
-from inference_core.engine import Engine, GenerationRequest, start_engine
+from inference_core.engine import Engine, start_engine
 from inference_core.model.adapters import Adapter
 from inference_core.outputs.registry import make_output_handler
-from inference_core.prompts.builder import Prompt
 from inference_core.report.prompt_texts import PAGE_PROMPT_CHARS, PromptTexts
 from inference_core.run.collect import Collector
-from inference_core.run.feed import RequestFeed
+from inference_core.run.engine_launch import EngineLaunch, StartEngine
 from inference_core.run.finish import SkippedItemsError, finish
 from inference_core.run.job import Job
-from inference_core.run.prompting import BuildTask, PromptThread, prompt_builder
-from inference_core.run.reaper import engine_reaper
-from inference_core.run.shard_report import write_shard_report
-from inference_core.run.shards import CHARS_PER_TOKEN, assign_shards
-from inference_core.run.signals import stop_on_signals
 from inference_core.run.job_run import JobRun, collect_scores, start_scoring
 from inference_core.run.memory import return_free_memory
-from inference_core.run.writer import UserFileWriter
-from inference_core.rundir.lock import hold_run_lock
+from inference_core.run.prompting import prompt_builder
+from inference_core.run.reaper import engine_reaper, reap_now
+from inference_core.run.serve import serve
+from inference_core.run.shard_report import write_shard_report
+from inference_core.run.shards import CHARS_PER_TOKEN, assign_shards
+from inference_core.rundir.lock import RunLocked, hold_run_lock
 from inference_core.rundir.merge import shard_reports
-from inference_core.rundir.resume import claim_output_dir, finished_users
-from inference_core.rundir.writers import write_json_atomic
+from inference_core.rundir.resume import (RunMismatch, check_output_dir, finished_users,
+                                          looks_finished)
 
 log = logging.getLogger(__name__)
 
-__all__ = ["SkippedItemsError", "StartEngine", "run_job", "run_jobs", "finish"]
+__all__ = ["JobsFailed", "SkippedItemsError", "StartEngine", "run_job", "run_jobs", "finish"]
 
-StartEngine = Callable[[Job, Sequence[Adapter]], Engine]
+# What stops one job and not the others: its data, its folder (another run's, or held).
+JOB_FAULTS = (InputError, ConfigError, RunMismatch, RunLocked, SkippedItemsError)
+
+
+class JobsFailed(RuntimeError):
+    """Some jobs of a many-job command failed (each named); the others ran to their end."""
+
+    def __init__(self, failures: Sequence[tuple[Job, BaseException]], total: int) -> None:
+        self.failures = list(failures)
+        super().__init__(f"{len(failures)} of {total} jobs failed: " + "; ".join(
+            f"{job.output_dir}: {err}" for job, err in failures))
 
 
 def start_job_engine(job: Job, adapters: Sequence[Adapter] = ()) -> Engine:
@@ -56,57 +62,112 @@ def run_job(job: Job, start: StartEngine = start_job_engine, merge: bool = True)
 
 def run_jobs(jobs: Sequence[Job], start: StartEngine = start_job_engine,
              merge: bool = True) -> list[Path]:
-    """Run this shard of each job through one engine (jobs share the base model).
+    """Run this shard of every job through one engine start (the jobs share the base model).
 
-    Every job's requests go into the same engine call, each with its own LoRA adapter, and each
-    job writes its own folder exactly as a separate run would.
+    Every job writes its own folder exactly as a separate run would. A job whose data or folder
+    fails is named and the others go on; a single job's failure is raised as it is.
     """
     from inference_core.run.prompting import load_tokenizer, write_prompts_file
 
     tokenizer = load_tokenizer(jobs[0].model_path)
     if jobs[0].dry_run:
         return [write_prompts_file(job, tokenizer) for job in jobs]
+    failures: list[tuple[Job, BaseException]] = []
     with ExitStack() as held:  # one run per folder (per shard): a second command is refused
-        for job in jobs:
-            held.enter_context(hold_run_lock(job.output_dir, job.shard_index, job.shard_count))
-        runs = [open_run(job, tokenizer) for job in jobs]
-        todo = [r for r in runs if r.users]
-        if todo:
-            with engine_reaper():  # engine processes die with this one, whatever kills it
-                with ExitStack() as scoring:
-                    for r in todo:
-                        start_scoring(r, merge, scoring)
-                    serve(todo, tokenizer, start)
-                    for r in todo:
-                        collect_scores(r)
-            return_free_memory()  # before the merge, metrics and report allocate theirs
-        refused = []
+        live = [job for job in jobs if attempt(job, failures, lambda job=job: held.enter_context(
+            hold_run_lock(job.output_dir, job.shard_index, job.shard_count)))]
+        runs = serve_jobs(live, tokenizer, start, merge, failures) if live else []
         for r in runs:  # every folder gets its files, even when one of them has skipped items
-            try:
-                close_run(r, merge)
-            except SkippedItemsError as err:
-                refused.append(err)
-    if refused:
-        raise refused[0]
+            attempt(r.job, failures, lambda r=r: close_run(r, merge))
+    if failures:
+        if len(jobs) == 1:
+            raise failures[0][1]
+        raise JobsFailed(failures, len(jobs))
     return [job.output_dir for job in jobs]
 
 
-def open_run(job: Job, tokenizer: Any) -> JobRun:
-    """Load the data, then claim the folder, then find this shard's users not yet finished.
+def attempt(job: Job, failures: list[tuple[Job, BaseException]], action: Any) -> bool:
+    """Run one job's step; a fault of that job alone is noted (and named) and False returned."""
+    try:
+        action()
+        return True
+    except JOB_FAULTS as err:
+        note_failure(job, err, failures)
+        return False
 
-    The folder is claimed only once its data has loaded: a run that fails on bad input leaves
-    nothing that would refuse the fixed command.
-    """
-    start = time.perf_counter()
-    dataset = load_dataset(job.dataset_name, job.dataset_path, job.references_file, job.max_users,
-                           job.holdout)
-    claim_output_dir(job.output_dir, job.identity(), job.overwrite)
-    if dataset.derived_test is not None:  # the merge fills this file, like any test file
-        write_json_atomic(job.test_file, dataset.derived_test)
-        dataset = replace(dataset, derived_test=None)
+
+def note_failure(job: Job, err: BaseException, failures: list[tuple[Job, BaseException]]) -> None:
+    log.error("%s: %s", job.output_dir, err)
+    failures.append((job, err))
+
+
+def serve_jobs(jobs: Sequence[Job], tokenizer: Any, start: StartEngine, merge: bool,
+               failures: list[tuple[Job, BaseException]]) -> list[JobRun]:
+    """Start the engine (unless every folder looks finished), open the runs beside its start,
+    and serve those with users left."""
+    with engine_reaper() as watchdog:  # engine processes die with this one, whatever kills it
+        launch = None
+        if not all(looks_finished(j.output_dir, j.identity(), j.shard_count, j.overwrite)
+                   for j in jobs):
+            launch = EngineLaunch(start, jobs)
+        try:
+            runs = open_runs(jobs, tokenizer, failures)
+            todo = [r for r in runs if r.users]
+            if todo:
+                launch = launch or EngineLaunch(start, jobs)
+                with ExitStack() as scoring:
+                    for r in todo:
+                        start_scoring(r, merge, scoring)
+                    serve(todo, tokenizer, launch)
+                    for r in todo:
+                        collect_scores(r)
+        finally:
+            if launch is not None and launch.starting:  # nothing for it to do, or a failure
+                reap_now(watchdog)
+            if launch is not None:
+                launch.close()
+    if launch is not None:
+        return_free_memory()  # before the merge, metrics and report allocate theirs
+    return runs
+
+
+def dataset_key(job: Job) -> tuple[Any, ...]:
+    return (job.dataset_name, job.dataset_path, job.references_file, job.max_users, job.holdout)
+
+
+def open_runs(jobs: Sequence[Job], tokenizer: Any,
+              failures: list[tuple[Job, BaseException]]) -> list[JobRun]:
+    """Each dataset loaded once for all its jobs, then each job's users not yet finished."""
+    by_dataset: dict[tuple[Any, ...], list[Job]] = {}
+    for job in jobs:
+        by_dataset.setdefault(dataset_key(job), []).append(job)
+    runs: list[JobRun] = []
+    for group in by_dataset.values():
+        start = time.perf_counter()
+        first = group[0]
+        try:
+            dataset = load_dataset(first.dataset_name, first.dataset_path, first.references_file,
+                                   first.max_users, first.holdout)
+        except JOB_FAULTS as err:
+            for job in group:
+                note_failure(job, err, failures)
+            continue
+        seconds = time.perf_counter() - start
+        for job in group:
+            attempt(job, failures,
+                    lambda job=job: runs.append(open_run(job, dataset, tokenizer, seconds)))
+    return runs
+
+
+def open_run(job: Job, dataset: Dataset, tokenizer: Any, load_seconds: float) -> JobRun:
+    """This shard's users not yet finished in the job's folder; the folder is checked (another
+    run's is refused) but claimed only once the engine is up (serve), so that a run whose data
+    or engine fails to start leaves nothing that would refuse the fixed command."""
+    check_output_dir(job.output_dir, job.identity(), job.overwrite)
     users = shard_users(job, dataset, tokenizer)
     expected = {u.user_hash: {i.location.key() for i in u.items} for u in users}
-    done = finished_users(job.output_dir, expected, job.sampling.num_samples)
+    done = (set() if job.overwrite else
+            finished_users(job.output_dir, expected, job.sampling.num_samples))
     if done:
         log.info("resuming: %d users already finished in %s", len(done), job.output_dir)
     todo = [u for u in users if u.user_hash not in done]
@@ -116,8 +177,11 @@ def open_run(job: Job, tokenizer: Any) -> JobRun:
     collector = Collector(job.sampling.num_samples, job.sampling.seed,
                           make_output_handler(job.output_handlers, job.output_handler_options))
     prompt_texts = PromptTexts(tokenizer, PAGE_PROMPT_CHARS, own_copy=True) if job.report else None
-    return JobRun(job, dataset, todo, len(done), collector,
-                  {"load_data_seconds": time.perf_counter() - start}, prompt_texts=prompt_texts)
+    run = JobRun(job, dataset, todo, len(done), collector, {"load_data_seconds": load_seconds},
+                 prompt_texts=prompt_texts)
+    if not todo:  # nothing to generate: the folder is this run's now, as it was before
+        run.claim()
+    return run
 
 
 def shard_users(job: Job, dataset: Dataset, tokenizer: Any) -> list[UserRecord]:
@@ -129,120 +193,6 @@ def shard_users(job: Job, dataset: Dataset, tokenizer: Any) -> list[UserRecord]:
     owner = assign_shards({u.user_hash: builder.estimate_user(u, ratio) for u in dataset.users},
                           job.shard_count)
     return [u for u in dataset.users if owner[u.user_hash] == job.shard_index]
-
-
-def same_sampling(runs: Sequence[JobRun]) -> list[list[JobRun]]:
-    """Runs that can share one engine call (datasets may differ in their stop strings)."""
-    groups: dict[tuple[Any, int], list[JobRun]] = {}
-    for r in runs:
-        groups.setdefault((r.job.sampling, r.job.blank_retries), []).append(r)
-    return list(groups.values())
-
-
-def serve(runs: Sequence[JobRun], tokenizer: Any, start: StartEngine) -> None:
-    """Build prompts in a thread while the engine loads and generates; one engine for all runs."""
-    groups = [(group, RequestFeed()) for group in same_sampling(runs)]
-    index = {id(r): i for i, r in enumerate(runs)}
-    writer = UserFileWriter()
-    for r in runs:
-        r.writer = writer
-    builder = PromptThread([([build_task(r, index[id(r)], tokenizer) for r in group], feed)
-                            for group, feed in groups])
-    began = time.perf_counter()
-    builder.start()
-    adapters = list({r.job.adapter.path: r.job.adapter for r in runs if r.job.adapter}.values())
-    engine = None
-    try:
-        engine = start(runs[0].job, adapters)  # loads while the first prompts are built
-        with stop_on_signals():
-            for group, feed in groups:
-                generate(engine, group, index, feed)
-        shared = {"engine": engine.name, "model_load_seconds": engine.load_seconds,
-                  "engine_stats": engine.stats()}
-        if len(runs) > 1:
-            shared["engine_stats"]["shared_by_runs"] = [str(r.job.output_dir) for r in runs]
-        for r in runs:
-            r.report.update(shared)
-    finally:
-        builder.stopped.set()
-        try:  # every file handed over is written, however the run ends
-            waited = writer.close()
-            for r in runs:
-                r.report.update(write_seconds=r.write_seconds, write_wait_seconds=waited)
-        finally:
-            for r in runs:  # and durable
-                r.sync.sync()
-            if engine is not None:
-                engine.close()
-    builder.join(timeout=60)
-    for r in runs:
-        r.report["build_prompts_seconds"] = r.tally.seconds
-        r.report["prompts_ready_seconds"] = (builder.finished_at or time.perf_counter()) - began
-
-
-def build_task(run: JobRun, index: int, tokenizer: Any) -> BuildTask:
-    """How one run's users become requests: registered in its collector, tagged with the run."""
-    adapter = str(run.job.adapter.path) if run.job.adapter else None
-
-    def register(user: UserRecord, prompts: list[Prompt], unfit: list[SkippedItem],
-                 ) -> list[GenerationRequest]:
-        if isinstance(user.history, PackedHistory):  # built: the run needs it no more
-            user.history.release()
-        if unfit:
-            run.unfit[user.user_hash] = unfit
-        if not prompts:  # nothing of this user can be generated: their file says so
-            run.write_user(user.user_hash, [])
-            return []
-        return [replace(req, request_id=f"{index}/{req.request_id}", adapter=adapter)
-                for req in run.collector.add_user(prompts, run.tests)]
-
-    return BuildTask(run.users, prompt_builder(run.job, tokenizer), register, run.tally)
-
-
-def generate(engine: Engine, group: Sequence[JobRun], index: dict[int, int],
-             feed: RequestFeed) -> None:
-    """Round 0 streams from the builder; later rounds redraw the samples handlers refused.
-
-    A run's inference time ends at its own last completion: in a shared call that is the wall
-    time this run needed, the other runs' work included.
-    """
-    sampling, retries = group[0].job.sampling, group[0].job.blank_retries
-    by_index = {index[id(r)]: r for r in group}
-    start = time.perf_counter()
-    for r in group:
-        r.last_completion = start
-    total = sum(len(r.tests) for r in group) * sampling.num_samples
-    with tqdm(total=total, desc="samples", unit="sample", dynamic_ncols=True) as bar:
-        requests: Any = feed
-        for round_ in range(retries + 1):
-            if round_:
-                requests = [replace(req, request_id=f"{index[id(r)]}/{req.request_id}",
-                                    adapter=str(r.job.adapter.path) if r.job.adapter else None)
-                            for r in group for req in r.collector.redraws(round_)]
-                if not requests:
-                    break
-                log.warning("round %d: %d items had blank or unusable samples; drawing them "
-                            "again", round_, len(requests))
-            for completion in engine.generate(requests, sampling):
-                note_first_request(group, start)
-                number, _, own_id = completion.request_id.partition("/")
-                run = by_index[int(number)]
-                kept, done_user = run.collector.add(replace(completion, request_id=own_id))
-                bar.update(kept)
-                run.last_completion = time.perf_counter()
-                if done_user is not None:
-                    run.write_user(done_user, run.collector.user_items(done_user), score=True)
-    for run in group:
-        # A user with an item that never got all its samples keeps the finished items on disk.
-        for user, open_count in run.collector.open_items.items():
-            if open_count:
-                run.write_user(user, [r for r in run.collector.user_items(user) if r.full])
-        run.report["inference_time_seconds"] = run.last_completion - start
-
-
-def note_first_request(group: Sequence[JobRun], start: float) -> None:
-    for r in group:
-        r.report.setdefault("first_request_seconds", round(time.perf_counter() - start, 3))
 
 
 def close_run(run: JobRun, merge: bool) -> None:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from inference_core.data.history import PackedHistory
 from inference_core.data.loader import load_dataset
 from inference_core.data.records import Location, SkippedItem, UserRecord
 from inference_core.engine import GenerationRequest
@@ -56,14 +57,25 @@ class BuildTally:
 
 @dataclass(frozen=True)
 class BuildTask:
-    """One run's share of the building: its users, its builder, and where requests go."""
+    """One job's share of the building: its builder, the users it still needs, and where their
+    requests go."""
 
-    users: Sequence[UserRecord]
     builder: PromptBuilder
+    wanted: frozenset[str]  # user_hash of every user this job still generates
     # (user, its prompts, its items that cannot fit) -> the user's requests, tagged for the
     # shared engine call.
     register: Callable[[UserRecord, list[Prompt], list[SkippedItem]], list[GenerationRequest]]
     tally: BuildTally
+
+
+@dataclass(frozen=True)
+class BuildPlan:
+    """The jobs of one loaded dataset: its users in file order, each built for every job that
+    wants it before the next user, so one user's prompts of every ablation reach the engine
+    together (their shared prefix is cached once)."""
+
+    users: Sequence[UserRecord]
+    tasks: Sequence[BuildTask]
 
 
 def build_user(builder: PromptBuilder, user: UserRecord,
@@ -75,38 +87,42 @@ def build_user(builder: PromptBuilder, user: UserRecord,
 
 
 class PromptThread(threading.Thread):
-    """Builds every task's prompts in order, user by user, into one feed per sampling group."""
+    """Builds every plan's prompts, user by user, into the feed the engine takes them from."""
 
-    def __init__(self, groups: Sequence[tuple[Sequence[BuildTask], RequestFeed]]) -> None:
+    def __init__(self, plans: Sequence[BuildPlan], feed: RequestFeed) -> None:
         super().__init__(name="prompt-builder", daemon=True)
-        self.groups = groups
+        self.plans = plans
+        self.feed = feed
         self.stopped = threading.Event()
         self.finished_at: float | None = None
 
     def run(self) -> None:
-        for number, (tasks, feed) in enumerate(self.groups):
-            try:
-                for task in tasks:
-                    self._build(task, feed)
-            except BaseException as err:  # noqa: BLE001 - re-raised in the engine's thread
-                for _, later in self.groups[number:]:
-                    later.close(err)
-                return
-            feed.close()
+        try:
+            for plan in self.plans:
+                for user in plan.users:
+                    if self.stopped.is_set():
+                        return
+                    for task in plan.tasks:
+                        if user.user_hash in task.wanted:
+                            self._build(task, user)
+                    if isinstance(user.history, PackedHistory):  # built for every job: let go
+                        user.history.release()
+        except BaseException as err:  # noqa: BLE001 - re-raised in the engine's thread
+            self.feed.close(err)
+            return
+        self.feed.close()
         self.finished_at = time.perf_counter()
 
-    def _build(self, task: BuildTask, feed: RequestFeed) -> None:
+    def _build(self, task: BuildTask, user: UserRecord) -> None:
         start = time.perf_counter()
-        for user in task.users:
-            if self.stopped.is_set():
-                return
-            prompts, unfit = build_user(task.builder, user)
-            skipped = [SkippedItem(loc, user.id_value, why) for loc, why in unfit]
-            task.tally.unfit += skipped
-            task.tally.prompts += len(prompts)
-            task.tally.truncated += sum(p.truncated for p in prompts)
-            feed.put(task.register(user, prompts, skipped))
+        prompts, unfit = build_user(task.builder, user)
+        skipped = [SkippedItem(loc, user.id_value, why) for loc, why in unfit]
+        task.tally.unfit += skipped
+        task.tally.prompts += len(prompts)
+        task.tally.truncated += sum(p.truncated for p in prompts)
+        requests = task.register(user, prompts, skipped)
         task.tally.seconds += time.perf_counter() - start
+        self.feed.put(requests)
 
 
 def write_prompts_file(job: Job, tokenizer: Any) -> Path:

@@ -50,14 +50,36 @@ def engine_reaper(poll_seconds: float = POLL_SECONDS,
     try:
         yield watchdog
     finally:
-        try:  # a normal exit: the engine is closed and the watchdog leaves its processes alone
-            assert watchdog.stdin is not None
-            watchdog.stdin.write(DONE)
-            watchdog.stdin.close()
-            watchdog.wait(timeout=max(10.0, 3 * poll_seconds))
-        except (OSError, subprocess.TimeoutExpired) as err:
-            log.warning("engine reaper %d did not stop (%s); killing it", watchdog.pid, err)
-            watchdog.kill()
+        assert watchdog.stdin is not None
+        if not watchdog.stdin.closed:  # else reap_now has ended it
+            say_done(watchdog, poll_seconds)
+
+
+def say_done(watchdog: subprocess.Popen, poll_seconds: float) -> None:
+    """A normal exit: the engine is closed and the watchdog leaves its processes alone."""
+    assert watchdog.stdin is not None
+    try:
+        watchdog.stdin.write(DONE)
+        watchdog.stdin.close()
+        watchdog.wait(timeout=max(10.0, 3 * poll_seconds))
+    except (OSError, subprocess.TimeoutExpired) as err:
+        log.warning("engine reaper %d did not stop (%s); killing it", watchdog.pid, err)
+        watchdog.kill()
+
+
+def reap_now(watchdog: subprocess.Popen, timeout: float = 30.0) -> None:
+    """Stop, now, the processes started since the watchdog began: an engine still starting that
+    no job needs any more (its start cannot be cancelled from inside)."""
+    assert watchdog.stdin is not None
+    if watchdog.stdin.closed:
+        return
+    watchdog.stdin.close()  # EOF without "done": the watchdog reaps as if we had died
+    try:
+        watchdog.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        log.warning("engine reaper %d did not finish stopping the engine; killing it",
+                    watchdog.pid)
+        watchdog.kill()
 
 
 class Watch:

@@ -71,6 +71,9 @@ def write_shard_report(job: Job, report: dict[str, Any], collector: Collector, r
         "output_tokens_per_sec": throughput(total["generated_tokens_this_run"], seconds),
         "skipped_items": [s.as_dict() for s in skipped],
         "engine_stats": report.get("engine_stats", previous.get("engine_stats", {})),
+        # The engine start that served this session: {id, jobs, load_seconds}; the same id in
+        # every folder it served.
+        "engine_session": report.get("engine_session", previous.get("engine_session")),
         "device": describe_device(),
         "versions": versions(),
         "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),

@@ -17,10 +17,17 @@ from typing import Callable
 class UserFileWriter:
     """One thread that runs the writes handed to it, in order."""
 
-    def __init__(self) -> None:
+    def __init__(self, held: bool = False) -> None:
+        """`held`: writes wait for `release()` (the folders are not this run's yet); a writer
+        closed without release drops them, so that a run whose engine never started writes
+        nothing."""
         self._queue: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
         self._error: BaseException | None = None
         self._closed = False
+        self._released = threading.Event()
+        self._drop = False  # closed while held: nothing handed over is written
+        if not held:
+            self._released.set()
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="user-file-writer", daemon=True)
         self._thread.start()
@@ -33,11 +40,18 @@ class UserFileWriter:
             if not self._closed:
                 self._queue.put(write)
                 return
-        write()
+        if not self._drop:
+            write()
+
+    def release(self) -> None:
+        """The folders are claimed: write what is queued, and every write from now on."""
+        self._released.set()
 
     def _run(self) -> None:
+        self._released.wait()
         while (write := self._queue.get()) is not None:
-            if self._error is None:  # after a failure nothing more is written
+            # After a failure nothing more is written; without a release nothing at all.
+            if self._error is None and not self._drop:
                 try:
                     write()
                 except BaseException as err:  # noqa: BLE001 - raised in the engine loop's thread
@@ -51,6 +65,9 @@ class UserFileWriter:
             if not self._closed:
                 self._closed = True
                 self._queue.put(None)
+        if not self._released.is_set():
+            self._drop = True
+            self._released.set()  # the thread drains the queue, writing nothing
         self._thread.join()
         waited = time.perf_counter() - start
         self.raise_error()

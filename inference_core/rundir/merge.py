@@ -225,6 +225,9 @@ def build_summary(identity: dict[str, Any], items: list[tuple[str, UserItem]],
         "samples_from_unrecorded_sessions": account.unrecorded,
         "inference_time_seconds": round(seconds, 3),
         "model_load_seconds": round(max((r["model_load_seconds"] for r in parts), default=0.0), 3),
+        # The engine start that served the first shard (each shard's is in `shards`): one start
+        # serves every job of a command, and names them.
+        "engine_session": first.get("engine_session"),
         "throughput_samples_per_sec": throughput(engine_samples, seconds),
         "output_tokens_per_sec": throughput(new_tokens, seconds),
         "shards": [reports[i] for i in sorted(reports)],

@@ -10,8 +10,8 @@ from typing import Any
 import orjson
 
 from inference_core.data.records import Location
-from inference_core.rundir.layout import (IDENTITY_FILE, RUN_OUTPUTS, DamagedUserFile,  # noqa: F401
-                                          read_user_file, user_file_path)
+from inference_core.rundir.layout import (IDENTITY_FILE, RUN_OUTPUTS, SUMMARY_FILE,  # noqa: F401
+                                          DamagedUserFile, read_user_file, user_file_path)
 from inference_core.rundir.writers import read_json, write_json_atomic
 
 log = logging.getLogger(__name__)
@@ -21,9 +21,28 @@ class RunMismatch(ValueError):
     """The output folder holds another run's results."""
 
 
+def check_output_dir(output_dir: Path, identity: dict[str, Any], overwrite: bool) -> None:
+    """Refuse another run's folder (unless overwrite=true) before anything is built for it."""
+    path = output_dir / IDENTITY_FILE
+    if overwrite or not path.is_file():
+        return
+    try:
+        previous = read_json(path)
+    except ValueError as err:  # written atomically, so only a hand edit or a bad disk
+        log.warning("%s is damaged (%s); this run's identity will be written over it", path, err)
+        return
+    # A key the earlier run did not record (written by an older version) cannot differ.
+    changed = sorted(k for k in previous.keys() | identity.keys()
+                     if k in previous and as_json(identity).get(k) != previous[k])
+    if changed:
+        raise RunMismatch(
+            f"{output_dir} holds a run with other settings ({', '.join(changed)}); "
+            f"use another output_dir, or overwrite=true to start afresh")
+
+
 def claim_output_dir(output_dir: Path, identity: dict[str, Any], overwrite: bool) -> None:
     """Make output_dir this run's: refuse another run's folder unless overwrite=true."""
-    path = output_dir / IDENTITY_FILE
+    check_output_dir(output_dir, identity, overwrite)
     if overwrite:
         for name in RUN_OUTPUTS:
             target = output_dir / name
@@ -33,21 +52,27 @@ def claim_output_dir(output_dir: Path, identity: dict[str, Any], overwrite: bool
                 target.unlink()
     else:
         remove_stale_temp_files(output_dir)
-    if not overwrite and path.is_file():
-        try:
-            previous = read_json(path)
-        except ValueError as err:  # written atomically, so only a hand edit or a bad disk
-            log.warning("%s is damaged (%s); writing this run's identity over it", path, err)
-            previous = {}
-        # A key the earlier run did not record (written by an older version) cannot differ.
-        changed = sorted(k for k in previous.keys() | identity.keys()
-                         if k in previous and identity.get(k) != previous[k])
-        if changed:
-            raise RunMismatch(
-                f"{output_dir} holds a run with other settings ({', '.join(changed)}); "
-                f"use another output_dir, or overwrite=true to start afresh")
-    # Compare through JSON so tuples and lists read back equal next time.
-    write_json_atomic(path, orjson.loads(orjson.dumps(identity)))
+    write_json_atomic(output_dir / IDENTITY_FILE, as_json(identity))
+
+
+def as_json(identity: dict[str, Any]) -> dict[str, Any]:
+    """The identity as it reads back from run.json (tuples become lists)."""
+    return orjson.loads(orjson.dumps(identity))
+
+
+def looks_finished(output_dir: Path, identity: dict[str, Any], shard_count: int,
+                   overwrite: bool) -> bool:
+    """This very run's folder with its merged summary and nothing skipped: most likely nothing
+    to generate, so no engine is started for it (the resume check after loading decides)."""
+    if overwrite:
+        return False
+    try:
+        summary = read_json(output_dir / SUMMARY_FILE)
+        previous = read_json(output_dir / IDENTITY_FILE)
+    except (OSError, ValueError):
+        return False
+    return (previous == as_json(identity) and isinstance(summary, dict)
+            and not summary.get("skipped_items") and summary.get("num_shards") == shard_count)
 
 
 def remove_stale_temp_files(output_dir: Path, age_seconds: float = 600) -> None:

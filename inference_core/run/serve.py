@@ -1,0 +1,134 @@
+"""One engine serving every job's requests as one stream: prompts built in a thread while the
+engine loads and generates, each finished user handed to its job's writer, redraw rounds for the
+samples a job's output handler refused."""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import replace
+from typing import Any, Sequence
+
+from tqdm import tqdm
+
+from inference_core.data.records import Dataset, SkippedItem, UserRecord
+from inference_core.engine import Engine, GenerationRequest
+from inference_core.prompts.builder import Prompt
+from inference_core.run.engine_launch import EngineLaunch
+from inference_core.run.feed import RequestFeed
+from inference_core.run.job_run import JobRun
+from inference_core.run.prompting import BuildPlan, BuildTask, PromptThread, prompt_builder
+from inference_core.run.signals import stop_on_signals
+from inference_core.run.writer import UserFileWriter
+
+log = logging.getLogger(__name__)
+
+
+def serve(runs: Sequence[JobRun], tokenizer: Any, launch: EngineLaunch) -> None:
+    """Build prompts while the engine loads and generates; claim the folders once it is up."""
+    feed = RequestFeed()
+    # Held until the folders are claimed: a start that fails writes nothing anywhere.
+    writer = UserFileWriter(held=True)
+    for r in runs:
+        r.writer = writer
+    builder = PromptThread(build_plans(runs, tokenizer), feed)
+    began = time.perf_counter()
+    builder.start()
+    try:
+        engine = launch.wait()
+        for r in runs:  # the engine is up: the folders become this run's
+            r.claim()
+        writer.release()
+        with stop_on_signals():
+            generate(engine, runs, feed)
+        shared = {"engine": engine.name, "model_load_seconds": engine.load_seconds,
+                  "engine_stats": engine.stats(), "engine_session": launch.session()}
+        for r in runs:
+            r.report.update(shared)
+    finally:
+        builder.stopped.set()
+        try:  # every file handed over is written, however the run ends
+            waited = writer.close()
+            for r in runs:
+                r.report.update(write_seconds=r.write_seconds, write_wait_seconds=waited)
+        finally:
+            for r in runs:  # and durable
+                r.sync.sync()
+    builder.join(timeout=60)
+    for r in runs:
+        r.report["build_prompts_seconds"] = r.tally.seconds
+        r.report["prompts_ready_seconds"] = (builder.finished_at or time.perf_counter()) - began
+
+
+def build_plans(runs: Sequence[JobRun], tokenizer: Any) -> list[BuildPlan]:
+    """One plan per loaded dataset: its users in file order, for every job of that dataset."""
+    plans: dict[int, tuple[Dataset, list[tuple[int, JobRun]]]] = {}
+    for index, r in enumerate(runs):
+        plans.setdefault(id(r.dataset.users), (r.dataset, []))[1].append((index, r))
+    return [BuildPlan([u for u in dataset.users if any(u.user_hash in r.by_hash for _, r in group)],
+                      [build_task(r, index, tokenizer) for index, r in group])
+            for dataset, group in plans.values()]
+
+
+def build_task(run: JobRun, index: int, tokenizer: Any) -> BuildTask:
+    """How one run's users become requests: registered in its collector, tagged with the run."""
+    def register(user: UserRecord, prompts: list[Prompt], unfit: list[SkippedItem],
+                 ) -> list[GenerationRequest]:
+        if unfit:
+            run.unfit[user.user_hash] = unfit
+        if not prompts:  # nothing of this user can be generated: their file says so
+            run.write_user(user.user_hash, [])
+            return []
+        return [tagged(req, run, index) for req in run.collector.add_user(prompts, run.tests)]
+
+    return BuildTask(prompt_builder(run.job, tokenizer), frozenset(run.by_hash), register,
+                     run.tally)
+
+
+def tagged(request: GenerationRequest, run: JobRun, index: int) -> GenerationRequest:
+    """A run's request in the shared stream: its run's number, adapter and sampling."""
+    return replace(request, request_id=f"{index}/{request.request_id}",
+                   adapter=str(run.job.adapter.path) if run.job.adapter else None,
+                   sampling=run.job.sampling)
+
+
+def generate(engine: Engine, runs: Sequence[JobRun], feed: RequestFeed) -> None:
+    """Round 0 streams from the builder; later rounds redraw the samples handlers refused.
+
+    A run's inference time ends at its own last completion: in a shared call that is the wall
+    time this run needed, the other runs' work included.
+    """
+    start = time.perf_counter()
+    for r in runs:
+        r.last_completion = start
+    total = sum(len(r.tests) * r.job.sampling.num_samples for r in runs)
+    with tqdm(total=total, desc="samples", unit="sample", dynamic_ncols=True) as bar:
+        requests: Any = feed
+        for round_ in range(max(r.job.blank_retries for r in runs) + 1):
+            if round_:
+                requests = [tagged(req, r, i) for i, r in enumerate(runs)
+                            if round_ <= r.job.blank_retries for req in r.collector.redraws(round_)]
+                if not requests:
+                    break
+                log.warning("round %d: %d items had blank or unusable samples; drawing them "
+                            "again", round_, len(requests))
+            # Every request carries its run's sampling; the call's own is the first run's.
+            for completion in engine.generate(requests, runs[0].job.sampling):
+                note_first_request(runs, start)
+                number, _, own_id = completion.request_id.partition("/")
+                run = runs[int(number)]
+                kept, done_user = run.collector.add(replace(completion, request_id=own_id))
+                bar.update(kept)
+                run.last_completion = time.perf_counter()
+                if done_user is not None:
+                    run.write_user(done_user, run.collector.user_items(done_user), score=True)
+    for run in runs:
+        # A user with an item that never got all its samples keeps the finished items on disk.
+        for user, open_count in run.collector.open_items.items():
+            if open_count:
+                run.write_user(user, [r for r in run.collector.user_items(user) if r.full])
+        run.report["inference_time_seconds"] = run.last_completion - start
+
+
+def note_first_request(runs: Sequence[JobRun], start: float) -> None:
+    for r in runs:
+        r.report.setdefault("first_request_seconds", round(time.perf_counter() - start, 3))
