@@ -33,9 +33,11 @@ class FakeEngine:
         self.requests: list[GenerationRequest] = []
         self.first_request_at: float | None = None
         self.closed = False
+        self.calls = 0
 
     def generate(self, requests: Iterable[GenerationRequest],
                  sampling: SamplingSettings) -> Iterator[Completion]:
+        self.calls += 1
         for request in requests:
             if self.first_request_at is None:
                 self.first_request_at = time.perf_counter()
