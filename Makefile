@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install browser run test test-fast leaderboard bench bench-overhead bench-lora compare gpu-check clean
+.PHONY: install browser run test test-fast leaderboard bench bench-overhead bench-lora bench-leaderboard compare gpu-check clean
 
 # make leaderboard [DATASET=DMSC] [MODEL_PATH=/ckpt/DMSC_8B | MODEL_PATHS="/ckpt/a /ckpt/b"]
 #                  [ENGINE=vllm|hf] [EXTRA="overrides"] [BASELINE=no_profile|/ckpt/a|RUN_DIR]
@@ -56,15 +56,15 @@ test: install browser install-quant
 test-fast: install browser
 	$(BIN)/python -m pytest -q -m "not engine" $(ARGS)
 
-# All seven ablations as one Hydra multirun (each into its usual folder, so a re-run resumes),
-# once per checkpoint of MODEL_PATHS (the default model when empty), then the table, CSV,
-# JSON, picture and page in outputs/leaderboard/ (docs/leaderboard.md). A checkpoint whose runs
-# fail does not stop the others: its runs are listed as incomplete, and make fails at the end.
-# A path may be a folder of LoRA adapters, one subfolder per ablation: then one engine start
-# serves every adapter (a single run, not a multirun) and each ablation gets its usual folder.
+# All seven ablations through ONE engine start (`ablations=all`: each into its usual folder, so
+# a re-run resumes), once per checkpoint of MODEL_PATHS (the default model when empty), then the
+# table, CSV, JSON, picture and page in outputs/leaderboard/ (docs/leaderboard.md). A checkpoint
+# whose runs fail does not stop the others: its runs are listed as incomplete, and make fails at
+# the end. A path may be a folder of LoRA adapters, one subfolder per ablation: its one engine
+# start serves every adapter, each ablation in its usual folder.
 # One command line per checkpoint, written out by make (so `make -n leaderboard` shows them).
 leaderboard_run = $(BIN)/python -m inference_$(ENGINE) \
-  $(if $(wildcard $(1)/*/adapter_config.json),,-m 'ablation=glob(*)') dataset=$(DATASET) \
+  $(if $(wildcard $(1)/*/adapter_config.json),,ablations=all) dataset=$(DATASET) \
   $(if $(filter-out -,$(1)),model=finetuned_8b model.path=$(1)) $(EXTRA) || status=$$?;
 
 leaderboard: install
@@ -84,6 +84,10 @@ bench-overhead: install
 # N LoRA adapters served by one engine start vs one run (and engine start) per adapter.
 bench-lora: install
 	$(BIN)/python -m inference_vllm.bench.lora $(ARGS)
+
+# The seven ablations through one engine start vs one start per ablation: outputs/bench/leaderboard.json.
+bench-leaderboard: install
+	$(BIN)/python -m inference_vllm.bench.leaderboard $(ARGS)
 
 compare: install
 	$(BIN)/python -m inference_hf.compare $(ARGS)
