@@ -14,9 +14,8 @@ from inference_core.run.collect import Collector, ItemResult
 from inference_core.run.job import Job
 from inference_core.run.prompting import BuildTally
 from inference_core.run.writer import UserFileWriter
-from inference_core.rundir.layout import (UserFile, user_file_of,
-                                          write_user_file as write_run_user_file)
-from inference_core.rundir.writers import SyncBatch
+from inference_core.rundir.layout import UserFile, user_file_of
+from inference_core.rundir.writers import SyncBatch, write_user_file as write_run_user_file
 
 if TYPE_CHECKING:
     from inference_core.evaluation.background import BackgroundScorer, KnownScores
