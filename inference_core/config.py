@@ -12,6 +12,8 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from inference_core.data.loader import TEST_FILE, TRAIN_FILE
 from inference_core.engine import SamplingSettings
+# ConfigError lives below every module that raises it; imported from here by many.
+from inference_core.errors import ConfigError
 from inference_core.prompts.builder import Ablation
 from inference_core.prompts.settings import PromptConfigError, PromptSettings, settings_from_config
 
@@ -27,10 +29,6 @@ LANGUAGES = ("en", "zh", "ja")  # what the metrics know how to tokenize
 def group_choices(group: str) -> list[str]:
     """The choices of a config group (`conf/<group>/*.yaml`), sorted."""
     return sorted(p.stem for p in Path(CONF_DIR, group).glob("*.yaml"))
-
-
-class ConfigError(ValueError):
-    """A setting that cannot work; reported in one line before anything loads (exit code 2)."""
 
 
 def register_resolvers() -> None:

@@ -21,11 +21,11 @@ from inference_core.data.records import Location
 from inference_core.rundir import layout
 from inference_core.rundir.faults import EXIT_STOPPED, RunStopped, as_run_stopped, check_writable
 from inference_core.rundir.layout import (DamagedUserFile, UserFile, read_user_file,
-                                          safe_user_filename, scan_user_files, user_file_of,
-                                          write_user_file)
+                                          safe_user_filename, scan_user_files, user_file_of)
 from inference_core.rundir.lock import RunLocked, hold_run_lock
 from inference_core.rundir.merge import collect_user_files
 from inference_core.rundir.resume import finished_users
+from inference_core.rundir.writers import write_user_file
 
 ITEM = {"location": {"record": 0, "collection": 0, "item": 1}, "prompt_tokens": 12,
         "truncated": False, "generated_samples": ["a", "b"], "finish_reasons": ["stop", "length"],

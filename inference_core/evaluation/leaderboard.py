@@ -3,8 +3,9 @@
 A row is one run folder, never a merge of several: its checkpoint, sampling, engine and ablation
 are columns, so runs of several checkpoints over one dataset stand side by side. A run that
 crashed, is empty or lacks items is an incomplete row with its reason and no numbers at all.
-Paired comparisons with a baseline live in inference_core.evaluation.pairing; the tables and
-the picture in inference_core.evaluation.leaderboard_output.
+The row types live in inference_core.evaluation.leaderboard_rows; paired comparisons with a
+baseline in inference_core.evaluation.pairing; the tables and the picture in
+inference_core.evaluation.leaderboard_output.
 """
 
 from __future__ import annotations
@@ -12,99 +13,25 @@ from __future__ import annotations
 import argparse
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from inference_core.command import CommandParser
-
+from inference_core.errors import ConfigError
 from inference_core.evaluation import stats
 from inference_core.evaluation.item_scores import ItemScores, load_item_scores, root_flags
+from inference_core.evaluation.leaderboard_rows import (INCOMPLETE, Bootstrap, LeaderboardRow,
+                                                        MetricEstimate)
+from inference_core.evaluation.leaderboard_output import render_markdown, write_leaderboard
 from inference_core.evaluation.metrics import language_for_dataset
+from inference_core.evaluation.pairing import add_comparisons
 from inference_core.evaluation.scoring import METRICS_FILE, SAMPLES_FILE, SUMMARY_FILE, evaluate_run
+from inference_core.report.leaderboard_page import refresh_reports, write_leaderboard_html
 from inference_core.rundir.resume import IDENTITY_FILE
 from inference_core.rundir.writers import iter_user_files, read_json
 
 log = logging.getLogger(__name__)
-
-COMPLETE, INCOMPLETE = "complete", "incomplete"
-
-
-@dataclass(frozen=True)
-class Bootstrap:
-    """How the intervals are computed; printed with every table so a number can be reproduced."""
-
-    resamples: int = stats.DEFAULT_RESAMPLES
-    seed: int = stats.DEFAULT_SEED
-    confidence: float = stats.CONFIDENCE
-
-    def describe(self) -> str:
-        return (f"{self.confidence:.0%} intervals: percentile bootstrap over users (a user's "
-                f"items are resampled together), {self.resamples} resamples, seed {self.seed}")
-
-
-@dataclass(frozen=True)
-class MetricEstimate:
-    """A metric's mean over the items it applies to and its interval (None: applies to none)."""
-
-    name: str
-    interval: stats.Interval | None
-
-
-@dataclass(frozen=True)
-class Comparison:
-    """This row minus the baseline row on the items both have."""
-
-    baseline_run_dir: str
-    baseline: str  # how the baseline row is named in the tables
-    shared_items: int
-    note: str | None  # set when the two item sets differ
-    results: tuple[tuple[str, stats.PairedResult | None], ...]
-    is_baseline: bool = False
-
-    def result(self, name: str) -> stats.PairedResult | None:
-        return dict(self.results).get(name)
-
-
-@dataclass(frozen=True)
-class LeaderboardRow:
-    """One run folder; the scalar fields are the leading columns of every table."""
-
-    dataset: str
-    model: str
-    ablation: str
-    engine: str
-    checkpoint: str
-    sampling: str
-    n: int | None
-    items: int | None
-    users: int | None
-    samples: int | None
-    samples_per_s: float | None
-    output_tokens_per_s: float | None
-    mean_chars: float | None
-    run_dir: str
-    metrics: tuple[MetricEstimate, ...] = ()
-    status: str = COMPLETE
-    reason: str | None = None
-    comparison: Comparison | None = None
-    # The raw paths behind the `checkpoint` label, for --baseline to match a path given to it.
-    checkpoint_path: str = ""
-    adapter_path: str | None = None
-
-    @property
-    def complete(self) -> bool:
-        return self.status == COMPLETE
-
-    def estimate(self, name: str) -> stats.Interval | None:
-        return next((m.interval for m in self.metrics if m.name == name), None)
-
-    def setup(self) -> tuple[str, str, str, str, str]:
-        """Everything but the ablation that makes runs comparable as one series."""
-        return (self.dataset, self.model, self.checkpoint, self.engine, self.sampling)
-
 
 def find_run_dirs(roots: Sequence[Path]) -> list[Path]:
     """Every folder under the roots that holds inference_summary.json or a started run's run.json."""
@@ -270,13 +197,6 @@ def collect_rows(roots: Sequence[Path], recompute: bool = False,
     return [row for row, _ in collect_scored_rows(roots, recompute, boot)]
 
 
-def item_keys(scores: ItemScores) -> np.ndarray:
-    """One hashable key per item (user + location), for matching items across runs."""
-    frame = scores.frame
-    return (frame["user_hash"].astype(str) + "|" + frame["record"].astype(str) + "|"
-            + frame["collection"].astype(str) + "|" + frame["item"].astype(str)).to_numpy()
-
-
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = CommandParser("python -m inference_core.leaderboard",
                            "build the leaderboard (md, csv, json, png, html) over every run "
@@ -303,11 +223,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from inference_core.config import ConfigError
-    from inference_core.evaluation.leaderboard_output import render_markdown, write_leaderboard
-    from inference_core.evaluation.pairing import add_comparisons
-    from inference_core.report.leaderboard_page import refresh_reports, write_leaderboard_html
-
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     boot = Bootstrap(args.resamples, args.seed)

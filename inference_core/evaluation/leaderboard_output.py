@@ -16,7 +16,9 @@ from typing import Any
 
 import orjson
 
-from inference_core.evaluation.leaderboard import Bootstrap, LeaderboardRow
+# metric_header is re-exported: the report page names it from here.
+from inference_core.evaluation.leaderboard_rows import (Bootstrap, LeaderboardRow,
+                                                        metric_header)
 from inference_core.evaluation.metrics import REFERENCE_METRICS
 from inference_core.evaluation.stats import Interval
 from inference_core.rundir.writers import write_bytes_atomic
@@ -42,14 +44,6 @@ def few_users_warning(rows: Sequence[LeaderboardRow]) -> str | None:
         return None
     return (f"{few} rows have fewer than {FEW_USERS} users: their intervals are too narrow "
             "(read them as rough); the paired p-value stays valid (exact up to 12 users)")
-
-
-def metric_header(name: str) -> str:
-    """`chrf mean-of-n` / `chrf best-of-n`: the two kinds are never one column."""
-    for kind in ("mean", "best"):
-        if name.endswith(f"_{kind}_of_n"):
-            return f"{name[: -len(f'_{kind}_of_n')]} {kind}-of-n"
-    return name
 
 
 def metric_names(rows: Sequence[LeaderboardRow]) -> list[str]:

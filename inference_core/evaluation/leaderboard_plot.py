@@ -11,8 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from inference_core.evaluation.leaderboard import LeaderboardRow
-from inference_core.evaluation.leaderboard_output import metric_header
+from inference_core.evaluation.leaderboard_rows import LeaderboardRow, metric_header
 from inference_core.rundir.writers import write_atomic
 
 Series = tuple[tuple[str, ...], int]  # a setup and the index among its duplicate runs

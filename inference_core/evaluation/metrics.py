@@ -21,18 +21,14 @@ from typing import Any
 from rouge_score import rouge_scorer
 from sacrebleu.metrics import BLEU, CHRF
 
+# ItemInput is re-exported: most callers import it from here.
+from inference_core.evaluation.item_input import ItemInput
+from inference_core.evaluation.scorers import task_metrics
+
 # Datasets whose text is Chinese; everything else is treated as whitespace-delimited.
 CHINESE_DATASETS = frozenset({"dmsc"})
 
 REFERENCE_METRICS = ("bleu", "chrf", "rouge_l")
-
-
-@dataclass(frozen=True)
-class ItemInput:
-    """The generated samples of one data item and its reference, if the dataset has one."""
-
-    samples: tuple[str, ...]
-    reference: str | None = None
 
 
 @dataclass(frozen=True)
@@ -297,8 +293,6 @@ def compute_metrics(items: Sequence[ItemInput], dataset: str | None,
     to the text metrics every run gets. `known`: each item's scores where they are already
     computed (score_item's, e.g. while the run generated), None where not.
     """
-    from inference_core.evaluation.scorers import task_metrics
-
     language = language or language_for_dataset(dataset)
     # An item with no samples has nothing to score.
     pairs = [(i, s) for i, s in zip(items, score_all(items, language, known)) if i.samples]

@@ -22,7 +22,8 @@ import numpy as np
 from inference_core.config import ConfigError
 from inference_core.evaluation import stats
 from inference_core.evaluation.item_scores import ItemScores, root_flags
-from inference_core.evaluation.leaderboard import Bootstrap, Comparison, LeaderboardRow, item_keys
+from inference_core.evaluation.leaderboard_rows import (Bootstrap, Comparison, LeaderboardRow,
+                                                        item_keys)
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ import statistics
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from inference_core.evaluation.metrics import ItemInput
+from inference_core.evaluation.item_input import ItemInput
 from inference_core.outputs.choice import EDGE_PUNCTUATION
 from inference_core.outputs.rating import parse_rating
 

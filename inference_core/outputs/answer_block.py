@@ -8,13 +8,12 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 from inference_core.data.records import TestItem
-from inference_core.outputs.registry import HandledSample, Stage, flagged, register
+from inference_core.errors import ConfigError
+from inference_core.outputs.stage import HandledSample, Stage, flagged, register
 
 
 @register("answer_block")
 def answer_block(options: Mapping[str, Any]) -> Stage:
-    from inference_core.config import ConfigError
-
     try:
         from inference_core.prompts.answers import extract_answer
     except ImportError:

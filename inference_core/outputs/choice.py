@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from inference_core.data.records import TestItem
-from inference_core.outputs.registry import HandledSample, Stage, flagged, register
+from inference_core.outputs.stage import HandledSample, Stage, flagged, register
 
 LIKERT_POINT = re.compile(r"(?<!\d)(\d{1,2})\s*[=＝:：]\s*([^，,；;、。）)\n/|]+)")
 LETTER_OPTION = re.compile(

@@ -12,7 +12,7 @@ import unicodedata
 from typing import Any, Iterator, Mapping
 
 from inference_core.data.records import TestItem
-from inference_core.outputs.registry import HandledSample, Stage, flagged, register
+from inference_core.outputs.stage import HandledSample, Stage, flagged, register
 
 MIN_RATING, MAX_RATING, STEP = 0.5, 5.0, 0.5
 

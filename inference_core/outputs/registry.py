@@ -8,51 +8,19 @@ ever invents a placeholder.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Protocol, Sequence
+from typing import Any, Mapping, Sequence
 
 from inference_core.data.records import TestItem
-
-
-@dataclass(frozen=True)
-class HandledSample:
-    """One usable sample: the text that is scored and written, the raw generation, and notes
-    (e.g. "rating_snapped") on what the handlers did to it."""
-
-    text: str
-    raw: str
-    flags: frozenset[str] = frozenset()
-
-
-class OutputHandler(Protocol):
-    def __call__(self, raw_text: str, item: TestItem,
-                 stop_reason: str | None) -> HandledSample | None: ...
-
-
-# One link of the chain: sees the sample as the previous link left it.
-Stage = Callable[[HandledSample, TestItem, "str | None"], "HandledSample | None"]
-# Builds a stage from `dataset.output_handler_options`; raises ConfigError on bad options.
-StageFactory = Callable[[Mapping[str, Any]], Stage]
-
-HANDLERS: dict[str, StageFactory] = {}
-
-
-def register(name: str) -> Callable[[StageFactory], StageFactory]:
-    """Make a handler choosable by name in a dataset YAML."""
-    def add(factory: StageFactory) -> StageFactory:
-        HANDLERS[name] = factory
-        return factory
-    return add
+from inference_core.errors import ConfigError
+# The built-in handlers, imported for their @register side effect.
+from inference_core.outputs import answer_block, choice, rating, script  # noqa: F401
+# Re-exported: callers name the handler types and `register` from here or from the package.
+from inference_core.outputs.stage import (HANDLERS, HandledSample, OutputHandler,  # noqa: F401
+                                          register)
 
 
 def handler_names() -> list[str]:
-    load_builtin_handlers()
     return sorted(HANDLERS)
-
-
-def load_builtin_handlers() -> None:
-    # Imported for their @register side effect.
-    from inference_core.outputs import answer_block, choice, rating, script  # noqa: F401
 
 
 def as_names(value: str | Sequence[str] | None) -> tuple[str, ...]:
@@ -66,9 +34,6 @@ def as_names(value: str | Sequence[str] | None) -> tuple[str, ...]:
 
 def make_output_handler(names: Sequence[str], options: Mapping[str, Any]) -> OutputHandler:
     """One handler that applies `names` in order; a blank result at any point is unusable."""
-    from inference_core.config import ConfigError
-
-    load_builtin_handlers()
     unknown = [n for n in names if n not in HANDLERS]
     if unknown:
         raise ConfigError(f"dataset.output_handler={unknown[0]!r} is not a known output handler: "
@@ -85,7 +50,3 @@ def make_output_handler(names: Sequence[str], options: Mapping[str, Any]) -> Out
 
     return handle
 
-
-def flagged(sample: HandledSample, text: str, *flags: str) -> HandledSample:
-    """The sample with new text and extra flags (the raw generation stays as it was)."""
-    return HandledSample(text, sample.raw, sample.flags | frozenset(flags))

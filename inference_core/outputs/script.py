@@ -10,7 +10,8 @@ import unicodedata
 from typing import Any, Mapping
 
 from inference_core.data.records import TestItem
-from inference_core.outputs.registry import HandledSample, Stage, register
+from inference_core.errors import ConfigError
+from inference_core.outputs.stage import HandledSample, Stage, register
 
 DEFAULT_MIN_RATIO = 0.3
 JAPANESE_RANGES = (
@@ -44,8 +45,6 @@ def japanese_share(text: str) -> float | None:
 
 @register("script_ratio")
 def script_ratio(options: Mapping[str, Any]) -> Stage:
-    from inference_core.config import ConfigError
-
     minimum = options.get("min_script_ratio", DEFAULT_MIN_RATIO)
     if isinstance(minimum, bool) or not isinstance(minimum, (int, float)) or not 0 <= minimum <= 1:
         raise ConfigError(f"dataset.output_handler_options.min_script_ratio={minimum!r}: "

@@ -121,11 +121,15 @@ def merge_sections(fmt: Mapping[str, Any], dataset_prompt: Mapping[str, Any] | N
                    ) -> dict[str, Any]:
     """The format's keys, overridden by the dataset's sections named in `dataset_sections`
     (first listed wins: an era names its own section before the one it shares with `tagged`).
-    `parts` merge key by key; a `template` file replaces the system text."""
+    `parts` merge key by key; a section's `reset: [key, ...]` gives those keys back the format's
+    own value over what a later-listed section set (null cannot: it is a value, e.g. no limit);
+    a `template` file replaces the system text."""
     merged = {k: v for k, v in fmt.items() if k not in ("dataset_sections", "template")}
     parts = dict(fmt.get("parts") or {})
     for section in reversed(list(fmt.get("dataset_sections") or [])):
         own = dict((dataset_prompt or {}).get(section) or {})
+        for key in own.pop("reset", None) or ():
+            reset_key(merged, fmt, str(key), section)
         parts.update(own.pop("parts", None) or {})
         merged.update(own)
     merged["parts"] = parts
@@ -138,6 +142,19 @@ def merge_sections(fmt: Mapping[str, Any], dataset_prompt: Mapping[str, Any] | N
         merged["system"] = path.read_text(encoding="utf-8")
         merged["template_file"] = str(path.resolve())
     return merged
+
+
+def reset_key(merged: dict[str, Any], fmt: Mapping[str, Any], key: str, section: str) -> None:
+    """`merged[key]` back to the format's value (or PromptSettings' default where it sets none)."""
+    resettable = {f.name for f in fields(PromptSettings)} - {"name", "parts", "template_file",
+                                                             "chat_template_kwargs"}
+    if key not in resettable:
+        raise PromptConfigError(f"dataset.prompt.{section}.reset names {key!r}; choose from "
+                                f"{', '.join(sorted(resettable))}")
+    if key in fmt:
+        merged[key] = fmt[key]
+    else:
+        merged.pop(key, None)
 
 
 def settings_from_config(fmt: Mapping[str, Any], dataset_prompt: Mapping[str, Any] | None,

@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from urllib.parse import quote
 
-from inference_core.evaluation.leaderboard import Bootstrap, LeaderboardRow
+from inference_core.evaluation.leaderboard_rows import Bootstrap, LeaderboardRow
 from inference_core.evaluation.leaderboard_output import (HEADERS, ID_COLUMNS, TEXT_COLUMNS,
                                                           format_cell, format_interval,
                                                           few_users_warning, format_paired,

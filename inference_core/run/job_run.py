@@ -14,10 +14,10 @@ from inference_core.run.collect import Collector, ItemResult
 from inference_core.run.job import Job
 from inference_core.run.prompting import BuildTally
 from inference_core.run.writer import UserFileWriter
-from inference_core.rundir.layout import (UserFile, user_file_of,
-                                          write_user_file as write_run_user_file)
+from inference_core.rundir.layout import UserFile, user_file_of
 from inference_core.rundir.resume import claim_output_dir
-from inference_core.rundir.writers import SyncBatch, write_json_atomic
+from inference_core.rundir.writers import (SyncBatch, write_json_atomic,
+                                           write_user_file as write_run_user_file)
 
 if TYPE_CHECKING:
     from inference_core.evaluation.background import BackgroundScorer, KnownScores

@@ -218,27 +218,6 @@ def read_user_file(path: Path) -> UserFile:
         raise DamagedUserFile(path, str(err)) from err
 
 
-def write_user_file(run_dir: Path, user: UserFile, batch: Any = None) -> Path:
-    """Write users/<user.file> atomically; disk full or a read-only folder raise RunStopped.
-
-    With a writers.SyncBatch the file is made durable with its batch rather than on its own.
-    """
-    from inference_core.rundir.faults import stopped_by_os_error
-    from inference_core.rundir.writers import write_json_atomic
-
-    path = run_dir / USERS_DIR / user.file
-    try:
-        write_json_atomic(path, user.to_json(), durable=batch is None)
-        if batch is not None:
-            batch.written()
-    except OSError as err:
-        stopped = stopped_by_os_error(err, run_dir, path)
-        if stopped is None:
-            raise
-        raise stopped from err
-    return path
-
-
 def user_file_names(output_dir: Path) -> list[Path]:
     """Every *.json under users/, the run's own or not, in name order."""
     folder = output_dir / USERS_DIR

@@ -16,10 +16,11 @@ from typing import Any, BinaryIO, Callable, Iterable, Iterator, Sequence
 
 import orjson
 
+from inference_core.rundir.faults import stopped_by_os_error
 # Names live in layout.py; re-exported because many modules import them from here.
 from inference_core.rundir.layout import (LEADERBOARD_FILE, REPORT_FILE, SUMMARY_FILE,  # noqa: F401
-                                          USERS_DIR, safe_user_filename, user_file_names,
-                                          user_file_path)
+                                          USERS_DIR, UserFile, safe_user_filename,
+                                          user_file_names, user_file_path)
 
 
 def write_atomic(path: Path, write: Callable[[Path], None], durable: bool = True) -> None:
@@ -159,6 +160,24 @@ def json_array_atomic(path: Path) -> Iterator[Callable[[Any], None]]:
 
         yield put
         handle.write(b"\n]" if count else b"[]")
+
+
+def write_user_file(run_dir: Path, user: UserFile, batch: SyncBatch | None = None) -> Path:
+    """Write users/<user.file> atomically; disk full or a read-only folder raise RunStopped.
+
+    With a SyncBatch the file is made durable with its batch rather than on its own.
+    """
+    path = run_dir / USERS_DIR / user.file
+    try:
+        write_json_atomic(path, user.to_json(), durable=batch is None)
+        if batch is not None:
+            batch.written()
+    except OSError as err:
+        stopped = stopped_by_os_error(err, run_dir, path)
+        if stopped is None:
+            raise
+        raise stopped from err
+    return path
 
 
 def read_json(path: Path) -> Any:
