@@ -34,9 +34,18 @@ def command_line_overrides(cfg: DictConfig) -> list[str]:
     from hydra.core.hydra_config import HydraConfig
 
     if HydraConfig.initialized():
-        return list(HydraConfig.get().overrides.task)
+        return typed_overrides()
     recorded = OmegaConf.select(cfg, "hydra.overrides.task", default=None)
     return list(recorded) if recorded is not None else []
+
+
+def typed_overrides() -> list[str]:
+    """This Hydra job's overrides as typed: `output_dir=runs/${ablation.name}` keeps its
+    interpolation (reading Hydra's record plainly would resolve it against this job's config)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    return [str(o) for o in OmegaConf.to_container(HydraConfig.get().overrides.task,
+                                                   resolve=False)]
 
 
 def recompose(cfg: DictConfig, replaced: Sequence[str]) -> DictConfig:

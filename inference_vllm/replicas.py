@@ -125,9 +125,9 @@ def prepare(cfg: DictConfig) -> list[Job]:
 
 def task_overrides() -> list[str]:
     """This job's own command-line overrides (in a multirun: this job's values of the sweep)."""
-    from hydra.core.hydra_config import HydraConfig
+    from inference_core.compose import typed_overrides
 
-    return list(HydraConfig.get().overrides.task)
+    return typed_overrides()
 
 
 def run_replicas(cfg: DictConfig, overrides: Sequence[str] | None = None) -> int:

@@ -124,14 +124,21 @@ def assert_every_item_once(out: Path, n: int) -> dict:
 @pytest.mark.engine
 def test_two_replicas_then_kill_one_and_resume(tmp_path):
     env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1"}
+    # Two ablations through the same two replicas: each replica serves its share of both jobs,
+    # and each folder is merged once.
     whole = tmp_path / "whole"
-    done = subprocess.run(command(whole), cwd=REPO, env=env, capture_output=True, text=True,
-                          timeout=600)
+    done = subprocess.run(command(Path(f"{whole}/${{ablation.name}}"),
+                                  "ablations=[profile_only,context_only]"),
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
-    summary = assert_every_item_once(whole, 2)
-    assert sum(r["users_generated"] for r in summary["replicas"]) == 4
-    args = summary["shards"][0]["engine_stats"]["engine_args"]
-    assert args["gpu_memory_utilization"] == 0.3 and args["enforce_eager"] is True
+    sessions = set()
+    for ablation in ("profile_only", "context_only"):
+        summary = assert_every_item_once(whole / ablation, 2)
+        assert sum(r["users_generated"] for r in summary["replicas"]) == 4
+        args = summary["shards"][0]["engine_stats"]["engine_args"]
+        assert args["gpu_memory_utilization"] == 0.3 and args["enforce_eager"] is True
+        sessions.add(tuple(s["engine_session"]["id"] for s in summary["shards"]))
+    assert len(sessions) == 1  # one start per replica, each serving both folders
     assert "[replica 1]" in done.stderr
 
     # Again, and SIGKILL one replica as soon as the first user file is on disk.
