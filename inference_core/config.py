@@ -34,12 +34,18 @@ def group_choices(group: str) -> list[str]:
 def register_resolvers() -> None:
     """`${basename:PATH[,DEFAULT]}` names runs after their checkpoint or data folder;
     `${root:data/Chameleons}` is that path under the repository folder, wherever the command runs;
-    `${abspath:PATH}` makes a path typed on the command line absolute against the cwd."""
+    `${abspath:PATH}` makes a path typed on the command line absolute against the cwd;
+    `${command_dir:ONE,ABLATIONS,DATASETS,MANY}` is where Hydra writes a command's .hydra/ and
+    run.log: a single job's output_dir (ONE), or, for a command of many jobs, MANY (each job's
+    folder then gets its own .hydra/ when it is claimed)."""
     OmegaConf.register_new_resolver(
         "basename", lambda p, default="none": Path(str(p).rstrip("/")).name if p else default,
         replace=True)
     OmegaConf.register_new_resolver("root", lambda p="": str(PROJECT_ROOT / str(p)), replace=True)
     OmegaConf.register_new_resolver("abspath", lambda p: absolute(str(p)), replace=True)
+    OmegaConf.register_new_resolver(
+        "command_dir", lambda one, ablations, datasets, many:
+        one if ablations is None and datasets is None else many, replace=True)
 
 
 def sampling_settings(cfg: DictConfig) -> SamplingSettings:

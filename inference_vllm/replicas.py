@@ -28,7 +28,7 @@ from inference_core.cli import exit_code_of
 from inference_core.config import ConfigError
 from inference_core.run.job import Job, prepare_jobs
 from inference_core.rundir.merge import shard_report_path
-from inference_core.rundir.resume import claim_output_dir
+from inference_core.run.job_run import claim_job_folder
 from inference_core.rundir.writers import SUMMARY_FILE, read_json, write_json_atomic
 
 log = logging.getLogger(__name__)
@@ -119,7 +119,7 @@ def prepare(cfg: DictConfig) -> list[Job]:
     check_replica_settings(cfg)
     jobs = prepare_jobs(cfg)
     for job in jobs:
-        claim_output_dir(job.output_dir, job.identity(), job.overwrite)
+        claim_job_folder(job)
     return jobs
 
 

@@ -65,6 +65,9 @@ def test_seven_ablations_in_one_run_write_what_seven_runs_write(tmp_path: Path) 
         assert_complete_run(one, DATA / "Chameleons" / "test_leaderboard.json", 2)
         assert load(one / "run.json") == {**load(apart / "run.json")}
         assert folder_contents(one) == folder_contents(apart)
+        # The composed config its own command would have written, with its own ablation.
+        assert f"name: {ablation}\n" in (one / ".hydra" / "config.yaml").read_text()
+        assert f"- ablation={ablation}\n" in (one / ".hydra" / "overrides.yaml").read_text()
         session = load(one / "inference_summary.json")["engine_session"]
         sessions.add(session["id"])
         assert session["jobs"] == [str(tmp_path / "one" / a) for a in ABLATIONS]
@@ -204,3 +207,20 @@ def test_finished_folders_start_no_engine_and_build_no_prompt(tmp_path: Path, mo
              lambda job, adapters: pytest.fail("an engine was started"))
     for a in ("profile_only", "history_only"):
         assert load(tmp_path / a / "inference_summary.json")["resumed_users"] == 8
+
+
+def test_the_command_line_logs_into_its_own_folder_not_a_jobs(tmp_path: Path) -> None:
+    """Hydra's .hydra/ and run.log of a many-job command go under multirun/, not into the folder
+    of the default ablation (no such job); a dry run writes each job's prompts."""
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    done = subprocess.run(
+        [sys.executable, "-m", "inference_vllm", "ablations=[profile_only,history_only]",
+         "dry_run=true", "max_users=1", f"output_dir={tmp_path}/${{ablation.name}}"],
+        cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["history_only", "profile_only"]
+    assert all((tmp_path / a / "prompts.jsonl").is_file() for a in ("profile_only", "history_only"))

@@ -61,6 +61,9 @@ class Job:
     # `dataset.output_handler` names (inference_core.outputs) and their options.
     output_handlers: tuple[str, ...] = ()
     output_handler_options: dict[str, Any] = field(default_factory=dict)
+    # A job of a many-job command: the .hydra/ files its own command would have written into its
+    # folder (its composed config and overrides), written when the folder is claimed.
+    own_hydra_files: dict[str, str] = field(default_factory=dict)
 
     @property
     def test_file(self) -> Path:
@@ -257,6 +260,17 @@ def prepare_jobs(cfg: DictConfig, shard: tuple[int, int] | None = None) -> list[
     configs = [pair_config(cfg, pair) for pair in pairs] if pairs else job_configs(cfg)
     jobs = [prepare_job(c, shard) for c in configs]
     if len(jobs) > 1:
+        jobs = [dataclasses.replace(job, own_hydra_files=hydra_files(c))
+                for job, c in zip(jobs, configs)]
         check_one_engine(jobs)
         check_distinct_folders(jobs, "model.adapters" if pairs else "ablations/datasets")
     return jobs
+
+
+def hydra_files(cfg: DictConfig) -> dict[str, str]:
+    """`.hydra/config.yaml` and `.hydra/overrides.yaml` as this job's own command would write them."""
+    own = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
+    # compose_config recorded the job's overrides, escaped so that they stay as typed.
+    recorded = OmegaConf.select(cfg, "hydra.overrides.task", default=None) or []
+    typed = [str(o).replace("\\${", "${") for o in OmegaConf.to_container(recorded)]
+    return {"config.yaml": OmegaConf.to_yaml(own), "overrides.yaml": OmegaConf.to_yaml(typed)}

@@ -14,9 +14,9 @@ from inference_core.run.collect import Collector, ItemResult
 from inference_core.run.job import Job
 from inference_core.run.prompting import BuildTally
 from inference_core.run.writer import UserFileWriter
-from inference_core.rundir.layout import UserFile, user_file_of
+from inference_core.rundir.layout import HYDRA_DIR, UserFile, user_file_of
 from inference_core.rundir.resume import claim_output_dir
-from inference_core.rundir.writers import (SyncBatch, write_json_atomic,
+from inference_core.rundir.writers import (SyncBatch, write_bytes_atomic, write_json_atomic,
                                            write_user_file as write_run_user_file)
 
 if TYPE_CHECKING:
@@ -54,9 +54,9 @@ class JobRun:
     prompt_texts: PromptTexts | None = None
 
     def claim(self) -> None:
-        """The folder becomes this run's (run.json; overwrite=true clears it first), and a
-        holdout's derived test file is written into it."""
-        claim_output_dir(self.job.output_dir, self.job.identity(), self.job.overwrite)
+        """The folder becomes this run's (claim_job_folder), and a holdout's derived test file
+        is written into it."""
+        claim_job_folder(self.job)
         if self.dataset.derived_test is not None:  # the merge fills this file, like any test file
             write_json_atomic(self.job.test_file, self.dataset.derived_test)
             self.dataset = replace(self.dataset, derived_test=None)
@@ -94,6 +94,14 @@ class JobRun:
         self.sync = SyncBatch(self.job.output_dir)
         self.by_hash = {u.user_hash: u for u in self.users}
         self.tests: dict[Location, TestItem] = {i.location: i for u in self.users for i in u.items}
+
+
+def claim_job_folder(job: Job) -> None:
+    """run.json (overwrite=true clears the folder first) and, for a job of a many-job command,
+    the .hydra/ files its own command would have written."""
+    claim_output_dir(job.output_dir, job.identity(), job.overwrite)
+    for name, text in job.own_hydra_files.items():
+        write_bytes_atomic(job.output_dir / HYDRA_DIR / name, text.encode("utf-8"))
 
 
 def user_file_for(job: Job, user: UserRecord, items: Sequence[ItemResult],

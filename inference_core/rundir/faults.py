@@ -141,21 +141,22 @@ def check_writable(folder: Path) -> None:
 
 
 def exit_if_output_dir_unwritable(argv: Sequence[str], config_name: str) -> None:
-    """Entry-point check before Hydra: hydra.run.dir is output_dir, and Hydra's file log handler
-    fails there with a 35-line traceback. Compose the config once, probe the folder, exit 75."""
+    """Entry-point check before Hydra: Hydra's file log handler fails in an unwritable
+    hydra.run.dir (output_dir) with a 35-line traceback. Compose once, probe the folder, exit 75."""
     if any(a.startswith("-") for a in argv):
         return  # -m, --help, --cfg, -cn ...: multirun folders, help and other configs are Hydra's
-    output_dir = _composed_output_dir(argv, config_name)
-    if output_dir is None:
+    run_dir = _composed_run_dir(argv, config_name)
+    if run_dir is None:
         return
     try:
-        check_writable(output_dir)
+        check_writable(run_dir)
     except RunStopped as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(EXIT_STOPPED)
 
 
-def _composed_output_dir(argv: Sequence[str], config_name: str) -> Path | None:
+def _composed_run_dir(argv: Sequence[str], config_name: str) -> Path | None:
+    """Where Hydra will log: output_dir for one job, the command's own folder for many."""
     from hydra import compose, initialize_config_dir
 
     from inference_core.config import CONF_DIR, absolute
@@ -163,7 +164,7 @@ def _composed_output_dir(argv: Sequence[str], config_name: str) -> Path | None:
     overrides = [a for a in argv if "=" in a and not a.startswith("-")]
     try:
         with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-            cfg = compose(config_name=config_name, overrides=overrides)
-        return Path(absolute(str(cfg.output_dir)))
+            cfg = compose(config_name=config_name, overrides=overrides, return_hydra_config=True)
+        return Path(absolute(str(cfg.hydra.run.dir)))
     except Exception:  # noqa: BLE001 - a config Hydra refuses is reported by Hydra itself
         return None

@@ -31,6 +31,7 @@ SAMPLES_FILE = "samples.parquet"
 REPORT_FILE = "report.html"
 HOLDOUT_FILE = "holdout_test.json"
 PROMPTS_FILE = "prompts.jsonl"
+HYDRA_DIR = ".hydra"  # the composed config Hydra (or a many-job command) writes
 LOCK_FILE = "run.lock"  # one shard's lock is run-<i>-of-<n>.lock (shards share the folder)
 # What a run leaves besides .hydra/ (Hydra rewrites that itself): removed by overwrite=true.
 ITEM_SCORES_FILE = "item_scores.parquet"  # the leaderboard's per-item cache
