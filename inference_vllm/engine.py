@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import time
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
@@ -118,11 +119,19 @@ def lora_args(adapters: Sequence[Adapter]) -> dict[str, Any]:
             "max_cpu_loras": len(adapters)}
 
 
+def use_spawn() -> None:
+    """vLLM starts its engine processes with spawn (it reads this when LLM() starts them)."""
+    # vLLM forks them unless it sees CUDA initialised here, and a forked child cannot use CUDA
+    # once this process has asked torch about it, as libraries loaded here (triton, tvm_ffi) do.
+    os.environ["VLLM_WORKER_MULTIPROC_METHOD"] = "spawn"
+
+
 class VLLMEngine:
     name = "vllm"
 
     def __init__(self, model_path: str, engine_cfg: Mapping[str, Any], seed: int,
                  adapters: Sequence[Adapter] = ()) -> None:
+        use_spawn()
         from vllm import LLM
         from vllm.lora.request import LoRARequest
 
@@ -193,6 +202,7 @@ class VLLMEngine:
         from inference_vllm.engine_metrics import engine_metrics
 
         return {"engine_args": self.args, "per_request_seeds": self.per_request_seeds,
+                "worker_multiproc_method": os.environ.get("VLLM_WORKER_MULTIPROC_METHOD"),
                 **engine_metrics(self.llm.get_metrics())}
 
     def close(self) -> None:

@@ -9,8 +9,10 @@ import orjson
 import pytest
 
 from inference_core.compose import compose_config
+from inference_core.config import gpu_count
 from inference_vllm.bench.rows import BorrowedEngine
 from inference_core.model.store import ensure_default_model
+from inference_vllm.device_defaults import GPU_SHARE_ENV
 
 REPO = Path(__file__).resolve().parent.parent
 DATA = REPO / "data"
@@ -19,6 +21,12 @@ DATA = REPO / "data"
 # engine): the shared engine plus the engines that CLI, submitit and Ray tests start would not
 # fit together. 1 GiB (~46k tokens of the small model) is plenty; child processes inherit it.
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+# The GPUs the tests see, counted by the driver (CUDA untouched): 0 on the CPU machines.
+GPUS = gpu_count()
+# On a GPU node `auto` would give every engine 0.9 of GPU 0, while the shared engine stays up and a
+# test starts up to three more beside it: each gets 0.2 (0.8 together); child processes inherit it.
+if GPUS:
+    os.environ.setdefault(GPU_SHARE_ENV, "0.2")
 
 
 @pytest.fixture(scope="session")

@@ -29,7 +29,8 @@ def never_start(job, adapters):
                                     "(max_position_embeddings=8192"),
     (["dataset.language=fr"], "dataset.language='fr': choose one of en, zh"),
 ])
-def test_bad_settings_exit_2_with_one_line(tmp_path, caplog, overrides, message):
+def test_bad_settings_exit_2_with_one_line(tmp_path, caplog, monkeypatch, overrides, message):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")  # "0 found" on a GPU node too
     cfg = compose(f"output_dir={tmp_path / 'out'}", *overrides)
     with caplog.at_level(logging.ERROR):
         assert run_cli(cfg, never_start) == 2

@@ -1,17 +1,19 @@
 """Device-aware `auto` engine settings and the GPU-count checks, with only the device query faked."""
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
 import pytest
 from omegaconf import OmegaConf
 
-from conftest import REPO, compose
+from conftest import GPUS, REPO, compose
 from inference_core import config as conf
 from inference_core.config import ConfigError
 from inference_core.run.job import prepare_job
-from inference_vllm.device_defaults import CPU_DEFAULTS, GPU_DEFAULTS, resolve_device_defaults
+from inference_vllm.device_defaults import (CPU_DEFAULTS, GPU_DEFAULTS, GPU_SHARE_ENV,
+                                            resolve_device_defaults)
 from inference_vllm.engine import engine_args
 from inference_vllm.ray_engine import engine_kwargs
 
@@ -22,7 +24,10 @@ def engine_cfg(*overrides: str) -> dict:
 
 @pytest.fixture
 def gpus(monkeypatch):
-    """Pretend this machine has N CUDA devices: conf.gpu_count is the only thing faked."""
+    """Pretend this machine has N CUDA devices: conf.gpu_count is the only thing faked (and the
+    share tests/conftest.py sets on GPU nodes is left out)."""
+    monkeypatch.delenv(GPU_SHARE_ENV, raising=False)
+
     def fake(count: int) -> None:
         monkeypatch.setattr(conf, "gpu_count", lambda: count)
     return fake
@@ -33,8 +38,9 @@ def test_the_config_says_auto():
     assert cfg["gpu_memory_utilization"] == "auto" and cfg["enforce_eager"] == "auto"
 
 
-def test_auto_resolves_to_the_cpu_values_here():
-    assert conf.gpu_count() == 0, "this test expects a machine without CUDA"
+def test_auto_resolves_to_the_cpu_values_where_cuda_shows_no_gpu(monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")  # hides a GPU node's GPUs, as from CUDA
+    assert conf.gpu_count() == 0
     args = engine_args(engine_cfg())
     assert args["gpu_memory_utilization"] == 0.3 and args["enforce_eager"] is True
     assert {k: args[k] for k in CPU_DEFAULTS} == CPU_DEFAULTS
@@ -107,7 +113,8 @@ def test_dp_times_tp_above_the_devices_exits_2_before_loading_anything(tmp_path)
     done = subprocess.run(
         [sys.executable, "-m", "inference_vllm", "engine.data_parallel_size=2",
          "engine.tensor_parallel_size=3", f"output_dir={out}"],
-        cwd=REPO, capture_output=True, text=True, timeout=120)
+        cwd=REPO, capture_output=True, text=True, timeout=120,
+        env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})  # no GPU on any node
     assert done.returncode == 2, done.stderr[-2000:]
     said = done.stdout + done.stderr  # Hydra logs to stdout
     assert "needs 6 GPUs; 0 found" in said
@@ -134,6 +141,7 @@ def test_gpu_check_splits_tp_where_the_heads_allow():
 
 
 @pytest.mark.engine
+@pytest.mark.skipif(GPUS > 0, reason="the CPU part; on GPUs `make gpu-check` is the check")
 def test_gpu_check_on_cpu_prints_its_table_and_exits_0(tmp_path):
     out = tmp_path / "gpu_check.json"
     done = subprocess.run(
@@ -145,8 +153,9 @@ def test_gpu_check_on_cpu_prints_its_table_and_exits_0(tmp_path):
     import orjson
 
     report = orjson.loads(out.read_bytes())
-    assert [r["check"] for r in report["rows"]] == ["tp1", "dp2"]
-    assert all(r["status"] == "ok" and r["samples"] == 16 for r in report["rows"])
+    assert [r["check"] for r in report["rows"]] == ["tp1", "dp2", "hf"]
+    assert all(r["status"] == "ok" for r in report["rows"])
+    assert [r["samples"] for r in report["rows"][:2]] == [16, 16] and report["rows"][2]["samples"]
     assert report["rows"][1]["replicas"] == 2
     assert report["rows"][0]["engine_args"]["enforce_eager"] is True
     assert report["found"]["gpus"] == [] and report["found"]["vllm_build"] == "cpu"

@@ -16,10 +16,12 @@ from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rouge_score import rouge_scorer
-from sacrebleu.metrics import BLEU, CHRF
+
+if TYPE_CHECKING:  # imported where scores are made: a run that does not evaluate needs no sacrebleu
+    from sacrebleu.metrics import BLEU, CHRF
 
 # ItemInput is re-exported: most callers import it from here.
 from inference_core.evaluation.item_input import ItemInput
@@ -135,17 +137,23 @@ class CachedStemTokenizer:
 
 @lru_cache(maxsize=None)
 def _bleu(language: str) -> BLEU:
+    from sacrebleu.metrics import BLEU
+
     # effective_order avoids a zero sentence BLEU just because a short text lacks 4-grams.
     return BLEU(tokenize=bleu_tokenize(language), effective_order=True)
 
 
 @lru_cache(maxsize=None)
 def _corpus_bleu(language: str) -> BLEU:
+    from sacrebleu.metrics import BLEU
+
     return BLEU(tokenize=bleu_tokenize(language))
 
 
 @lru_cache(maxsize=None)
 def _chrf() -> CHRF:
+    from sacrebleu.metrics import CHRF
+
     return CHRF()
 
 

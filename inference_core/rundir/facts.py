@@ -32,11 +32,12 @@ def cpu_model() -> str:
 
 
 def describe_device() -> dict[str, Any]:
-    import torch
+    """CPU and GPUs, the GPUs as the driver names them (never through CUDA: see gpu_node.py)."""
+    from inference_core.gpu_node import visible_gpus
 
-    gpus = ([torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
-            if torch.cuda.is_available() else [])
-    return {"cpu": cpu_model(), "cpu_count": os.cpu_count(), "gpus": gpus}
+    gpus = visible_gpus()
+    return {"cpu": cpu_model(), "cpu_count": os.cpu_count(), "gpus": [g.name for g in gpus],
+            "driver": gpus[0].driver if gpus else None}
 
 
 def throughput(count: float, seconds: float) -> float:
