@@ -50,6 +50,8 @@ def write_report(args: argparse.Namespace, device: str, model: dict[str, Any], e
                               "max": max(lengths), "spread": "uniform, +-10% of the mean",
                               "content": "random ordinary token ids"},
             "max_tokens": args.max_tokens, "breakdown_tokens": args.breakdown_tokens,
+            "repeats": f"{args.repeats} round(s) of every run after a one-token warm-up at "
+                       f"each width; the fastest decode step of each run kept",
             "sampling": "Chameleons preset: temperature 0.7, top_p 0.85, top_k 50, repetition "
                         "penalty 1.1, stop ['\\n']",
             "bare_generate": "model.generate(num_return_sequences=n, do_sample) with the same "
