@@ -45,7 +45,7 @@ def texts(engine: HFEngine, requests: list[GenerationRequest]) -> dict[str, tupl
 def test_bench_tiny_mode_writes_both_widths(tmp_path: Path) -> None:
     out = tmp_path / "hf_steps.json"
     done = subprocess.run(
-        [sys.executable, "-m", "inference_hf.bench", "--tiny", "--prompt-tokens", "24",
+        [sys.executable, "-m", "inference_hf.bench", "--tiny", "--threads", "1", "--prompt-tokens", "24",
          "--max-tokens", "3", "--breakdown-tokens", "2", "--out", str(out)],
         cwd=REPO, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
