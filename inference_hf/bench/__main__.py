@@ -29,7 +29,7 @@ from inference_core.engine import GenerationRequest, SamplingSettings
 from inference_hf.bench.report import print_table, write_report
 from inference_hf.bench.shapes import SHAPES, random_model
 from inference_hf.bench.timing import TimedEngine, run_engine, run_generate
-from inference_hf.budget import release_memory
+from inference_hf.budget import auto_budget, release_memory
 from inference_hf.engine import resolve_device, resolve_dtype
 
 log = logging.getLogger("inference_hf.bench")
@@ -148,7 +148,7 @@ def measure_width(engines: dict[str, TimedEngine], requests: list[GenerationRequ
             ("breakdown", "engine", breakdown), ("breakdown", "generate", breakdown),
             *(("timed", name, timed) for name in VARIANTS)]
     log.info("%d rows: warm-up (this width's shapes, one new token)", rows)
-    for name in ("engine", "generate", *VARIANTS):
+    for name in ("engine", "generate"):  # the variants run the engine's shapes
         measure(engines, name, requests, sampling_for(args, 1), False)
     seen: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for round_ in range(args.repeats):  # rounds of every run: a slow spell hits them all
@@ -160,22 +160,27 @@ def measure_width(engines: dict[str, TimedEngine], requests: list[GenerationRequ
             log.info("%d rows: %s %s: %s", rows, name, kind, figures)
     for (kind, name), repeats in seen.items():
         result.setdefault(kind, {})[name] = fastest(repeats)
-    step = {name: figures["step_s"] for name, figures in result["timed"].items()}
-    result["engine_vs_generate"] = round(step["engine"] / step["generate"], 3)
-    result["prefill_engine_vs_generate"] = round(
-        result["timed"]["engine"]["prefill"] / result["timed"]["generate"]["prefill"], 3)
-    result["variants_vs_engine"] = {name: round(step[name] / step["engine"], 3)
+    timed_runs = result["timed"]
+    result["engine_vs_generate"] = ratio(timed_runs["engine"], timed_runs["generate"], "step_s")
+    result["prefill_engine_vs_generate"] = ratio(timed_runs["engine"], timed_runs["generate"],
+                                                 "prefill")
+    result["variants_vs_engine"] = {name: ratio(timed_runs[name], timed_runs["engine"], "step_s")
                                     for name in VARIANTS}
     return result
 
 
 def measure(engines: dict[str, TimedEngine], name: str, requests: list[GenerationRequest],
             sampling: SamplingSettings, per_call: bool) -> dict[str, Any]:
+    """One run's figures; a run that fails is recorded as its error and the others still run
+    (a node may be lent for one try)."""
     engine = engines.get(name, engines["engine"])
     try:
         with attention(engine.model, VARIANTS.get(name, ({}, None))[1]):
             run = run_generate if name == "generate" else run_engine
             return run(engine, requests, sampling, per_call)
+    except Exception as error:  # noqa: BLE001 - recorded in hf_steps.json, logged in full
+        log.exception("%s run failed", name)
+        return {"error": f"{type(error).__name__}: {error}"[:500]}
     finally:
         release_memory()
 
@@ -183,7 +188,14 @@ def measure(engines: dict[str, TimedEngine], name: str, requests: list[Generatio
 def fastest(repeats: list[dict[str, Any]]) -> dict[str, Any]:
     """The repeat with the fastest decode step (all its figures, so they add up): on a shared
     machine other work only ever adds time."""
-    return {**min(repeats, key=lambda r: r["step_s"]), "repeats": len(repeats)}
+    done = [r for r in repeats if "error" not in r] or repeats[:1]
+    return {**min(done, key=lambda r: r.get("step_s", 0.0)), "repeats": len(repeats)}
+
+
+def ratio(numerator: dict[str, Any], denominator: dict[str, Any], key: str) -> float | None:
+    if key not in numerator or not denominator.get(key):
+        return None
+    return round(numerator[key] / denominator[key], 3)
 
 
 @contextmanager
@@ -210,6 +222,9 @@ def main(argv: Sequence[str]) -> int:
     model, tokenizer, what = load(args, device)
     engines = {name: TimedEngine.around(model, tokenizer, cfg, seed=args.seed)
                for name, (cfg, _) in {"engine": ({}, None), **VARIANTS}.items()}
+    # What max_batch_tokens: auto would give on this device (the runs set their own budget).
+    what["auto_budget"] = auto_budget(model, device, args.num_samples).as_dict()
+    log.info("max_batch_tokens: auto would be %s", what["auto_budget"])
     widths = sorted(args.rows)
     prompts = prompt_set(tokenizer, max(widths) // args.num_samples, args.prompt_tokens,
                          args.num_samples, args.seed)
