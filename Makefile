@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install browser run test test-fast leaderboard bench bench-overhead bench-lora bench-leaderboard compare gpu-check clean FORCE
+.PHONY: install browser run test test-fast leaderboard bench bench-overhead bench-lora bench-leaderboard bench-hf compare gpu-check clean FORCE
 
 # make leaderboard [DATASET=DMSC] [MODEL_PATH=/ckpt/DMSC_8B | MODEL_PATHS="/ckpt/a /ckpt/b"]
 #                  [ENGINE=vllm|hf] [EXTRA="overrides"] [BASELINE=no_profile|/ckpt/a|RUN_DIR]
@@ -101,6 +101,12 @@ bench-lora: install
 # The seven ablations through one engine start vs one start per ablation: outputs/bench/leaderboard.json.
 bench-leaderboard: install
 	$(BIN)/python -m inference_vllm.bench.leaderboard $(ARGS)
+
+# The Transformers engine's batch vs a bare model.generate() of the same rows, per decode step and
+# prefill, at ~40 and ~200 rows: outputs/bench/hf_steps.json. ARGS="--tiny" on a CPU (~1 min);
+# ARGS="--shape qwen3-8b --tokenizer-path DIR" sizes a GPU node with random weights.
+bench-hf: install
+	$(BIN)/python -m inference_hf.bench $(ARGS)
 
 compare: install
 	$(BIN)/python -m inference_hf.compare $(ARGS)

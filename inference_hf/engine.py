@@ -6,15 +6,20 @@ filled up to a token budget, and yields every request of a batch as soon as that
 """
 from __future__ import annotations
 
-import gc
 import logging
 import os
 import time
 from contextlib import nullcontext
-from typing import Any, ContextManager, Iterable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, ContextManager, Iterable, Iterator, Mapping, Sequence
 
-from inference_core.model.adapters import Adapter
 from inference_core.engine import Completion, GenerationRequest, SamplingSettings
+from inference_hf.attention import use_decode_attention
+from inference_hf.batches import left_padded, padded_tokens, plan_batches
+from inference_hf.budget import Budget, auto_budget, out_of_memory_errors, release_memory
+from inference_hf.texts import RowReader
+
+if TYPE_CHECKING:  # only a type here: importing it needs omegaconf, which a bench node may lack
+    from inference_core.model.adapters import Adapter
 
 log = logging.getLogger(__name__)
 
@@ -49,37 +54,6 @@ def resolve_dtype(name: str | None, device: str) -> Any:
     if not isinstance(dtype, torch.dtype):
         raise ValueError(f"engine.dtype: unknown torch dtype {name!r}")
     return dtype
-
-
-def plan_batches(requests: Sequence[GenerationRequest], max_tokens: int, max_batch_tokens: int,
-                 max_batch_size: int, min_fill: float = 0.5) -> list[list[GenerationRequest]]:
-    """Longest prompts first, one num_samples per batch (num_return_sequences is per call).
-
-    The budget counts the padded size, batch x (longest prompt + max_tokens) x samples, because
-    that is what the KV cache holds; it bounds the plain per-request sum from above. A prompt
-    shorter than `min_fill` of the batch's longest starts a new batch: padding is computed too.
-    """
-    groups: dict[tuple[int, str | None], list[GenerationRequest]] = {}
-    for r in sorted(requests, key=lambda r: len(r.token_ids), reverse=True):
-        groups.setdefault((r.num_samples, r.adapter), []).append(r)  # one adapter per batch too
-    batches: list[list[GenerationRequest]] = []
-    for (n, _), group in groups.items():
-        batch: list[GenerationRequest] = []
-        for r in group:
-            width = len((batch or [r])[0].token_ids) + max_tokens
-            if batch and (len(batch) >= max_batch_size
-                          or (len(batch) + 1) * width * n > max_batch_tokens
-                          or len(r.token_ids) + max_tokens < min_fill * width):
-                batches.append(batch)
-                batch = []
-            if not batch and (len(r.token_ids) + max_tokens) * n > max_batch_tokens:
-                log.warning("request %s alone exceeds max_batch_tokens=%d; running it by itself",
-                            r.request_id, max_batch_tokens)
-            batch.append(r)
-        if batch:
-            batches.append(batch)
-    batches.sort(key=lambda b: len(b[0].token_ids), reverse=True)
-    return batches
 
 
 def generate_kwargs(sampling: SamplingSettings, num_samples: int, tokenizer: Any,
@@ -118,41 +92,66 @@ def with_adapters(model: Any, adapters: Sequence[Adapter], names: Mapping[str, s
     return model
 
 
-def first_stop(text: str, stops: Sequence[str]) -> int | None:
-    hits = [i for i in (text.find(s) for s in stops if s) if i >= 0]
-    return min(hits) if hits else None
-
-
 class HFEngine:
     name = "hf"
 
     def __init__(self, model_path: str, engine_cfg: Mapping[str, Any], seed: int,
                  adapters: Sequence[Adapter] = ()) -> None:
-        import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        self.device = resolve_device(engine_cfg.get("device"))
-        self.dtype = resolve_dtype(engine_cfg.get("dtype", "auto"), self.device)
-        self.max_batch_tokens = int(engine_cfg.get("max_batch_tokens") or 65536)
-        self.max_batch_size = int(engine_cfg.get("max_batch_size") or 64)
+        device = resolve_device(engine_cfg.get("device"))
+        dtype = resolve_dtype(engine_cfg.get("dtype", "auto"), device)
         trust = bool(engine_cfg.get("trust_remote_code", False))
+        log.info("loading %s with Transformers on %s as %s", model_path, device, dtype)
+        start = time.perf_counter()
+        tokenizer = AutoTokenizer.from_pretrained(model_path, trust_remote_code=trust)
+        model = AutoModelForCausalLM.from_pretrained(
+            model_path, dtype=dtype, attn_implementation="sdpa", trust_remote_code=trust,
+        ).to(device)
+        self.adapter_names = {str(a.path): f"adapter{i}" for i, a in enumerate(adapters)}
+        self._setup(with_adapters(model, adapters, self.adapter_names), tokenizer, engine_cfg,
+                    seed, device)
+        self.load_seconds = time.perf_counter() - start
+
+    @classmethod
+    def around(cls, model: Any, tokenizer: Any, engine_cfg: Mapping[str, Any],
+               seed: int) -> "HFEngine":
+        """An engine over a model already in memory (the bench's random-weight shapes)."""
+        engine = cls.__new__(cls)
+        engine.adapter_names = {}
+        engine._setup(model, tokenizer, engine_cfg, seed, str(model.device))
+        engine.load_seconds = 0.0
+        return engine
+
+    def _setup(self, model: Any, tokenizer: Any, engine_cfg: Mapping[str, Any], seed: int,
+               device: str) -> None:
+        import torch
+
+        self.device = device
+        self.model = model.eval()
+        self.dtype = self.model.dtype
+        self.attention = use_decode_attention(self.model)
+        self.tokenizer = tokenizer
+        budget = engine_cfg.get("max_batch_tokens")
+        # None until the first batches are planned (auto: sized from free memory then).
+        self.max_batch_tokens = None if budget in (None, "auto") else int(budget)
+        self.budget: Budget | None = None
+        self.max_batch_size = int(engine_cfg.get("max_batch_size") or 64)
+        self.cache = str(engine_cfg.get("cache") or "static")
+        if self.cache not in ("dynamic", "static"):
+            raise ValueError(f"engine.cache: {self.cache!r} is neither dynamic nor static")
         # Samples draw from their own generators (seeded.py); the global seed only covers the
         # rest (dropout is off, so nothing should draw from it).
         torch.manual_seed(seed)
         self.seed = seed
         self.calls = 0  # engine calls so far: a retry round without request seeds draws anew
-        log.info("loading %s with Transformers on %s as %s", model_path, self.device, self.dtype)
-        start = time.perf_counter()
-        self.tokenizer = AutoTokenizer.from_pretrained(model_path, trust_remote_code=trust)
-        self.model = AutoModelForCausalLM.from_pretrained(
-            model_path, dtype=self.dtype, attn_implementation="sdpa", trust_remote_code=trust,
-        ).to(self.device)
-        self.adapter_names = {str(a.path): f"adapter{i}" for i, a in enumerate(adapters)}
-        self.model = with_adapters(self.model, adapters, self.adapter_names).eval()
-        self.load_seconds = time.perf_counter() - start
+        self.batches = 0
+        self.oom_splits = 0
+        self.oom_ceiling: int | None = None  # padded tokens a batch stays under after an OOM
         self.eos_ids = self._eos_ids()
         self.pad_id = self._pad_id()
-        self.batches = 0
+        self.reader = RowReader(tokenizer, self.eos_ids, self.pad_id)
+        self.stop_criteria: dict[tuple[str, ...], Any] = {}
 
     def _eos_ids(self) -> set[int]:
         """EOS ids of the generation config (what generate() stops on) and of the tokenizer."""
@@ -171,58 +170,114 @@ class HFEngine:
     def generate(self, requests: Iterable[GenerationRequest],
                  sampling: SamplingSettings) -> Iterator[Completion]:
         # Batches are planned over every request (longest first): the stream is taken whole.
-        requests = list(requests)
-        batches = plan_batches(requests, sampling.max_tokens, self.max_batch_tokens,
-                               self.max_batch_size)
-        log.info("%d requests in %d batches", len(requests), len(batches))
+        # A batch shares its sampling settings (jobs of datasets with their own presets).
+        groups: dict[SamplingSettings, list[GenerationRequest]] = {}
+        for r in requests:
+            groups.setdefault(r.sampling_or(sampling), []).append(r)
         self.calls += 1
-        for batch in batches:
-            yield from self._run_batch(batch, sampling)
+        for own, group in groups.items():
+            batches = plan_batches(group, own.max_tokens, self._batch_tokens(own),
+                                   self.max_batch_size)
+            log.info("%d requests in %d batches", len(group), len(batches))
+            for batch in batches:
+                yield from self._run_fitting(batch, own)
+
+    def _batch_tokens(self, sampling: SamplingSettings) -> int:
+        if self.max_batch_tokens is None:
+            self.budget = auto_budget(self.model, self.device, sampling.num_samples)
+            self.max_batch_tokens = self.budget.max_batch_tokens
+            log.info("max_batch_tokens: auto = %d (%.1f GiB free, %d KV bytes a token)",
+                     self.max_batch_tokens, self.budget.free_bytes / 2**30,
+                     self.budget.kv_bytes_per_token)
+        return self.max_batch_tokens
+
+    def _run_fitting(self, batch: list[GenerationRequest],
+                     sampling: SamplingSettings) -> list[Completion]:
+        """The batch, or its halves where it does not fit: an out-of-memory error splits it."""
+        tokens = padded_tokens(batch, sampling.max_tokens)
+        if len(batch) > 1 and self.oom_ceiling is not None and tokens > self.oom_ceiling:
+            half = len(batch) // 2
+            return (self._run_fitting(batch[:half], sampling)
+                    + self._run_fitting(batch[half:], sampling))
+        try:
+            return self._run_batch(batch, sampling)
+        except out_of_memory_errors() as error:
+            if len(batch) == 1:
+                raise RuntimeError(
+                    f"out of memory on request {batch[0].request_id} alone ({tokens} padded "
+                    f"tokens): lower sampling.max_tokens or model.max_model_len") from error
+            log.warning("out of memory on a batch of %d prompts (%d padded tokens): split in "
+                        "halves and retried", len(batch), tokens)
+        # Out of the except block: its traceback held the failed batch's tensors.
+        self.oom_splits += 1
+        self.oom_ceiling = min(self.oom_ceiling or tokens, tokens // 2)
+        release_memory()
+        return self._run_fitting(batch, sampling)
 
     def _run_batch(self, batch: list[GenerationRequest],
                    sampling: SamplingSettings) -> list[Completion]:
         import torch
 
         n = batch[0].num_samples
-        width = len(batch[0].token_ids)  # longest first
-        ids = torch.full((len(batch), width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros_like(ids)
-        for i, r in enumerate(batch):  # left padding: every prompt ends where generation starts
-            ids[i, width - len(r.token_ids):] = torch.tensor(r.token_ids, dtype=torch.long)
-            mask[i, width - len(r.token_ids):] = 1
-        kwargs = self._seeded(generate_kwargs(sampling, n, self.tokenizer, self.pad_id), batch,
-                              sampling, n)
+        ids, mask = (t.to(self.device) for t in left_padded(batch, self.pad_id))
+        width = ids.shape[1]
+        kwargs = self._batch_kwargs(generate_kwargs(sampling, n, self.tokenizer, self.pad_id),
+                                    batch, sampling, ids, mask)
         start = time.perf_counter()
         with torch.inference_mode(), self._adapter(batch[0].adapter):
-            out = self._generate(ids.to(self.device), mask.to(self.device), kwargs)
+            out = self._generate(ids, mask, kwargs)
         self.batches += 1
         log.debug("batch %d: %d prompts x %d samples, width %d, %.1f s", self.batches,
                   len(batch), n, width, time.perf_counter() - start)
-        rows = out[:, width:].tolist()
-        per_request = kwargs["num_return_sequences"]
-        return [self._completion(r, rows[i * per_request:(i + 1) * per_request], n, sampling)
-                for i, r in enumerate(batch)]
+        return self._completions(batch, out[:, width:], n, sampling)
 
-    def _seeded(self, kwargs: dict[str, Any], batch: list[GenerationRequest],
-                sampling: SamplingSettings, n: int) -> dict[str, Any]:
-        """Sampling through per-row generators: a row's samples never depend on its batch."""
+    def _completions(self, batch: list[GenerationRequest], generated: Any, n: int,
+                     sampling: SamplingSettings) -> list[Completion]:
+        return self.reader.completions(batch, generated, n, sampling)
+
+    def _batch_kwargs(self, kwargs: dict[str, Any], batch: list[GenerationRequest],
+                      sampling: SamplingSettings, ids: Any, mask: Any) -> dict[str, Any]:
+        """generate()'s arguments for this batch: the seeded sampler, the stop criteria."""
+        from transformers import StoppingCriteriaList
+
+        stops = tuple(kwargs.pop("stop_strings", ()))
+        kwargs.pop("tokenizer", None)
+        if stops:  # built once: its tables over the vocabulary take a while
+            if stops not in self.stop_criteria:
+                from transformers import StopStringCriteria
+
+                self.stop_criteria[stops] = StopStringCriteria(self.tokenizer, list(stops))
+            kwargs["stopping_criteria"] = StoppingCriteriaList([self.stop_criteria[stops]])
         if not kwargs["do_sample"]:
             return kwargs
+        # Sampling through per-row streams: a row's samples never depend on its batch.
         from inference_hf.seeded import SeededSampler, row_seeds, seeded_kwargs
 
-        sampler = SeededSampler(row_seeds(batch, self.seed, self.calls, n), sampling, self.device)
-        return {**seeded_kwargs(kwargs, sampler), "num_return_sequences": n}
+        n = kwargs["num_return_sequences"]
+        sampler = SeededSampler(row_seeds(batch, self.seed, self.calls, n), sampling,
+                                ids.repeat_interleave(n, 0), mask.repeat_interleave(n, 0))
+        return seeded_kwargs(kwargs, sampler)
 
     def _generate(self, ids: Any, mask: Any, kwargs: dict[str, Any]) -> Any:
         """generate(); for n samples per prompt, each prompt is prefilled once and its KV cache
         copied n times (num_return_sequences would prefill n copies of it)."""
         n = kwargs["num_return_sequences"]
+        kwargs = {**kwargs, "num_return_sequences": 1}  # rows copied here, as it would
+        if self.cache == "static":  # never compiled behind our back (each batch shape would be)
+            kwargs["disable_compile"] = True
         if n == 1 or ids.shape[1] < 2:
-            # Rows copied here, as num_return_sequences would: generate() refuses n > 1 greedy.
-            return self.model.generate(input_ids=ids.repeat_interleave(n, 0),
-                                       attention_mask=mask.repeat_interleave(n, 0),
-                                       **{**kwargs, "num_return_sequences": 1})
-        from transformers import DynamicCache
+            # generate() refuses n > 1 greedy: the rows are copied here either way.
+            if self.cache == "static":
+                kwargs["cache_implementation"] = "static"
+            return self._decode(ids.repeat_interleave(n, 0), mask.repeat_interleave(n, 0),
+                                kwargs, None)
+        cache = self._prefill(ids, mask, n, kwargs["max_new_tokens"])
+        return self._decode(ids.repeat_interleave(n, 0), mask.repeat_interleave(n, 0), kwargs,
+                            cache)
+
+    def _prefill(self, ids: Any, mask: Any, n: int, max_new_tokens: int) -> Any:
+        """A KV cache of every prompt token but the last, for n rows a prompt."""
+        from transformers import DynamicCache, StaticCache
 
         cache = DynamicCache(config=self.model.config)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)  # left padding: count real tokens only
@@ -230,10 +285,22 @@ class HFEngine:
         self.model(input_ids=ids[:, :-1], attention_mask=mask[:, :-1],
                    position_ids=positions[:, :-1], past_key_values=cache, use_cache=True,
                    logits_to_keep=1)
-        cache.batch_repeat_interleave(n)
-        return self.model.generate(input_ids=ids.repeat_interleave(n, 0),
-                                   attention_mask=mask.repeat_interleave(n, 0),
-                                   past_key_values=cache, **{**kwargs, "num_return_sequences": 1})
+        if self.cache == "dynamic":
+            cache.batch_repeat_interleave(n)
+            return cache
+        # Room for the whole output up front: a step writes its token in place, no copying.
+        static = StaticCache(config=self.model.config, max_cache_len=ids.shape[1] + max_new_tokens)
+        for i, layer in enumerate(cache.layers):
+            static.update(layer.keys.repeat_interleave(n, 0), layer.values.repeat_interleave(n, 0),
+                          i)
+            layer.keys = layer.values = None  # freed once copied: never both caches whole
+        return static
+
+    def _decode(self, ids: Any, mask: Any, kwargs: dict[str, Any], cache: Any) -> Any:
+        """generate() from the prompts (and their cache, if prefilled): the decode steps."""
+        if cache is not None:
+            kwargs = {**kwargs, "past_key_values": cache}
+        return self.model.generate(input_ids=ids, attention_mask=mask, **kwargs)
 
     def _adapter(self, adapter: str | None) -> ContextManager[Any]:
         """Switch the peft model to this batch's adapter, or switch adapters off for the base."""
@@ -244,60 +311,15 @@ class HFEngine:
         self.model.set_adapter(self.adapter_names[adapter])
         return nullcontext()
 
-    def _completion(self, request: GenerationRequest, rows: list[list[int]], n: int,
-                    sampling: SamplingSettings) -> Completion:
-        samples = [self._finish(row, sampling) for row in rows]
-        samples = (samples * n)[:n]  # a greedy request generated one sample for all n
-        return Completion(
-            request_id=request.request_id,
-            texts=tuple(s[0] for s in samples),
-            finish_reasons=tuple(s[1] for s in samples),
-            output_tokens=tuple(s[2] for s in samples),
-            prompt_tokens=len(request.token_ids),
-            stop_reasons=tuple(s[3] for s in samples),
-        )
-
-    def _finish(self, row: list[int], sampling: SamplingSettings,
-                ) -> tuple[str, str, int, str | None]:
-        """(text, finish reason, output tokens, stop string) as vLLM reports them for one row."""
-        # A row ends at its EOS or, once stopped while others went on, at the padding after it.
-        end = next((i for i, t in enumerate(row) if t in self.eos_ids or t == self.pad_id),
-                   len(row))
-        text = self._decode(row[:end])
-        cut = first_stop(text, sampling.stop)
-        if cut is not None:  # vLLM leaves the stop string out of the text but counts its tokens
-            stop = next(s for s in sampling.stop if s and text.startswith(s, cut))
-            return text[:cut], "stop", self._tokens_to_stop(row[:end], sampling.stop), stop
-        if end >= sampling.max_tokens:
-            return text, "length", end, None
-        # vLLM counts the EOS token among the output tokens.
-        return text, "stop", end + (1 if end < len(row) and row[end] in self.eos_ids else 0), None
-
-    def _tokens_to_stop(self, tokens: list[int], stops: Sequence[str]) -> int:
-        """The fewest leading tokens whose text holds a stop string (binary search over decodes)."""
-        low, high = 1, len(tokens)
-        while low < high:
-            mid = (low + high) // 2
-            if first_stop(self._decode(tokens[:mid]), stops) is None:
-                low = mid + 1
-            else:
-                high = mid
-        return high
-
-    def _decode(self, tokens: list[int]) -> str:
-        return self.tokenizer.decode(tokens, skip_special_tokens=True)
-
     def stats(self) -> dict[str, Any]:
         return {"batches": self.batches, "max_batch_tokens": self.max_batch_tokens,
+                "max_batch_tokens_auto": self.budget.as_dict() if self.budget else None,
+                "oom_splits": self.oom_splits,
                 "max_batch_size": self.max_batch_size, "device": self.device,
-                "dtype": str(self.dtype).removeprefix("torch."),
+                "dtype": str(self.dtype).removeprefix("torch."), "attention": self.attention,
                 # Each sample draws from its own generator (seeded.py): batch-independent.
                 "per_request_seeds": True}
 
     def close(self) -> None:
-        import torch
-
         self.model = None
-        gc.collect()
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
+        release_memory()

@@ -3,10 +3,15 @@
 generate()'s own sampler draws from one global torch generator: a row's tokens then depend on
 which rows share its batch and on every batch before it, so a resumed, sharded or replicated
 run draws other samples than an uninterrupted one. Here every row (one sample of one request)
-has its own torch.Generator, seeded from the request's seed and the sample's index, and
-`SeededSampler` (a LogitsProcessor) applies temperature, top-k and top-p as vLLM does, draws
-the row's token with the row's own generator and returns a mask that leaves only that token;
-generate() itself runs greedy and so just takes it.
+has its own generator, seeded from the request's seed and the sample's index, and
+`SeededSampler` (a LogitsProcessor) applies the repetition penalty, temperature, top-k and top-p
+as vLLM does, picks the row's token by inverse CDF with the row's own uniform for this step and
+returns a mask that leaves only that token; generate() itself runs greedy and so just takes it.
+
+Speed (measured with `python -m inference_hf.bench`, docs/benchmarks.md): the uniforms of every
+step are drawn when the batch starts, one CPU generator call per row, so a step makes no Python
+loop over rows; the penalty is applied in place; and with top-k on, only the k best tokens are
+sorted and summed, never the whole vocabulary.
 """
 from __future__ import annotations
 
@@ -42,42 +47,73 @@ def row_seeds(batch: Sequence[GenerationRequest], run_seed: int, round_: int, n:
     return [derive_seed(request_seed(r, run_seed, round_), j) for r in batch for j in range(n)]
 
 
-class SeededSampler(LogitsProcessor):
-    """LogitsProcessor: vLLM-style temperature / top-k / top-p, one generator per row."""
+def row_uniforms(seeds: Sequence[int], steps: int) -> Any:
+    """(rows, steps) float64 uniforms, row i from a CPU generator seeded with seeds[i].
 
-    def __init__(self, seeds: Sequence[int], sampling: SamplingSettings, device: Any) -> None:
+    CPU generators on every device: a row draws the same numbers on a CPU and on a GPU.
+    """
+    import torch
+
+    return torch.stack([torch.rand(steps, dtype=torch.float64,
+                                   generator=torch.Generator().manual_seed(s)) for s in seeds])
+
+
+class SeededSampler(LogitsProcessor):
+    """LogitsProcessor: vLLM-style penalty / temperature / top-k / top-p, one stream per row.
+
+    `prompt_ids` are the rows' left-padded prompts, (rows, width): the step is read off the
+    width, and the penalty counts a row's own prompt tokens, never its padding (as vLLM does; a
+    padded row would otherwise be penalized for the pad token, and depend on its batch).
+    """
+
+    def __init__(self, seeds: Sequence[int], sampling: SamplingSettings, prompt_ids: Any,
+                 prompt_mask: Any) -> None:
         import torch
 
-        self.generators = [torch.Generator(device=device).manual_seed(s) for s in seeds]
+        self.uniforms = row_uniforms(seeds, max(sampling.max_tokens, 1)).to(prompt_ids.device)
+        self.prompt_width = prompt_ids.shape[1]
+        # Padding stands in as the row's last prompt token (left padding: always a real one).
+        self.penalized_prompt = torch.where(prompt_mask.bool(), prompt_ids, prompt_ids[:, -1:])
         self.temperature = sampling.temperature
         self.top_k = sampling.top_k
         self.top_p = sampling.top_p
+        self.penalty = sampling.repetition_penalty
 
     def __call__(self, input_ids: Any, scores: Any) -> Any:
         import torch
 
-        logits = scores.float() / self.temperature
-        if 0 < self.top_k < logits.shape[-1]:
-            kth = torch.topk(logits, self.top_k, dim=-1).values[..., -1:]
-            logits = logits.masked_fill(logits < kth, float("-inf"))
-        probs = torch.softmax(logits, dim=-1)
+        if self.penalty != 1.0:  # HF's and vLLM's rule, on prompt and output tokens, in place
+            ids = torch.cat([self.penalized_prompt, input_ids[:, self.prompt_width:]], dim=-1)
+            seen = scores.gather(-1, ids)
+            scores.scatter_(-1, ids, torch.where(seen < 0, seen * self.penalty,
+                                                 seen / self.penalty))
+        vocab = scores.shape[-1]
+        if 0 < self.top_k < vocab:  # sorted, best first: top-p below needs no sort of its own
+            logits, tokens = torch.topk(scores, self.top_k, dim=-1)
+        elif self.top_p < 1.0:
+            logits, tokens = scores.sort(dim=-1, descending=True)
+        else:
+            logits, tokens = scores, None
+        probs = torch.softmax(logits.float() / self.temperature, dim=-1)
         if self.top_p < 1.0:
-            ordered, order = probs.sort(dim=-1, descending=True)
             # Drop a token once the more likely ones already hold top_p (the first always stays).
-            drop = ordered.cumsum(-1) - ordered > self.top_p
-            probs = probs.scatter(-1, order, ordered.masked_fill(drop, 0.0))
-        # Inverse CDF with one uniform per row from the row's generator: batch-independent.
+            probs = probs.masked_fill(probs.cumsum(-1) - probs > self.top_p, 0.0)
+        # Inverse CDF with this step's uniform of each row: batch-independent.
         cdf = probs.double().cumsum(-1)
-        u = torch.stack([torch.rand((), generator=g, device=probs.device, dtype=torch.float64)
-                         for g in self.generators])
-        tokens = torch.searchsorted(cdf, (u * cdf[:, -1]).unsqueeze(-1)).clamp(
-            max=probs.shape[-1] - 1)
-        out = torch.full_like(scores, float("-inf"))
-        return out.scatter(-1, tokens, 0.0)
+        step = min(input_ids.shape[1] - self.prompt_width, self.uniforms.shape[1] - 1)
+        u = self.uniforms[:, step:step + 1] * cdf[:, -1:]
+        picked = torch.searchsorted(cdf, u).clamp(max=cdf.shape[-1] - 1)
+        if tokens is not None:
+            picked = tokens.gather(-1, picked)
+        # generate() gave this step's scores to the processors; nothing reads them afterwards.
+        return scores.fill_(float("-inf")).scatter_(-1, picked, 0.0)
 
 
 def seeded_kwargs(kwargs: dict[str, Any], sampler: SeededSampler) -> dict[str, Any]:
-    """generate() arguments that sample through `sampler`: greedy over its one-token mask."""
+    """generate() arguments that sample through `sampler`: greedy over its one-token mask.
+
+    The sampler applies the repetition penalty itself (before top-k), so generate() does not.
+    """
     out = {k: v for k, v in kwargs.items() if k not in ("temperature", "top_p", "top_k")}
-    out.update(do_sample=False, logits_processor=[sampler])
+    out.update(do_sample=False, logits_processor=[sampler], repetition_penalty=1.0)
     return out
