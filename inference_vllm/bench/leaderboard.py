@@ -17,10 +17,12 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from inference_core.compose import compose_config
-from inference_core.rundir.facts import describe_device, throughput, versions
-from inference_core.rundir.writers import SUMMARY_FILE, read_json, write_json_atomic
+from inference_core.rundir.facts import describe_device, versions
+from inference_core.rundir.writers import write_json_atomic
 from inference_core.run.job import prepare_jobs
 from inference_core.run.pipeline import run_job, run_jobs
+
+from inference_vllm.bench.starts import mode_row, render_modes
 
 log = logging.getLogger(__name__)
 
@@ -46,16 +48,6 @@ def overrides(args: argparse.Namespace, root: Path) -> list[str]:
             f"sampling.num_samples={args.num_samples}", f"sampling.max_tokens={args.max_tokens}",
             f"output_dir={root}/${{ablation.name}}", f"max_users={args.max_users or 'null'}",
             "overwrite=true", "evaluate=false", "report=false", "allow_skips=true"]
-
-
-def mode_row(name: str, seconds: float, folders: Sequence[Path]) -> dict[str, Any]:
-    summaries = [read_json(folder / SUMMARY_FILE) for folder in folders]
-    starts = {s["engine_session"]["id"]: s["engine_session"]["load_seconds"] for s in summaries}
-    samples = sum(s["samples_generated"] for s in summaries)
-    return {"mode": name, "wall_seconds": round(seconds, 2), "engine_starts": len(starts),
-            "engine_start_seconds": [round(v, 2) for v in starts.values()],
-            "jobs": len(folders), "samples": samples,
-            "samples_per_sec_wall": round(throughput(samples, seconds), 3)}
 
 
 def warm_up() -> None:
@@ -87,11 +79,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def render(result: dict[str, Any]) -> str:
-    lines = ["| mode | wall s | engine starts | start s (each) | samples | samples/s (wall) |",
-             "|---|---:|---:|---|---:|---:|"]
-    lines += [f"| {r['mode']} | {r['wall_seconds']} | {r['engine_starts']} | "
-              f"{', '.join(map(str, r['engine_start_seconds']))} | {r['samples']} | "
-              f"{r['samples_per_sec_wall']} |" for r in result["rows"]]
+    lines = render_modes(result["rows"])
     lines.append(f"\n{result['jobs']} ablations of {result['dataset']}: one engine start is "
                  f"{result['per_job_starts_vs_one_start']}x faster than one start per ablation")
     return "\n".join(lines)

@@ -21,10 +21,11 @@ from typing import Any, Sequence
 from inference_core.model.adapters import AdapterPair, adapter_pairs
 from inference_core.run.job import prepare_job, prepare_jobs
 from inference_core.run.pipeline import StartEngine, run_job, run_jobs
-from inference_core.rundir.facts import describe_device, throughput
-from inference_core.rundir.writers import SUMMARY_FILE, read_json, write_json_atomic
+from inference_core.rundir.facts import describe_device
+from inference_core.rundir.writers import write_json_atomic
 
 from inference_vllm.bench.speed import compose
+from inference_vllm.bench.starts import mode_row, render_modes
 from inference_vllm.engine import VLLMEngine
 
 log = logging.getLogger(__name__)
@@ -74,16 +75,6 @@ def start(job: Any, adapters: Sequence[Any]) -> VLLMEngine:
     return VLLMEngine(str(job.model_path), job.engine_cfg, job.sampling.seed, adapters)
 
 
-def mode_row(name: str, seconds: float, dirs: Sequence[Path], engine_starts: int) -> dict[str, Any]:
-    summaries = [read_json(d / SUMMARY_FILE) for d in dirs]
-    samples = sum(s["samples_generated"] for s in summaries)
-    # In one_engine every summary reports the same shared start.
-    start_seconds = sum(s["model_load_seconds"] for s in summaries[:engine_starts])
-    return {"mode": name, "wall_seconds": round(seconds, 2), "engine_starts": engine_starts,
-            "engine_start_seconds": round(start_seconds, 2), "samples": samples,
-            "samples_per_sec_wall": throughput(samples, seconds)}
-
-
 def run(args: argparse.Namespace, start_engine: StartEngine = start) -> dict[str, Any]:
     out = Path(args.out).resolve()
     folder = Path(args.adapters).resolve() if args.adapters else out / "adapters"
@@ -96,11 +87,11 @@ def run(args: argparse.Namespace, start_engine: StartEngine = start) -> dict[str
     t = time.perf_counter()
     shared = run_jobs(prepare_jobs(compose(*overrides(args, folder, out / "one_engine"))),
                       start_engine)
-    one_engine = mode_row("one_engine", time.perf_counter() - t, shared, 1)
+    one_engine = mode_row("one_engine", time.perf_counter() - t, shared)
     t = time.perf_counter()
     apart = [run_job(job, start_engine)
              for job in prepare_jobs(compose(*overrides(args, folder, out / "one_per_run")))]
-    one_per_run = mode_row("one_per_run", time.perf_counter() - t, apart, len(apart))
+    one_per_run = mode_row("one_per_run", time.perf_counter() - t, apart)
     result = {"adapters": len(pairs), "rows": [one_engine, one_per_run],
               "one_engine_vs_one_per_run": round(one_per_run["wall_seconds"]
                                                  / one_engine["wall_seconds"], 2),
@@ -110,11 +101,7 @@ def run(args: argparse.Namespace, start_engine: StartEngine = start) -> dict[str
 
 
 def render(result: dict[str, Any]) -> str:
-    lines = ["| mode | wall s | engine starts | start s | samples | samples/s (wall) |",
-             "|---|---:|---:|---:|---:|---:|"]
-    lines += [f"| {r['mode']} | {r['wall_seconds']} | {r['engine_starts']} | "
-              f"{r['engine_start_seconds']} | {r['samples']} | {r['samples_per_sec_wall']:.2f} |"
-              for r in result["rows"]]
+    lines = render_modes(result["rows"])
     lines.append(f"\n{result['adapters']} adapters: one engine run is "
                  f"{result['one_engine_vs_one_per_run']}x faster than one run per adapter")
     return "\n".join(lines)
