@@ -239,7 +239,8 @@ class PromptBuilder:
                               len(context) - keep_c, cut, text if self.keep_text else None,
                               messages)
             # Pieces tokenized alone differ by a token or two from the joined text: step further.
-            if not step_down(keep, len(ids) - self.budget, self.can_cut):
+            newest = sizes[self.order[1]][-1] if sizes[self.order[1]] else 0
+            if not step_down(keep, len(ids) - self.budget, self.can_cut, newest):
                 return item.location, "prompt does not fit the budget"
 
     def keep_tail(self, text: str, cut_tokens: int) -> str:
