@@ -122,3 +122,23 @@ def test_a_packed_history_reads_back_whole_and_refuses_reads_once_released():
     assert len(packed) == 2
     with pytest.raises(RuntimeError, match="released"):
         list(packed)
+
+
+def test_numbers_that_are_numbers_are_told_once_per_file_and_field(tmp_path, caplog):
+    """Epoch timestamps and numeric ids: one line per file and field, with the count."""
+    items = [dialogue_item(f"line {i}", ("R", "q")) | {"timestamp": 1_300_000_000 + i}
+             for i in range(40)]
+    train = [user_record(9, "A", items)]
+    test = [user_record(9, "A", [dialogue_item(None, ("R", "q"))]),
+            user_record(10, "B", [dialogue_item(None, ("R", "q"))])]
+    with caplog.at_level(logging.WARNING):
+        (first, _) = load_dataset("x", write_dataset(tmp_path, train, test)).users
+    assert [h.timestamp for h in first.history][:2] == ["1300000000", "1300000001"]
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines == [
+        "train.json: 1 number used as id at [*].user_hash (e.g. train.json[0].user_hash: number 9 "
+        "used as id)",
+        "train.json: 40 numbers used as text at [*]...[*].data[*].timestamp (e.g. "
+        "train.json[0]...[0].data[0].timestamp: number 1300000000 used as text)",
+        "test_leaderboard.json: 2 numbers used as id at [*].user_hash (e.g. "
+        "test_leaderboard.json[0].user_hash: number 9 used as id)"]

@@ -16,7 +16,7 @@ import orjson
 from inference_core.data.files import InputError, iter_json_array
 from inference_core.data.history import (PackedHistory, TrainUser, history_order, holdout_last,
                                          merge_histories)
-from inference_core.data.problems import Problems, kind_of
+from inference_core.data.problems import Problems
 from inference_core.data.records import (Dataset, HistoryItem, Location, SkippedItem, TestItem, Turn,
                                          UserRecord, id_key)
 
@@ -25,15 +25,12 @@ TRAIN_FILE = "train.json"
 TEST_FILE = "test_leaderboard.json"
 
 
-NUMBER_AS_TEXT = kind_of("number 1 used as text")
-
-
 def as_text(value: Any, where: str, problems: Problems) -> str | None:
     """A string field: numbers become their text, anything else non-string is None."""
     if isinstance(value, str):
         return value
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        problems.warn(where, f"number {value!r} used as text", NUMBER_AS_TEXT)
+        problems.number(where, value, "text")
         return str(value)
     if value is not None:
         problems.warn(where, f"expected text, got {type(value).__name__}; ignored")
@@ -125,7 +122,7 @@ def user_hash_of(record: Any, where: str, problems: Problems) -> str | None:
     if key is None:
         problems.warn(f"{where}.user_hash", "missing or not a string; record skipped")
     elif not isinstance(value, str):
-        problems.warn(f"{where}.user_hash", "number used as id")
+        problems.number(f"{where}.user_hash", value, "id")
     return key
 
 

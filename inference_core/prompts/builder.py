@@ -21,7 +21,7 @@ from inference_core.prompts.tokens import PrefixTokenizer, common_prefix_length,
 
 log = logging.getLogger(__name__)
 PROBE = "\x00"  # stands for item-specific text when finding where a user's shared part ends
-NEWEST_BATCH = 16  # history lines rendered and counted in the first batch (each next: twice)
+FIRST_BATCH = 8  # the newest history lines rendered and counted first
 
 __all__ = ["Ablation", "Prompt", "PromptBuilder", "PromptStyle", "build_prompts", "render_cue"]
 
@@ -147,18 +147,19 @@ class PromptBuilder:
     def newest_lines(self, user: UserRecord, items: list[HistoryItem],
                      ) -> tuple[list[str], list[int]]:
         """The newest lines rendered and counted, oldest first, until they alone are over the
-        budget (no fit keeps a line older than the first that does not fit): in growing
-        batches, one tokenizer call each."""
+        budget (no fit keeps a line older than the first that does not fit): in batches, one
+        tokenizer call each, each next one as many lines as the room left needs at the lines'
+        average cost so far, and one more."""
         lines: list[str] = []
         tokens: list[int] = []
-        end, batch, cost = len(items), NEWEST_BATCH, 0
+        end, batch, cost = len(items), FIRST_BATCH, 0
         while end > 0 and cost <= self.budget:
             start = max(0, end - batch)
             rendered = [self.render_item(h, user) for h in items[start:end]]
             counts = [len(i) for i in ids_of(self.tokenizer, rendered)]
             lines[:0], tokens[:0] = rendered, counts
             cost += sum(counts) + SEPARATOR_TOKENS * len(counts)
-            end, batch = start, batch * 2
+            end, batch = start, (self.budget - cost) * len(lines) // cost + 2
         return lines, tokens
 
     def history_data(self, h: HistoryItem, user: UserRecord) -> dict[str, Any]:
@@ -249,7 +250,9 @@ class PromptBuilder:
     def fit(self, up: UserParts, item: TestItem, context: list[str], context_tokens: list[int],
             ) -> Prompt | tuple[Location, str]:
         """Cut what the format's `truncate` names, oldest first, until the prompt fits."""
-        fixed = len(self.encode(up, item, 0, [], 0)[0])
+        # Counted whole: the text without history or context is short, and its user-level part
+        # is rarely a final prompt's (splitting it off would cost a second render).
+        fixed = len(self.tokens.whole(self.text(up, item, [], [], up.history_total, 0)))
         if fixed > self.budget:
             return item.location, f"prompt without history or context is {fixed} tokens, over the budget of {self.budget}"
         sizes = {"history": up.history_tokens, "context": context_tokens}

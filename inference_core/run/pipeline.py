@@ -147,7 +147,7 @@ def serve(runs: Sequence[JobRun], tokenizer: Any, start: StartEngine) -> None:
     for r in runs:
         r.writer = writer
     builder = PromptThread([([build_task(r, index[id(r)], tokenizer) for r in group], feed)
-                            for group, feed in groups])
+                            for group, feed in groups], runs[0].job.prompt_workers)
     began = time.perf_counter()
     builder.start()
     adapters = list({r.job.adapter.path: r.job.adapter for r in runs if r.job.adapter}.values())

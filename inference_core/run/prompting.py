@@ -8,14 +8,16 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from itertools import takewhile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from inference_core.data.loader import load_dataset
-from inference_core.data.records import Location, SkippedItem, UserRecord
+from inference_core.data.records import SkippedItem, UserRecord
 from inference_core.engine import GenerationRequest
 from inference_core.prompts.builder import Prompt, PromptBuilder, build_prompts
+from inference_core.prompts.pool import PromptPool
 from inference_core.run.feed import RequestFeed
 from inference_core.run.job import Job
 from inference_core.rundir.layout import PROMPTS_FILE
@@ -66,41 +68,44 @@ class BuildTask:
     tally: BuildTally
 
 
-def build_user(builder: PromptBuilder, user: UserRecord,
-               ) -> tuple[list[Prompt], list[tuple[Location, str]]]:
-    prompts, unfit = [], []
-    for built in builder.build_user(user):
-        (prompts if isinstance(built, Prompt) else unfit).append(built)
-    return prompts, unfit
-
-
 class PromptThread(threading.Thread):
-    """Builds every task's prompts in order, user by user, into one feed per sampling group."""
+    """Builds every task's prompts in order, user by user, into one feed per sampling group,
+    with `workers` processes (prompts.pool; None: from the CPU count, 1: in this thread)."""
 
-    def __init__(self, groups: Sequence[tuple[Sequence[BuildTask], RequestFeed]]) -> None:
+    def __init__(self, groups: Sequence[tuple[Sequence[BuildTask], RequestFeed]],
+                 workers: int | None = None) -> None:
         super().__init__(name="prompt-builder", daemon=True)
         self.groups = groups
+        self.workers = workers
         self.stopped = threading.Event()
         self.finished_at: float | None = None
 
     def run(self) -> None:
+        pool: PromptPool | None = None
+        index = 0  # the task's builder in the pool: tasks in order, over all groups
         for number, (tasks, feed) in enumerate(self.groups):
             try:
+                pool = pool or PromptPool([t.builder for g, _ in self.groups for t in g],
+                                          self.workers)
                 for task in tasks:
-                    self._build(task, feed)
+                    self._build(task, index, feed, pool)
+                    index += 1
             except BaseException as err:  # noqa: BLE001 - re-raised in the engine's thread
                 for _, later in self.groups[number:]:
                     later.close(err)
-                return
+                break
             feed.close()
-        self.finished_at = time.perf_counter()
+        else:
+            self.finished_at = time.perf_counter()
+        if pool is not None:
+            pool.close()
 
-    def _build(self, task: BuildTask, feed: RequestFeed) -> None:
+    def _build(self, task: BuildTask, index: int, feed: RequestFeed, pool: PromptPool) -> None:
         start = time.perf_counter()
-        for user in task.users:
+        users = ((index, u) for u in takewhile(lambda _: not self.stopped.is_set(), task.users))
+        for _, user, prompts, unfit in pool.build(users):
             if self.stopped.is_set():
                 return
-            prompts, unfit = build_user(task.builder, user)
             skipped = [SkippedItem(loc, user.id_value, why) for loc, why in unfit]
             task.tally.unfit += skipped
             task.tally.prompts += len(prompts)
