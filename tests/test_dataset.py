@@ -124,6 +124,24 @@ def test_a_packed_history_reads_back_whole_and_refuses_reads_once_released():
         list(packed)
 
 
+def test_histories_past_the_memory_budget_wait_on_disk_and_travel_whole():
+    """Spilled histories read back as they went in, also in a prompt worker (pickled)."""
+    import pickle
+
+    from inference_core.data.history import PackedHistory, Spill, SpilledBlob
+    from inference_core.data.records import HistoryItem, Turn
+
+    spill = Spill(budget=100)
+    users = [tuple(HistoryItem((Turn("R", f"q{u}"),), "D: ", f"line {u}/{i} ü", None, i)
+                   for i in range(u + 1)) for u in range(6)]
+    packed = [PackedHistory(items, spill) for items in users]
+    assert isinstance(packed[0].blob, bytes) and isinstance(packed[-1].blob, SpilledBlob)
+    assert [tuple(p) for p in packed] == users
+    assert [tuple(pickle.loads(pickle.dumps(p))) for p in packed] == users
+    packed[-1].release()
+    assert pickle.loads(pickle.dumps(packed[-1])).blob is None
+
+
 def test_numbers_that_are_numbers_are_told_once_per_file_and_field(tmp_path, caplog):
     """Epoch timestamps and numeric ids: one line per file and field, with the count."""
     items = [dialogue_item(f"line {i}", ("R", "q")) | {"timestamp": 1_300_000_000 + i}

@@ -14,8 +14,8 @@ from typing import Any, Iterable, Iterator, Sequence
 import orjson
 
 from inference_core.data.files import InputError, iter_json_array
-from inference_core.data.history import (PackedHistory, TrainUser, history_order, holdout_last,
-                                         merge_histories)
+from inference_core.data.history import (PackedHistory, Spill, TrainUser, history_order,
+                                         holdout_last, merge_histories)
 from inference_core.data.problems import Problems
 from inference_core.data.records import (Dataset, HistoryItem, Location, SkippedItem, TestItem, Turn,
                                          UserRecord, id_key)
@@ -127,7 +127,8 @@ def user_hash_of(record: Any, where: str, problems: Problems) -> str | None:
 
 
 def load_history(records: Iterable[Any], file_name: str, problems: Problems,
-                 firsts: dict[str, TrainUser] | None = None) -> dict[str, PackedHistory]:
+                 firsts: dict[str, TrainUser] | None = None, spill: Spill | None = None,
+                 ) -> dict[str, PackedHistory]:
     """Every train item per user_hash, oldest first (items without a timestamp count as oldest);
     each keeps its file position in `order` for formats that show history in file order.
 
@@ -153,8 +154,9 @@ def load_history(records: Iterable[Any], file_name: str, problems: Problems,
             if item is not None:
                 items.append(item)
         counts[user_hash] = start + len(items)
-        parts.setdefault(user_hash, []).append(PackedHistory(sorted(items, key=history_order)))
-    return {user_hash: merge_histories(p) for user_hash, p in parts.items()}
+        parts.setdefault(user_hash, []).append(PackedHistory(sorted(items, key=history_order),
+                                                             spill))
+    return {user_hash: merge_histories(p, spill) for user_hash, p in parts.items()}
 
 
 def parse_history_item(raw: Any, where: str, problems: Problems, order: int = 0,
@@ -233,11 +235,13 @@ def read_dataset(name: str, folder: Path, references_file: str | None, max_users
     if holdout not in (None, "last"):
         raise InputError(f"dataset.holdout={holdout!r}: only null or 'last' are known")
     firsts: dict[str, TrainUser] | None = {} if holdout == "last" else None
-    history = load_history(iter_json_array(folder / TRAIN_FILE), TRAIN_FILE, problems, firsts)
+    spill = Spill()  # histories past a budget wait on disk for their prompts
+    history = load_history(iter_json_array(folder / TRAIN_FILE), TRAIN_FILE, problems, firsts,
+                           spill)
     test_path = folder / TEST_FILE
     derived: list[Any] | None = None
     if firsts is not None:
-        derived = holdout_last(firsts, history)
+        derived = holdout_last(firsts, history, spill)
         raw_test: Iterable[Any] = derived
         references: dict[str, str] = {}
     else:

@@ -27,7 +27,7 @@ CHINESE_DATASETS = frozenset({"dmsc"})
 REFERENCE_METRICS = ("bleu", "chrf", "rouge_l")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # one per item of a run, held while it is scored
 class ItemInput:
     """The generated samples of one data item and its reference, if the dataset has one."""
 
@@ -35,7 +35,7 @@ class ItemInput:
     reference: str | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # one per item, kept from the background scoring
 class ItemScores:
     """Per-item scores; reference scores are None when the item has no reference."""
 

@@ -34,7 +34,7 @@ class Ablation:
     context: bool
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # one per item, held by the run (ids dropped once written)
 class Prompt:
     """One item's final prompt, as token ids, with what the budget made us drop."""
 
