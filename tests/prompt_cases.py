@@ -8,6 +8,8 @@ from __future__ import annotations
 import hashlib
 from typing import Any, Iterable
 
+import orjson
+
 from inference_core.data.records import HistoryItem, Location, TestItem, Turn, UserRecord
 
 ABLATIONS = {
@@ -72,3 +74,34 @@ def describe(built: Iterable[Any]) -> dict[str, Any]:
                                  "dropped_history": b.dropped_history,
                                  "dropped_context": b.dropped_context, "cut_tokens": b.cut_tokens}
     return out
+
+
+# tests/fixtures/prompts/all_formats.json froze, per (dataset, format, ablation, budget), what the
+# builder made before prompts were fitted per history line (issue 29): every dataset in data/,
+# every format (tagged in both envelopes), no truncation (100000) down to most items unfit.
+# The REALTALK and LovinkQuestionnaire era-A/B entries were frozen again with that same builder
+# (plus the fix for a turn cut to nothing) after issue 30 changed their data and formats.
+FORMATS = {"native": (), "tagged": (), "tagged_gemma": ("prompt=tagged", "prompt.envelope=gemma"),
+           "tagged_era_a": (), "tagged_era_b": ()}
+ALL_BUDGETS = (100_000, 1536, 600, 300, 120)
+
+
+def format_overrides(fmt: str) -> tuple[str, ...]:
+    return FORMATS[fmt] or (f"prompt={fmt}",)
+
+
+def digest_built(built: Iterable[Any]) -> dict[str, Any]:
+    """Counts and one sha256 over every item's ids, truncation counts, text and messages (or
+    its unfit reason), in build order."""
+    digest = hashlib.sha256()
+    counts = {"prompts": 0, "truncated": 0, "unfit": 0}
+    for b in built:
+        if isinstance(b, tuple):
+            counts["unfit"] += 1
+            digest.update(orjson.dumps([b[0].key(), b[1]]))
+            continue
+        counts["prompts"] += 1
+        counts["truncated"] += b.truncated
+        digest.update(orjson.dumps([b.location.key(), list(b.token_ids), b.dropped_history,
+                                    b.dropped_context, b.cut_tokens, b.text, b.messages]))
+    return {**counts, "sha256": digest.hexdigest()}

@@ -122,3 +122,41 @@ def test_a_packed_history_reads_back_whole_and_refuses_reads_once_released():
     assert len(packed) == 2
     with pytest.raises(RuntimeError, match="released"):
         list(packed)
+
+
+def test_histories_past_the_memory_budget_wait_on_disk_and_travel_whole():
+    """Spilled histories read back as they went in, also in a prompt worker (pickled)."""
+    import pickle
+
+    from inference_core.data.history import PackedHistory, Spill, SpilledBlob
+    from inference_core.data.records import HistoryItem, Turn
+
+    spill = Spill(budget=100)
+    users = [tuple(HistoryItem((Turn("R", f"q{u}"),), "D: ", f"line {u}/{i} ü", None, i)
+                   for i in range(u + 1)) for u in range(6)]
+    packed = [PackedHistory(items, spill) for items in users]
+    assert isinstance(packed[0].blob, bytes) and isinstance(packed[-1].blob, SpilledBlob)
+    assert [tuple(p) for p in packed] == users
+    assert [tuple(pickle.loads(pickle.dumps(p))) for p in packed] == users
+    packed[-1].release()
+    assert pickle.loads(pickle.dumps(packed[-1])).blob is None
+
+
+def test_numbers_that_are_numbers_are_told_once_per_file_and_field(tmp_path, caplog):
+    """Epoch timestamps and numeric ids: one line per file and field, with the count."""
+    items = [dialogue_item(f"line {i}", ("R", "q")) | {"timestamp": 1_300_000_000 + i}
+             for i in range(40)]
+    train = [user_record(9, "A", items)]
+    test = [user_record(9, "A", [dialogue_item(None, ("R", "q"))]),
+            user_record(10, "B", [dialogue_item(None, ("R", "q"))])]
+    with caplog.at_level(logging.WARNING):
+        (first, _) = load_dataset("x", write_dataset(tmp_path, train, test)).users
+    assert [h.timestamp for h in first.history][:2] == ["1300000000", "1300000001"]
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines == [
+        "train.json: 1 number used as id at [*].user_hash (e.g. train.json[0].user_hash: number 9 "
+        "used as id)",
+        "train.json: 40 numbers used as text at [*]...[*].data[*].timestamp (e.g. "
+        "train.json[0]...[0].data[0].timestamp: number 1300000000 used as text)",
+        "test_leaderboard.json: 2 numbers used as id at [*].user_hash (e.g. "
+        "test_leaderboard.json[0].user_hash: number 9 used as id)"]

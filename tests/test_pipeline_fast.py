@@ -140,6 +140,14 @@ def test_resumed_samples_equal_an_uninterrupted_run(tmp_path: Path) -> None:
     assert load(whole / "test_leaderboard.json") == load(job.output_dir / "test_leaderboard.json")
 
 
+def test_prompts_built_by_worker_processes_make_the_same_run(tmp_path: Path) -> None:
+    here = run_job(job_for(tmp_path, "prompt_workers=1", name="here"), lend(FakeEngine()))
+    pool = run_job(job_for(tmp_path, "prompt_workers=2", name="pool"), lend(FakeEngine()))
+    assert load(here / "test_leaderboard.json") == load(pool / "test_leaderboard.json")
+    assert sorted(p.name for p in (pool / "users").iterdir()) == sorted(
+        p.name for p in (here / "users").iterdir())
+
+
 def test_resuming_a_finished_run_builds_no_prompt(tmp_path: Path, monkeypatch) -> None:
     job = job_for(tmp_path)
     run_job(job, lend(FakeEngine()))
@@ -164,7 +172,7 @@ def test_first_request_reaches_the_engine_before_prompt_building_ends(tmp_path: 
 
     monkeypatch.setattr(prompt_module.PromptBuilder, "build_user", slow)
     engine = FakeEngine()
-    run_job(job_for(tmp_path), lend(engine))
+    run_job(job_for(tmp_path, "prompt_workers=1"), lend(engine))  # in this process: patched
     assert len(calls) == 8 and engine.first_request_at < calls[-1]
 
 

@@ -79,3 +79,13 @@ def test_an_item_that_cannot_fit_at_all_is_reported_not_sent(tokenizer):
     builder = PromptBuilder(tokenizer, STYLE, Ablation("profile_only", True, False, False), 20)
     prompts, unfit = build_prompts(builder, [make_user()])
     assert prompts == [] and unfit and "over the budget" in unfit[0][2]
+
+
+def test_a_turn_cut_to_nothing_that_still_does_not_fit_is_reported_not_retried(tokenizer):
+    """The context header alone is over the budget: cutting the turn further cannot help."""
+    ablation = Ablation("profile_and_context", True, False, True)
+    user = make_user(context=(Turn("RANDAL", "a short turn"),))
+    fixed = PromptBuilder(tokenizer, STYLE, Ablation("profile_only", True, False, False), 1500)
+    budget = render(tokenizer, fixed, user)[0].num_tokens + 2
+    prompts, unfit = build_prompts(PromptBuilder(tokenizer, STYLE, ablation, budget), [user])
+    assert prompts == [] and unfit[0][2] == "prompt does not fit the budget"

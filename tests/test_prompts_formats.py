@@ -16,10 +16,11 @@ from inference_core.prompts.answers import extract_answer
 from inference_core.prompts.builder import Ablation, PromptBuilder, PromptStyle, build_prompts
 from inference_core.prompts.render import gemma_envelope, profile_tags
 from inference_core.prompts.settings import AnswerWrapper
-from prompt_cases import (ABLATIONS, BUDGETS, DATASETS, SYNTHETIC_STYLE, describe,
-                          synthetic_cases)
+from prompt_cases import (ABLATIONS, ALL_BUDGETS, BUDGETS, DATASETS, FORMATS, SYNTHETIC_STYLE,
+                          describe, digest_built, format_overrides, synthetic_cases)
 
 FROZEN = orjson.loads((REPO / "tests/fixtures/prompts/native_ids.json").read_bytes())
+FROZEN_ALL = orjson.loads((REPO / "tests/fixtures/prompts/all_formats.json").read_bytes())
 CHAMELEONS_TASK = ("Given the historical dialogue of a character in a movie, model the "
                    "character's speaking style and behavioral patterns, and predict the next "
                    "utterance the user would produce.")
@@ -54,6 +55,23 @@ def test_native_truncation_cases_keep_their_ids(tokenizer, case):
     b = PromptBuilder(tokenizer, PromptStyle(*SYNTHETIC_STYLE),
                       Ablation(ablation, *ABLATIONS[ablation]), budget)
     assert describe(b.build_user(user)) == FROZEN["synthetic"][case]
+
+
+@pytest.mark.parametrize("fmt", sorted(FORMATS))
+@pytest.mark.parametrize("dataset", sorted(p.name for p in (REPO / "data").iterdir()))
+def test_every_dataset_format_and_ablation_keeps_its_prompts(tokenizer, dataset, fmt):
+    """ids, texts, chat messages and truncation byte for byte as before prompts were fitted
+    per history line, from no truncation down to most items unfit."""
+    settings = prompt_settings(compose(f"dataset={dataset}", *format_overrides(fmt)))
+    got, want = {}, {}
+    for name, parts in ABLATIONS.items():
+        for budget in ALL_BUDGETS:
+            b = PromptBuilder(tokenizer, settings, Ablation(name, *parts), budget,
+                              keep_text=True, keep_messages=True)
+            key = f"{dataset}/{fmt}/{name}/{budget}"
+            got[key] = digest_built(x for user in users_of(dataset) for x in b.build_user(user))
+            want[key] = FROZEN_ALL[key]
+    assert got == want
 
 
 def dmsc_user(reviews: list[tuple[str, str, str]]) -> UserRecord:

@@ -14,9 +14,9 @@ from typing import Any, Iterable, Iterator, Sequence
 import orjson
 
 from inference_core.data.files import InputError, iter_json_array
-from inference_core.data.history import (PackedHistory, TrainUser, history_order, holdout_last,
-                                         merge_histories)
-from inference_core.data.problems import Problems, kind_of
+from inference_core.data.history import (PackedHistory, Spill, TrainUser, history_order,
+                                         holdout_last, merge_histories)
+from inference_core.data.problems import Problems
 from inference_core.data.records import (Dataset, HistoryItem, Location, SkippedItem, TestItem, Turn,
                                          UserRecord, id_key)
 
@@ -25,15 +25,12 @@ TRAIN_FILE = "train.json"
 TEST_FILE = "test_leaderboard.json"
 
 
-NUMBER_AS_TEXT = kind_of("number 1 used as text")
-
-
 def as_text(value: Any, where: str, problems: Problems) -> str | None:
     """A string field: numbers become their text, anything else non-string is None."""
     if isinstance(value, str):
         return value
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        problems.warn(where, f"number {value!r} used as text", NUMBER_AS_TEXT)
+        problems.number(where, value, "text")
         return str(value)
     if value is not None:
         problems.warn(where, f"expected text, got {type(value).__name__}; ignored")
@@ -125,12 +122,13 @@ def user_hash_of(record: Any, where: str, problems: Problems) -> str | None:
     if key is None:
         problems.warn(f"{where}.user_hash", "missing or not a string; record skipped")
     elif not isinstance(value, str):
-        problems.warn(f"{where}.user_hash", "number used as id")
+        problems.number(f"{where}.user_hash", value, "id")
     return key
 
 
 def load_history(records: Iterable[Any], file_name: str, problems: Problems,
-                 firsts: dict[str, TrainUser] | None = None) -> dict[str, PackedHistory]:
+                 firsts: dict[str, TrainUser] | None = None, spill: Spill | None = None,
+                 ) -> dict[str, PackedHistory]:
     """Every train item per user_hash, oldest first (items without a timestamp count as oldest);
     each keeps its file position in `order` for formats that show history in file order.
 
@@ -156,8 +154,9 @@ def load_history(records: Iterable[Any], file_name: str, problems: Problems,
             if item is not None:
                 items.append(item)
         counts[user_hash] = start + len(items)
-        parts.setdefault(user_hash, []).append(PackedHistory(sorted(items, key=history_order)))
-    return {user_hash: merge_histories(p) for user_hash, p in parts.items()}
+        parts.setdefault(user_hash, []).append(PackedHistory(sorted(items, key=history_order),
+                                                             spill))
+    return {user_hash: merge_histories(p, spill) for user_hash, p in parts.items()}
 
 
 def parse_history_item(raw: Any, where: str, problems: Problems, order: int = 0,
@@ -236,11 +235,13 @@ def read_dataset(name: str, folder: Path, references_file: str | None, max_users
     if holdout not in (None, "last"):
         raise InputError(f"dataset.holdout={holdout!r}: only null or 'last' are known")
     firsts: dict[str, TrainUser] | None = {} if holdout == "last" else None
-    history = load_history(iter_json_array(folder / TRAIN_FILE), TRAIN_FILE, problems, firsts)
+    spill = Spill()  # histories past a budget wait on disk for their prompts
+    history = load_history(iter_json_array(folder / TRAIN_FILE), TRAIN_FILE, problems, firsts,
+                           spill)
     test_path = folder / TEST_FILE
     derived: list[Any] | None = None
     if firsts is not None:
-        derived = holdout_last(firsts, history)
+        derived = holdout_last(firsts, history, spill)
         raw_test: Iterable[Any] = derived
         references: dict[str, str] = {}
     else:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # one per item of a run, held while it is scored
 class ItemInput:
     """The generated samples of one data item and its reference, if the dataset has one."""
 

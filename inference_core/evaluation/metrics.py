@@ -33,7 +33,7 @@ CHINESE_DATASETS = frozenset({"dmsc"})
 REFERENCE_METRICS = ("bleu", "chrf", "rouge_l")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # one per item, kept from the background scoring
 class ItemScores:
     """Per-item scores; reference scores are None when the item has no reference."""
 

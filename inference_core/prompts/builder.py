@@ -14,13 +14,14 @@ from typing import Any, Iterable, Iterator
 
 from inference_core.data.records import HistoryItem, Location, TestItem, UserRecord
 from inference_core.prompts import render
-from inference_core.prompts.fit import plan_fit, step_down
+from inference_core.prompts.fit import SEPARATOR_TOKENS, plan_fit, step_down
 from inference_core.prompts.legacy import PromptStyle, native_settings
 from inference_core.prompts.settings import PromptSettings
 from inference_core.prompts.tokens import PrefixTokenizer, common_prefix_length, ids_of, safe_split
 
 log = logging.getLogger(__name__)
 PROBE = "\x00"  # stands for item-specific text when finding where a user's shared part ends
+FIRST_BATCH = 8  # the newest history lines rendered and counted first
 
 __all__ = ["Ablation", "Prompt", "PromptBuilder", "PromptStyle", "build_prompts", "render_cue"]
 
@@ -33,7 +34,7 @@ class Ablation:
     context: bool
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # one per item, held by the run (ids dropped once written)
 class Prompt:
     """One item's final prompt, as token ids, with what the budget made us drop."""
 
@@ -66,14 +67,23 @@ def render_cue(user: UserRecord, item: TestItem) -> str:
 
 @dataclass
 class UserParts:
-    """A user's rendered shared pieces and their token counts, made once per user."""
+    """A user's rendered shared pieces and their token counts, made once per user.
+
+    Only the newest history lines are rendered and counted: those a prompt of the budget could
+    hold, and the first that would not fit. Older ones are dropped by any fit, so their text
+    and tokens are never needed, only how many there are (`history_total`).
+    """
 
     user: UserRecord
     base: dict[str, Any]
-    history: list[str]
-    history_tokens: list[int]
+    history: list[str]  # the newest rendered lines, oldest first
+    history_tokens: list[int]  # their tokens, each line alone
+    history_total: int  # every line the format shows (before fitting), rendered or not
     prefix_ids: dict[str, array] = field(default_factory=dict)
     prefixes: dict[tuple[int, str], str] = field(default_factory=dict)
+
+    def newest(self, keep: int) -> list[str]:
+        return self.history[len(self.history) - keep:] if keep else []
 
 
 class PromptBuilder:
@@ -114,18 +124,43 @@ class PromptBuilder:
             "profile_lines": render.profile_lines(user) if a.profile else [],
             "profile_tags": render.profile_tags(user) if a.profile else [],
         }
-        history = self.render_history(user) if a.history and with_history else []
-        return UserParts(user, base, history, [len(i) for i in ids_of(self.tokenizer, history)])
+        items = self.history_items(user) if a.history and with_history else []
+        history, tokens = self.newest_lines(user, items)
+        return UserParts(user, base, history, tokens, len(items))
 
-    def render_history(self, user: UserRecord) -> list[str]:
+    def history_items(self, user: UserRecord) -> list[HistoryItem]:
+        """What the format shows of the user's history, oldest first (before fitting)."""
         items: Iterable[HistoryItem] = user.history
         if self.settings.history_order == "file":
             items = sorted(items, key=lambda h: h.order)
         items = list(items)
         if self.settings.history_limit is not None:
             items = items[:self.settings.history_limit]
-        return [self.history_item.render(item=self.history_data(h, user), parts=self.settings.parts)
-                for h in items]
+        return items
+
+    def render_history(self, user: UserRecord) -> list[str]:
+        return [self.render_item(h, user) for h in self.history_items(user)]
+
+    def render_item(self, h: HistoryItem, user: UserRecord) -> str:
+        return self.history_item.render(item=self.history_data(h, user), parts=self.settings.parts)
+
+    def newest_lines(self, user: UserRecord, items: list[HistoryItem],
+                     ) -> tuple[list[str], list[int]]:
+        """The newest lines rendered and counted, oldest first, until they alone are over the
+        budget (no fit keeps a line older than the first that does not fit): in batches, one
+        tokenizer call each, each next one as many lines as the room left needs at the lines'
+        average cost so far, and one more."""
+        lines: list[str] = []
+        tokens: list[int] = []
+        end, batch, cost = len(items), FIRST_BATCH, 0
+        while end > 0 and cost <= self.budget:
+            start = max(0, end - batch)
+            rendered = [self.render_item(h, user) for h in items[start:end]]
+            counts = [len(i) for i in ids_of(self.tokenizer, rendered)]
+            lines[:0], tokens[:0] = rendered, counts
+            cost += sum(counts) + SEPARATOR_TOKENS * len(counts)
+            end, batch = start, (self.budget - cost) * len(lines) // cost + 2
+        return lines, tokens
 
     def history_data(self, h: HistoryItem, user: UserRecord) -> dict[str, Any]:
         turns = render.turn_data(h.context, user, self.settings.drop_blank_turns)
@@ -142,7 +177,7 @@ class PromptBuilder:
                  ) -> list[dict[str, str]]:
         """The chat messages of one prompt: the system message, and the user turn where the
         format has one (the tagged formats put everything in the system message)."""
-        values = {**up.base, "history": history, "history_total": len(up.history),
+        values = {**up.base, "history": history, "history_total": up.history_total,
                   "dropped_history": dropped_history, "context": context,
                   "dropped_context": dropped_context, "collection_desc": item.collection_desc,
                   "prefix": item.prefix if prefix is None else prefix}
@@ -173,17 +208,16 @@ class PromptBuilder:
         key = (keep_h, item.collection_desc)
         pre = self.tokens.pre_tokenizer
         if key not in up.prefixes:
-            history = up.history[len(up.history) - keep_h:] if keep_h else []
-            probe = self.text(up, item, history, [PROBE] if self.ablation.context else [],
-                              len(up.history) - keep_h, 0, prefix=PROBE)
+            probe = self.text(up, item, up.newest(keep_h), [PROBE] if self.ablation.context else [],
+                              up.history_total - keep_h, 0, prefix=PROBE)
             up.prefixes[key] = text[:common_prefix_length(text, probe)]
         limit = common_prefix_length(text, up.prefixes[key])
         return text[:safe_split(text, limit, pre)]
 
     def encode(self, up: UserParts, item: TestItem, keep_h: int, context: list[str],
                dropped_context: int) -> tuple[array, str]:
-        history = up.history[len(up.history) - keep_h:] if keep_h else []
-        text = self.text(up, item, history, context, len(up.history) - keep_h, dropped_context)
+        text = self.text(up, item, up.newest(keep_h), context, up.history_total - keep_h,
+                         dropped_context)
         prefix = self.shared_prefix(up, item, keep_h, text)
         return self.tokens.encode(text, prefix, up.prefix_ids), text
 
@@ -216,7 +250,9 @@ class PromptBuilder:
     def fit(self, up: UserParts, item: TestItem, context: list[str], context_tokens: list[int],
             ) -> Prompt | tuple[Location, str]:
         """Cut what the format's `truncate` names, oldest first, until the prompt fits."""
-        fixed = len(self.encode(up, item, 0, [], 0)[0])
+        # Counted whole: the text without history or context is short, and its user-level part
+        # is rarely a final prompt's (splitting it off would cost a second render).
+        fixed = len(self.tokens.whole(self.text(up, item, [], [], up.history_total, 0)))
         if fixed > self.budget:
             return item.location, f"prompt without history or context is {fixed} tokens, over the budget of {self.budget}"
         sizes = {"history": up.history_tokens, "context": context_tokens}
@@ -232,14 +268,14 @@ class PromptBuilder:
             if len(ids) <= self.budget:
                 messages = None
                 if self.keep_messages:
-                    history = up.history[len(up.history) - keep_h:] if keep_h else []
-                    messages = tuple(self.messages(up, item, history, ctx,
-                                                   len(up.history) - keep_h, len(context) - keep_c))
-                return Prompt(up.user.user_hash, item.location, ids, len(up.history) - keep_h,
+                    messages = tuple(self.messages(up, item, up.newest(keep_h), ctx,
+                                                   up.history_total - keep_h, len(context) - keep_c))
+                return Prompt(up.user.user_hash, item.location, ids, up.history_total - keep_h,
                               len(context) - keep_c, cut, text if self.keep_text else None,
                               messages)
             # Pieces tokenized alone differ by a token or two from the joined text: step further.
-            if not step_down(keep, len(ids) - self.budget, self.can_cut):
+            newest = sizes[self.order[1]][-1] if sizes[self.order[1]] else 0
+            if not step_down(keep, len(ids) - self.budget, self.can_cut, newest):
                 return item.location, "prompt does not fit the budget"
 
     def keep_tail(self, text: str, cut_tokens: int) -> str:

@@ -34,17 +34,18 @@ def plan_fit(room: int, first: list[int], second: list[int], cut: bool = True,
     return 0, 1, max(0, second[-1] + SEPARATOR_TOKENS - room)
 
 
-def step_down(keep: list[int], over: int, cut: bool) -> bool:
+def step_down(keep: list[int], over: int, cut: bool, newest: int = 0) -> bool:
     """One step further after an exact check found the prompt `over` tokens too long.
 
-    `keep` = [first kept, second kept, cut tokens], changed in place; False when nothing is
-    left to take away.
+    `keep` = [first kept, second kept, cut tokens], changed in place; `newest`: the tokens of
+    second's newest piece. False when nothing is left to take away (a turn already cut to
+    nothing cannot be cut further).
     """
     if keep[0]:
         keep[0] -= 1
     elif keep[1] > 1 or (keep[1] == 1 and not cut):
         keep[1] -= 1
-    elif keep[1] == 1:
+    elif keep[1] == 1 and keep[2] < newest:
         keep[2] += over
     else:
         return False

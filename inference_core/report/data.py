@@ -10,7 +10,7 @@ note says why.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +19,7 @@ from inference_core.data.loader import TEST_FILE, TRAIN_FILE, load_dataset
 from inference_core.prompts.builder import build_prompts, render_cue
 from inference_core.data.records import Dataset, TestItem, UserRecord
 from inference_core.rundir.layout import IDENTITY_FILE, PROMPTS_FILE, UserFile, UserItem
+from inference_core.report.html import json_for_script
 from inference_core.report.prompt_texts import Key, PromptTexts, RebuiltPrompt, shared_prefix
 from inference_core.rundir.writers import read_json
 
@@ -199,21 +200,42 @@ def _card(user_index: int, item: UserItem, context: ItemContext | None,
     return out
 
 
-def build_payload(docs: Sequence[UserFile], extras: Extras, prompt_budget_chars: int,
-                  ) -> dict[str, Any]:
-    """Users and one card per item, users in test-file order, items by location."""
-    ordered = sorted(docs, key=lambda d: min((_location_order(i) for i in d.items),
-                                             default=(-1, -1, -1)))
-    packer = PromptPacker(prompt_budget_chars)
-    users: list[dict[str, Any]] = []
-    cards: list[dict[str, Any]] = []
-    for index, doc in enumerate(ordered):
-        users.append({"id": doc.user_hash, "name": doc.profile_name})
-        items = sorted(doc.items, key=_location_order)
-        keys = [(doc.key, it.location.key()) for it in items]
-        prompts = [extras.prompts.get(k) for k in keys]
-        packed = packer.pack_user([p.text if p else None for p in prompts])
-        cards += [_card(index, it, extras.contexts.get(k), p, pk)
-                  for it, k, p, pk in zip(items, keys, prompts, packed)]
-    return {"users": users, "items": cards, "prefixes": packer.prefixes,
-            "promptsOmitted": packer.omitted}
+class Payload:
+    """The page's data: users in test-file order, one card per item by location.
+
+    The prompts are packed first (how many the budget leaves out is a note above the cards);
+    the cards are made and written as JSON one at a time, never all held (at 100k items they
+    were 0.2 GB of dicts, and their JSON a second copy).
+    """
+
+    def __init__(self, docs: Sequence[UserFile], extras: Extras, prompt_budget_chars: int) -> None:
+        self.docs = sorted(docs, key=lambda d: min((_location_order(i) for i in d.items),
+                                                   default=(-1, -1, -1)))
+        self.extras = extras
+        self.packer = PromptPacker(prompt_budget_chars)
+        self.packed = [self.packer.pack_user([p.text if p else None for p in self._prompts(doc)])
+                       for doc in self.docs]
+
+    @property
+    def prompts_omitted(self) -> int:
+        return self.packer.omitted
+
+    def _prompts(self, doc: UserFile) -> list[RebuiltPrompt | None]:
+        return [self.extras.prompts.get((doc.key, it.location.key()))
+                for it in sorted(doc.items, key=_location_order)]
+
+    def json_parts(self, prompt_note: str | None) -> Iterator[bytes]:
+        """The payload as JSON in pieces, safe inside a <script> element."""
+        sep = b'{"items":['
+        for index, (doc, packed) in enumerate(zip(self.docs, self.packed)):
+            for item, pack in zip(sorted(doc.items, key=_location_order), packed):
+                key = (doc.key, item.location.key())
+                card = _card(index, item, self.extras.contexts.get(key),
+                             self.extras.prompts.get(key), pack)
+                yield sep + json_for_script(card)
+                sep = b","
+        users = [{"id": d.user_hash, "name": d.profile_name} for d in self.docs]
+        yield (b"]" if sep == b"," else sep + b"]") + b',"users":' + json_for_script(users)
+        yield (b',"prefixes":' + json_for_script(self.packer.prefixes) + b',"promptsOmitted":'
+               + json_for_script(self.packer.omitted) + b',"promptNote":'
+               + json_for_script(prompt_note) + b"}")

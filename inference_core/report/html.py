@@ -12,7 +12,7 @@ import base64
 import hashlib
 import html
 from importlib import resources
-from typing import Any
+from typing import Any, Iterable, Iterator
 
 import orjson
 
@@ -51,10 +51,11 @@ def page(title: str, body: str, scripts: tuple[str, ...] = (), data: Any = None,
 
 
 def page_parts(title: str, body: str, scripts: tuple[str, ...] = (), data: Any = None,
-               data_id: str = "page-data") -> list[bytes]:
+               data_id: str = "page-data", data_parts: Iterable[bytes] | None = None,
+               ) -> Iterator[bytes]:
     """page() as UTF-8 pieces to write one after the other: a run's report carries tens of MB
-    of data, which stays one bytes object here instead of also a str, its copy in the joined
-    page and that page's encoding."""
+    of data, never joined into one string. `data_parts`: the data as JSON already made safe
+    for the page (json_for_script), in pieces made as they are written."""
     code = [asset(name) for name in scripts]
     allowed = " ".join(_script_hash(c) for c in code) or "'none'"
     csp = ("default-src 'none'; img-src data:; style-src 'unsafe-inline'; "
@@ -73,10 +74,10 @@ def page_parts(title: str, body: str, scripts: tuple[str, ...] = (), data: Any =
         body,
         "",
     ])
-    parts = [head.encode("utf-8")]
-    if data is not None:
-        parts += [f'<script type="application/json" id="{esc(data_id)}">'.encode("utf-8"),
-                  json_for_script(data), b"</script>\n"]
+    yield head.encode("utf-8")
+    if data is not None or data_parts is not None:
+        yield f'<script type="application/json" id="{esc(data_id)}">'.encode("utf-8")
+        yield from [json_for_script(data)] if data_parts is None else data_parts
+        yield b"</script>\n"
     tail = [f"<script>{c}</script>" for c in code] + ["</body>", "</html>", ""]
-    parts.append("\n".join(tail).encode("utf-8"))
-    return parts
+    yield "\n".join(tail).encode("utf-8")

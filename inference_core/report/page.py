@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import math
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,7 @@ import orjson
 from inference_core.command import CommandParser, skipped_code
 from inference_core.evaluation.scoring import METRICS_FILE, iter_user_docs
 from inference_core.report.html import esc, page_parts
-from inference_core.report.data import build_payload, load_extras
+from inference_core.report.data import Payload, load_extras
 from inference_core.report.prompt_texts import PAGE_PROMPT_CHARS, PromptTexts
 from inference_core.rundir.layout import UserFile
 from inference_core.rundir.writers import REPORT_FILE, SUMMARY_FILE, for_each_run_dir, read_json, write_bytes_atomic
@@ -81,14 +81,16 @@ def summary_facts(summary: dict[str, Any], metrics: dict[str, Any]) -> list[tupl
 
 def token_histogram_svg(docs: Sequence[UserFile]) -> str:
     """Inline SVG: output tokens per sample, stacked by finish reason."""
-    samples = [(tokens, reason) for doc in docs for it in doc.items
-               for tokens, reason in zip(it.output_tokens, it.finish_reasons)]
-    if not samples:
+    def samples() -> Iterator[tuple[int, str]]:  # read twice: no list of every sample
+        return ((tokens, reason) for doc in docs for it in doc.items
+                for tokens, reason in zip(it.output_tokens, it.finish_reasons))
+
+    top = max((tokens for tokens, _ in samples()), default=None)
+    if top is None:
         return '<p class="muted">no samples to chart</p>'
-    top = max(t for t, _ in samples)
     width = max(1, math.ceil((top + 1) / 24))
     bins: list[Counter[str]] = [Counter() for _ in range(top // width + 1)]
-    for tokens, reason in samples:
+    for tokens, reason in samples():
         bins[tokens // width][reason if reason in _REASON_COLOURS else "other"] += 1
     tallest = max(sum(b.values()) for b in bins)
     w, h, left, bottom = 640, 190, 44, 30
@@ -152,22 +154,23 @@ def _controls_html() -> str:
 
 def render_report(run_dir: Path, prompt_budget_mb: float = DEFAULT_PROMPT_BUDGET_MB,
                   with_prompts: bool = True, prompts: PromptTexts | None = None,
-                  dataset: Any = None, users: Sequence[UserFile] | None = None) -> list[bytes]:
-    """The whole page for one run folder, as UTF-8 pieces; `prompts`: the run's own, decoded as its users
-    finished, if it has them; `users`: its user files, if the caller has read them."""
+                  dataset: Any = None, users: Sequence[UserFile] | None = None,
+                  ) -> Iterator[bytes]:
+    """The whole page for one run folder, as UTF-8 pieces made as they are written; `prompts`:
+    the run's own, decoded as its users finished, if it has them; `users`: its user files, if
+    the caller has read them."""
     summary = read_json(run_dir / SUMMARY_FILE)
     metrics_path = run_dir / METRICS_FILE
     metrics = read_json(metrics_path) if metrics_path.is_file() else {}
     docs = list(iter_user_docs(run_dir)) if users is None else list(users)
     extras = load_extras(run_dir, {d.key for d in docs}, with_prompts, prompts, dataset)
-    payload = build_payload(docs, extras, int(prompt_budget_mb * 1e6))
+    payload = Payload(docs, extras, int(prompt_budget_mb * 1e6))
     notes = list(extras.notes)
     if not with_prompts:
         notes.append("full prompts were left out (--no-prompts)")
-    if payload["promptsOmitted"]:
-        notes.append(f"{payload['promptsOmitted']} prompts were left out to keep the page under "
+    if payload.prompts_omitted:
+        notes.append(f"{payload.prompts_omitted} prompts were left out to keep the page under "
                      f"{prompt_budget_mb:g} MB of prompt text (--prompt-budget-mb)")
-    payload["promptNote"] = "; ".join(notes) or None
     title = " · ".join(str(summary.get(k) or "?")
                        for k in ("dataset", "model_name", "ablation_config"))
     facts = "".join(f"<div><dt>{esc(k)}</dt><dd>{esc(v)}</dd></div>"
@@ -182,8 +185,8 @@ def render_report(run_dir: Path, prompt_budget_mb: float = DEFAULT_PROMPT_BUDGET
         f'<details class="settings"><summary>sampling settings</summary><pre>{esc(settings)}</pre>'
         f"</details>{_controls_html()}"
     )
-    return page_parts(f"report: {title}", body, scripts=("report.js",), data=payload,
-                data_id="report-data")
+    return page_parts(f"report: {title}", body, scripts=("report.js",), data_id="report-data",
+                      data_parts=payload.json_parts("; ".join(notes) or None))
 
 
 def write_report(run_dir: Path, prompt_budget_mb: float = DEFAULT_PROMPT_BUDGET_MB,

@@ -25,7 +25,7 @@ def request_seed(run_seed: int, location: Location, round_: int) -> int:
     return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
 
 
-@dataclass
+@dataclass(slots=True)  # one per item, kept to the end of the run (counts, once released)
 class ItemResult:
     prompt: Prompt
     test_item: TestItem | None

@@ -64,6 +64,8 @@ class Job:
     # A job of a many-job command: the .hydra/ files its own command would have written into its
     # folder (its composed config and overrides), written when the folder is claimed.
     own_hydra_files: dict[str, str] = field(default_factory=dict)
+    # `prompt_workers`: processes that build prompts (None: from the CPU count; 1: none).
+    prompt_workers: int | None = None
 
     @property
     def test_file(self) -> Path:
@@ -244,7 +246,17 @@ def prepare_job(cfg: DictConfig, shard: tuple[int, int] | None = None) -> Job:
         scorer=conf.dataset_scorer(cfg),
         output_handlers=handlers,
         output_handler_options=handler_options,
+        prompt_workers=prompt_workers(cfg),
     )
+
+
+def prompt_workers(cfg: DictConfig) -> int | None:
+    workers = cfg.get("prompt_workers")
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int)
+                                or workers < 1):
+        raise conf.ConfigError(f"prompt_workers={workers!r}: a whole number >= 1, or null (half "
+                               f"the CPU cores, at most 8)")
+    return workers
 
 
 def prepare_jobs(cfg: DictConfig, shard: tuple[int, int] | None = None) -> list[Job]:

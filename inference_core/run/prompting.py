@@ -10,13 +10,14 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 from inference_core.data.history import PackedHistory
 from inference_core.data.loader import load_dataset
 from inference_core.data.records import Location, SkippedItem, UserRecord
 from inference_core.engine import GenerationRequest
 from inference_core.prompts.builder import Prompt, PromptBuilder, build_prompts
+from inference_core.prompts.pool import PromptPool
 from inference_core.run.feed import RequestFeed
 from inference_core.run.job import Job
 from inference_core.rundir.layout import PROMPTS_FILE
@@ -78,51 +79,67 @@ class BuildPlan:
     tasks: Sequence[BuildTask]
 
 
-def build_user(builder: PromptBuilder, user: UserRecord,
-               ) -> tuple[list[Prompt], list[tuple[Location, str]]]:
-    prompts, unfit = [], []
-    for built in builder.build_user(user):
-        (prompts if isinstance(built, Prompt) else unfit).append(built)
-    return prompts, unfit
-
-
 class PromptThread(threading.Thread):
-    """Builds every plan's prompts, user by user, into the feed the engine takes them from."""
+    """Builds every plan's prompts, user by user, into the feed the engine takes them from,
+    with `workers` processes (prompts.pool; None: from the CPU count, 1: in this thread)."""
 
-    def __init__(self, plans: Sequence[BuildPlan], feed: RequestFeed) -> None:
+    def __init__(self, plans: Sequence[BuildPlan], feed: RequestFeed,
+                 workers: int | None = None) -> None:
         super().__init__(name="prompt-builder", daemon=True)
         self.plans = plans
         self.feed = feed
+        self.workers = workers
         self.stopped = threading.Event()
         self.finished_at: float | None = None
+        # Each user's last task in build order: its packed history is let go after that one.
+        self.last_task: dict[str, int] = {}
 
     def run(self) -> None:
+        tasks = [task for plan in self.plans for task in plan.tasks]
         try:
-            for plan in self.plans:
-                for user in plan.users:
+            with PromptPool([task.builder for task in tasks], self.workers) as pool:
+                last = time.perf_counter()
+                for index, user, prompts, unfit in pool.build(self.work()):
                     if self.stopped.is_set():
                         return
-                    for task in plan.tasks:
-                        if user.user_hash in task.wanted:
-                            self._build(task, user)
-                    if isinstance(user.history, PackedHistory):  # built for every job: let go
-                        user.history.release()
+                    self.register(tasks[index], user, prompts, unfit)
+                    now = time.perf_counter()  # built beside the others: time between results
+                    tasks[index].tally.seconds += now - last
+                    last = now
+                    if index == self.last_task[user.user_hash]:  # built for every job: let go
+                        release_history(user)
         except BaseException as err:  # noqa: BLE001 - re-raised in the engine's thread
             self.feed.close(err)
             return
         self.feed.close()
         self.finished_at = time.perf_counter()
 
-    def _build(self, task: BuildTask, user: UserRecord) -> None:
-        start = time.perf_counter()
-        prompts, unfit = build_user(task.builder, user)
+    def work(self) -> Iterator[tuple[int, UserRecord]]:
+        """(task index, user) in build order: user by user, each for every task that wants it."""
+        first = 0
+        for plan in self.plans:
+            for user in plan.users:
+                if self.stopped.is_set():
+                    return
+                wanted = [first + k for k, task in enumerate(plan.tasks)
+                          if user.user_hash in task.wanted]
+                if wanted:
+                    self.last_task[user.user_hash] = wanted[-1]
+                yield from ((index, user) for index in wanted)
+            first += len(plan.tasks)
+
+    def register(self, task: BuildTask, user: UserRecord, prompts: list[Prompt],
+                 unfit: list[tuple[Location, str]]) -> None:
         skipped = [SkippedItem(loc, user.id_value, why) for loc, why in unfit]
         task.tally.unfit += skipped
         task.tally.prompts += len(prompts)
         task.tally.truncated += sum(p.truncated for p in prompts)
-        requests = task.register(user, prompts, skipped)
-        task.tally.seconds += time.perf_counter() - start
-        self.feed.put(requests)
+        self.feed.put(task.register(user, prompts, skipped))
+
+
+def release_history(user: UserRecord) -> None:
+    if isinstance(user.history, PackedHistory):
+        user.history.release()
 
 
 def write_prompts_file(job: Job, tokenizer: Any) -> Path:

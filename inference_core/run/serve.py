@@ -30,7 +30,7 @@ def serve(runs: Sequence[JobRun], tokenizer: Any, launch: EngineLaunch) -> None:
     writer = UserFileWriter(held=True)
     for r in runs:
         r.writer = writer
-    builder = PromptThread(build_plans(runs, tokenizer), feed)
+    builder = PromptThread(build_plans(runs, tokenizer), feed, runs[0].job.prompt_workers)
     began = time.perf_counter()
     builder.start()
     try:

@@ -87,7 +87,7 @@ class DamagedUserFile(ValueError):
         self.why = why
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # every item of a run is read once after it, for merge to report
 class UserItem:
     """One generated item of a user file; `extra` keeps keys other tools add (in their order)."""
 
@@ -135,7 +135,7 @@ def _strings(values: Any, name: str) -> tuple[str, ...]:
     return tuple(values)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class UserFile:
     """users/<name>.json: one user's generated items, sorted by location key.
 

@@ -144,22 +144,27 @@ def sync_filesystem(folder: Path) -> None:
 
 
 @contextmanager
-def json_array_atomic(path: Path) -> Iterator[Callable[[Any], None]]:
+def json_array_atomic(path: Path, indent: bool = True, durable: bool = True,
+                      ) -> Iterator[Callable[[Any], None]]:
     """Write a JSON array one element at a time, laid out as write_json_atomic lays it out
-    (indented by two), so a large file is never one object or one string in memory. Atomic like
-    write_atomic: the file appears whole when the block ends, and not at all if it raises."""
-    with atomic_file(path) as handle:
+    (indented by two; `indent=False`: as orjson.dumps writes it, compact), so a large file is
+    never one object or one string in memory. Atomic like write_atomic: the file appears whole
+    when the block ends, and not at all if it raises."""
+    first, between, last = (b"[\n  ", b",\n  ", b"\n]") if indent else (b"[", b",", b"]")
+    with atomic_file(path, durable) as handle:
         count = 0
 
         def put(element: Any) -> None:
             nonlocal count
-            # A raw newline in orjson's output is layout only (strings escape theirs).
-            text = orjson.dumps(element, option=orjson.OPT_INDENT_2).replace(b"\n", b"\n  ")
-            handle.write((b",\n  " if count else b"[\n  ") + text)
+            if indent:  # a raw newline in orjson's output is layout only (strings escape theirs)
+                text = orjson.dumps(element, option=orjson.OPT_INDENT_2).replace(b"\n", b"\n  ")
+            else:
+                text = orjson.dumps(element)
+            handle.write((between if count else first) + text)
             count += 1
 
         yield put
-        handle.write(b"\n]" if count else b"[]")
+        handle.write(last if count else b"[]")
 
 
 def write_user_file(run_dir: Path, user: UserFile, batch: SyncBatch | None = None) -> Path:

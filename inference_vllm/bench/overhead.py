@@ -35,7 +35,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import orjson
 
@@ -95,38 +95,50 @@ def sample_items(folder: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any
 
 
 def write_workload(name: str, total_items: int, target: Path, seed: int = 0) -> Path:
-    """A dataset of `total_items` test items resampled from the sample, numeric timestamps."""
+    """A dataset of `total_items` test items resampled from the sample, numeric timestamps,
+    written a user at a time (DMSC-like 100k items are 30M history items, 6.5 GB of JSON)."""
+    from inference_core.rundir.writers import json_array_atomic
+
     sample, per_user, history = WORKLOADS[name]
     items, records = sample_items(REPO / "data" / sample)
     rng = random.Random(seed)
-    train, test = [], []
-    for u in range(max(1, total_items // per_user)):
-        template = rng.choice(records)
-        user = {"profile": {**template["user"]["profile"],
-                            "name": template["user"]["profile"].get("name", "U")},
-                "personality": template["user"].get("personality")}
-
-        def record(data: list[dict[str, Any]]) -> dict[str, Any]:
-            return {"user_hash": f"u{u:07d}", "user": user, "task": {
-                "description": template["task"].get("description", ""),
-                "task_behavior_collections": [{"type": "dialogue", "type_desc": "", "data": data}]}}
-
-        past = [{**rng.choice(items), "timestamp": 1_300_000_000 + k} for k in range(history)]
-        future = [dict(rng.choice(items)) for _ in range(per_user)]  # with references: scored
-        train.append(record(past))
-        test.append(record(future))
     target.mkdir(parents=True, exist_ok=True)
-    (target / "train.json").write_bytes(orjson.dumps(train))
-    (target / "test_leaderboard.json").write_bytes(orjson.dumps(test))
+    with json_array_atomic(target / "train.json", indent=False, durable=False) as train, \
+            json_array_atomic(target / "test_leaderboard.json", indent=False,
+                              durable=False) as test:
+        for u in range(max(1, total_items // per_user)):
+            write_user(rng, u, records, items, per_user, history, train, test)
     return target
 
 
-def measure(name: str, items: int, out: Path, num_samples: int) -> dict[str, Any]:
+def write_user(rng: random.Random, u: int, records: list[dict[str, Any]],
+               items: list[dict[str, Any]], per_user: int, history: int,
+               train: Callable[[Any], None], test: Callable[[Any], None]) -> None:
+    """One synthetic user: a sample user's profile and task, resampled history and test items."""
+    template = rng.choice(records)
+    user = {"profile": {**template["user"]["profile"],
+                        "name": template["user"]["profile"].get("name", "U")},
+            "personality": template["user"].get("personality")}
+
+    def record(data: list[dict[str, Any]]) -> dict[str, Any]:
+        return {"user_hash": f"u{u:07d}", "user": user, "task": {
+            "description": template["task"].get("description", ""),
+            "task_behavior_collections": [{"type": "dialogue", "type_desc": "", "data": data}]}}
+
+    past = [{**rng.choice(items), "timestamp": 1_300_000_000 + k} for k in range(history)]
+    future = [dict(rng.choice(items)) for _ in range(per_user)]  # with references: scored
+    train(record(past))
+    test(record(future))
+
+
+def measure(name: str, items: int, out: Path, num_samples: int,
+            prompt_workers: int | None = None) -> dict[str, Any]:
     """One workload end to end in this process, as `python -m inference_vllm` runs it (metrics
     and report included); seconds per stage and peak memory."""
     from inference_core.compose import compose_config
     from inference_core.run import pipeline
     from inference_core.run.job import prepare_job
+    from inference_core.prompts.pool import PromptPool
     from inference_core.run.prompting import load_tokenizer
 
     data = write_workload(name, items, out / "data" / f"{name}-{items}")
@@ -136,7 +148,7 @@ def measure(name: str, items: int, out: Path, num_samples: int) -> dict[str, Any
     job = prepare_job(compose_config(
         f"dataset={sample}", f"dataset.path={data}", f"output_dir={run_dir}",
         f"sampling.num_samples={num_samples}", "overwrite=true", "evaluate=true", "report=true",
-        "allow_skips=true"))
+        "allow_skips=true", f"prompt_workers={'null' if prompt_workers is None else prompt_workers}"))
     engine = InstantEngine()
     started: list[float] = []
     load_tokenizer(job.model_path)  # the imports a real engine's load pays: see the docstring
@@ -164,9 +176,17 @@ def measure(name: str, items: int, out: Path, num_samples: int) -> dict[str, Any
             "before_engine_start_seconds": round(before_engine, 3),
             "per_item_ms": round(1000 * total_seconds / max(engine.requests, 1), 3),
             "peak_memory_mb": round(peak_memory_mb(), 1),
+            "prompt_workers": PromptPool.workers_for(job.prompt_workers),
+            "largest_child_peak_mb": round(children_peak_mb(), 1),
             "generation_seconds_8b_h100": round(generation, 1),
             "overhead_seconds": round(overhead, 3),
             "overhead_share_8b_h100": round(overhead / generation, 4)}
+
+
+def children_peak_mb() -> float:
+    """The largest peak resident memory of the run's finished child processes (prompt workers,
+    scoring workers)."""
+    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
 
 
 def reset_peak_memory() -> None:
@@ -196,18 +216,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--workloads", nargs="+", default=list(WORKLOADS), choices=list(WORKLOADS))
     parser.add_argument("--num-samples", type=int, default=5)
     parser.add_argument("--out", type=Path, default=REPO / "outputs" / "bench")
+    parser.add_argument("--prompt-workers", type=int, default=None,
+                        help="processes that build prompts (default: the run's own default)")
     parser.add_argument("--one", nargs=2, metavar=("WORKLOAD", "ITEMS"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if args.one:  # a child process: one workload, its row on stdout
-        print(json.dumps(measure(args.one[0], int(args.one[1]), args.out, args.num_samples)))
+        print(json.dumps(measure(args.one[0], int(args.one[1]), args.out, args.num_samples,
+                                 args.prompt_workers)))
         return 0
     rows = []
     for name in args.workloads:
         for items in args.items:
             done = subprocess.run([sys.executable, "-m", "inference_vllm.bench.overhead", "--one",
                                    name, str(items), "--out", str(args.out), "--num-samples",
-                                   str(args.num_samples)], capture_output=True, text=True)
+                                   str(args.num_samples)]
+                                  + ([] if args.prompt_workers is None
+                                     else ["--prompt-workers", str(args.prompt_workers)]),
+                                  capture_output=True, text=True)
             if done.returncode:
                 raise SystemExit(f"{name} at {items} items failed:\n{done.stderr[-2000:]}")
             rows.append(json.loads(done.stdout.strip().splitlines()[-1]))

@@ -17,6 +17,7 @@ import orjson
 
 from inference_core.data.files import read_json_array
 from inference_core.data.loader import TEST_FILE, TRAIN_FILE
+from inference_core.rundir.writers import json_array_atomic
 
 
 @dataclass(frozen=True)
@@ -109,21 +110,25 @@ def synthetic_user(rng: random.Random, index: int, pool: list[Review],
 def write_synthetic_dataset(sample: Path, target: Path, users: int, seed: int = 0,
                             history: tuple[int, int] = (20, 60), items: tuple[int, int] = (1, 3),
                             keep_sample_users: bool = True) -> Path:
-    """The sample's users (when kept) followed by `users` new ones, written to `target`."""
+    """The sample's users (when kept) followed by `users` new ones, written to `target` a user
+    at a time (never the whole dataset in memory)."""
     rng = random.Random(seed)
     pool = review_pool(sample)
     templates = sample_templates(sample)
-    train: list[Any] = list(read_json_array(sample / TRAIN_FILE)) if keep_sample_users else []
-    test: list[Any] = list(templates) if keep_sample_users else []
     taken = {str(r.get("user_hash")) for r in templates if isinstance(r, dict)}
-    for index in range(users):
-        past, future = synthetic_user(rng, index, pool, templates, history, items)
-        while past["user_hash"] in taken:  # never reuse a hash (sample's or earlier synthetic)
-            past["user_hash"] = future["user_hash"] = f"{rng.getrandbits(64):016x}"
-        taken.add(past["user_hash"])
-        train.append(past)
-        test.append(future)
     target.mkdir(parents=True, exist_ok=True)
-    (target / TRAIN_FILE).write_bytes(orjson.dumps(train, option=orjson.OPT_INDENT_2))
-    (target / TEST_FILE).write_bytes(orjson.dumps(test, option=orjson.OPT_INDENT_2))
+    with json_array_atomic(target / TRAIN_FILE, durable=False) as train, \
+            json_array_atomic(target / TEST_FILE, durable=False) as test:
+        if keep_sample_users:
+            for record in read_json_array(sample / TRAIN_FILE):
+                train(record)
+            for record in templates:
+                test(record)
+        for index in range(users):
+            past, future = synthetic_user(rng, index, pool, templates, history, items)
+            while past["user_hash"] in taken:  # never reuse a hash (sample's or earlier synthetic)
+                past["user_hash"] = future["user_hash"] = f"{rng.getrandbits(64):016x}"
+            taken.add(past["user_hash"])
+            train(past)
+            test(future)
     return target
