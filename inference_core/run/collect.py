@@ -146,6 +146,13 @@ class Collector:
         for item in self.by_user[user_hash]:
             item.release()
 
+    def clear(self) -> None:
+        """Forget every item (the shard report has their counts): the merge, metrics and
+        report that follow read the user files instead."""
+        self.items.clear()
+        self.by_user.clear()
+        self.open_items.clear()
+
     def complete(self) -> list[ItemResult]:
         return [r for r in self.items if r.full]
 
