@@ -10,6 +10,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import orjson
 import pandas as pd
 import pytest
@@ -113,6 +114,26 @@ def test_evaluate_run_leaves_the_leaderboard_the_item_scores_it_would_compute(ru
     fresh = score_samples(pd.read_parquet(run_dir / "samples.parquet"), "zh")
     pd.testing.assert_frame_equal(cached.frame, fresh.frame)
     assert cached.metrics == fresh.metrics
+
+
+def test_item_scores_table_fills_a_metric_first_seen_in_a_later_item_with_nan() -> None:
+    """Rows come in one at a time: an item without a reference has no BLEU, and the ratings
+    scorer's columns appear with the first readable rating; both are NaN above, typed float."""
+    from inference_core.evaluation.item_scores import item_scores_frame
+    from inference_core.evaluation.metrics import ItemInput, score_item
+
+    items = [ItemInput(("5",)), ItemInput(("no rating here",), "4"), ItemInput(("4", "3"), "4")]
+    entries = [(("u", 0, 0, n), item, score_item(item, "en")) for n, item in enumerate(items)]
+    for order in (entries, entries[::-1]):  # first seen in the last row, then in the first
+        table = item_scores_frame(order, "rating")
+        frame = table.frame
+        assert list(frame["item"]) == [0, 1, 2] and list(frame["num_samples"]) == [1, 1, 2]
+        assert {"bleu_mean_of_n", "rating_mae"} <= set(table.metrics)
+        assert table.metrics[-2:] == ("distinct_1", "distinct_2")
+        assert frame["bleu_mean_of_n"].isna().tolist() == [True, False, False]
+        assert frame["rating_mae"].isna().tolist() == [True, True, False]
+        assert frame["rating_mae"].iloc[2] == 0.5 and frame["rating_mae_weight"].iloc[2] == 2.0
+        assert {frame[c].dtype for c in table.metrics} == {np.dtype("float64")}
 
 
 def test_parquet_reference_column_is_null_string_without_references(runs: Path) -> None:

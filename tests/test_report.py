@@ -297,6 +297,31 @@ def test_shared_prefix_is_the_common_prefix() -> None:
     assert shared_prefix([]) == ""
 
 
+def test_the_page_indexes_the_stored_prompts_and_shares_what_its_items_share() -> None:
+    from inference_core.data.records import Location
+    from inference_core.report.data import Extras, Payload
+    from inference_core.report.prompt_texts import PromptStore
+    from inference_core.rundir.layout import UserFile, UserItem
+
+    store = PromptStore()
+    store.add_user("u", [("0/0/0", "history. cue one", 4)])
+    store.add_user("u", [("0/0/1", "history. cue two", 4), ("0/0/2", "other", 2)])  # handed over again
+    assert store.users["u"].prefix == "" and store.get(("u", "0/0/1")).text == "history. cue two"
+
+    def item(n: int, tokens: int) -> UserItem:
+        return UserItem(Location(0, 0, n), tokens, False, ("s",), ("stop",), (1,))
+
+    # The file lacks item 2: the page's prefix is what items 0 and 1 share, each text whole.
+    doc = UserFile("u", "u.json", None, None, None, None, (item(1, 5), item(0, 4)))
+    payload = Payload([doc], Extras({}, store, ()), 10_000)
+    data = orjson.loads(b"".join(payload.json_parts(None)))
+    assert data["prefixes"] == ["history. cue "]
+    assert [(c["loc"], c["pp"], c["ps"], c.get("pm")) for c in data["items"]] == [
+        ("0/0/0", 0, "one", None), ("0/0/1", 0, "two", 4)]  # item 1 recorded 5 tokens, rebuilt 4
+    tight = Payload([doc], Extras({}, store, ()), len("history. cue onetwo") - 1)
+    assert tight.prompts_omitted == 2 and tight.prefixes == []
+
+
 def test_prompts_are_decoded_only_as_far_as_the_page_budget(tokenizer: Any) -> None:
     from inference_core.report.prompt_texts import PromptTexts
 
@@ -309,5 +334,6 @@ def test_prompts_are_decoded_only_as_far_as_the_page_budget(tokenizer: Any) -> N
         prompts.add_users(users[:2])
         for user in users[2:]:  # as users finish, one at a time
             prompts.add_users([user])
-        assert len(prompts.texts) == 6 and all(p.text == text for p in prompts.texts.values())
+        store = prompts.store
+        assert len(store) == 6 and all(store.get(key).text == text for key in store.keys())
         assert prompts.notes == ["14 prompts were not decoded: the page's prompt budget is spent"]

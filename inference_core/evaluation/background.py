@@ -19,7 +19,7 @@ import pickle
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
-from typing import Iterable, Mapping
+from typing import Mapping
 
 from inference_core.evaluation.metrics import ItemInput, ItemScores, score_item
 from inference_core.rundir.layout import UserFile
@@ -61,6 +61,11 @@ class KnownScores:
     language: str
     # (fingerprint, scores): the workers' scores stay pickled until they are looked up
     scores: Mapping[ItemKey, tuple[int, ItemScores | bytes]] = field(default_factory=dict)
+
+    def has(self, key: ItemKey, item: ItemInput, language: str) -> bool:
+        """Whether lookup would find the item's scores (without unpickling them)."""
+        known = self.scores.get(key) if language == self.language else None
+        return known is not None and known[0] == fingerprint(item)
 
     def lookup(self, key: ItemKey, item: ItemInput, language: str) -> ItemScores | None:
         known = self.scores.get(key) if language == self.language else None
@@ -128,11 +133,3 @@ def start_background_scorer(language: str, num_items: int,
     if num_items < MIN_ITEMS:
         return None
     return BackgroundScorer(language, workers)
-
-
-def scored_items(known: KnownScores | None, entries: Iterable[tuple[ItemKey, ItemInput]],
-                 language: str) -> list[ItemScores | None]:
-    """Each entry's known score, or None where it must be scored."""
-    if known is None:
-        return [None for _ in entries]
-    return [known.lookup(key, item, language) for key, item in entries]

@@ -13,10 +13,11 @@ from typing import Any
 import orjson
 
 from inference_core.command import CommandParser, skipped_code
-from inference_core.evaluation.background import ItemKey, KnownScores, item_key, scored_items
-from inference_core.evaluation.item_scores import write_item_scores
-from inference_core.evaluation.metrics import (ItemInput, compute_metrics, language_for_dataset,
-                                               score_all)
+from inference_core.evaluation.background import ItemKey, KnownScores, item_key
+from inference_core.evaluation.item_scores import ItemScoreRows, location_key, write_item_scores
+from inference_core.evaluation import metrics as scorer
+from inference_core.evaluation.metrics import (ItemInput, ItemScores, MetricTotals,
+                                               language_for_dataset)
 from inference_core.rundir.layout import (METRICS_FILE, SAMPLES_FILE, UserFile,  # noqa: F401
                                           read_user_files)
 from inference_core.rundir.writers import (SUMMARY_FILE, for_each_run_dir, read_json, write_atomic,
@@ -118,12 +119,25 @@ def run_items(users: Sequence[UserFile]) -> list[tuple[ItemKey, ItemInput]]:
             for u in users for it in u.items]
 
 
+def item_scores_in_order(entries: Sequence[tuple[ItemKey, ItemInput]], language: str,
+                         known: KnownScores | None) -> Iterator[ItemScores]:
+    """Each entry's scores, in order: known ones unpickled one at a time as they are reached,
+    the others scored first, together (score_items spreads them over the cores)."""
+    unknown = [item for key, item in entries
+               if known is None or not known.has(key, item, language)]
+    fresh = iter(scorer.score_items(unknown, language))
+    for key, item in entries:
+        scores = known.lookup(key, item, language) if known is not None else None
+        yield scores if scores is not None else next(fresh)
+
+
 def evaluate_run(run_dir: Path, users: Sequence[UserFile] | None = None,
                  known: KnownScores | None = None) -> dict[str, Any]:
     """Recompute and write metrics.json, samples.parquet and item_scores.parquet for one run.
 
     `users`: the run's user files if the caller has read them; `known`: scores computed while
-    the run generated (only those whose item on disk is unchanged are used).
+    the run generated (only those whose item on disk is unchanged are used). Each item's scores
+    are added to the totals and the per-item table as they come, never all held.
     """
     run_dir = Path(run_dir)
     summary = read_json(run_dir / SUMMARY_FILE)
@@ -131,8 +145,11 @@ def evaluate_run(run_dir: Path, users: Sequence[UserFile] | None = None,
     dataset = summary.get("dataset") or next((u.dataset for u in users if u.dataset), None)
     language = summary.get("language") or language_for_dataset(dataset)
     entries = run_items(users)
-    scored = score_all([i for _, i in entries], language,
-                       scored_items(known, entries, language))
+    totals, rows = MetricTotals(language), ItemScoreRows(summary.get("scorer"))
+    for (key, item), scores in zip(entries, item_scores_in_order(entries, language, known)):
+        if item.samples:  # an item with no samples has nothing to score
+            totals.add(item, scores)
+            rows.add(location_key(*key), item, scores)
     metrics = {
         "dataset": dataset,
         "model_name": summary.get("model_name"),
@@ -142,13 +159,11 @@ def evaluate_run(run_dir: Path, users: Sequence[UserFile] | None = None,
         "num_length_finishes": sum(_at(it.finish_reasons, i) == "length" for u in users
                                    for it in u.items for i in range(len(it.generated_samples))),
     }
-    metrics |= compute_metrics([i for _, i in entries], dataset, language, summary.get("scorer"),
-                               scored)
+    metrics |= totals.result(summary.get("scorer"))
     write_bytes_atomic(run_dir / METRICS_FILE, orjson.dumps(metrics, option=orjson.OPT_INDENT_2))
     write_samples_parquet(users, run_dir / SAMPLES_FILE, dataset)
     # After samples.parquet, so the leaderboard finds this cache fresh and scores nothing again.
-    write_item_scores(run_dir, [(key, item, s) for (key, item), s in zip(entries, scored)
-                                if item.samples], summary.get("scorer"))
+    write_item_scores(run_dir, rows.table())
     return metrics
 
 

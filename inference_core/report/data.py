@@ -20,7 +20,8 @@ from inference_core.prompts.builder import build_prompts, render_cue
 from inference_core.data.records import Dataset, TestItem, UserRecord
 from inference_core.rundir.layout import IDENTITY_FILE, PROMPTS_FILE, UserFile, UserItem
 from inference_core.report.html import json_for_script
-from inference_core.report.prompt_texts import Key, PromptTexts, RebuiltPrompt, shared_prefix
+from inference_core.report.prompt_texts import (Key, PromptStore, PromptTexts, RebuiltPrompt,
+                                                 shared_prefix)
 from inference_core.rundir.writers import read_json
 
 log = logging.getLogger(__name__)
@@ -39,11 +40,19 @@ class ItemContext:
 
 @dataclass(frozen=True)
 class Extras:
-    """The parts that need the dataset and the checkpoint; empty where they were unreachable."""
+    """The parts that need the dataset and the checkpoint; empty where they were unreachable.
+    Contexts are made a user at a time, as the page writes that user's cards."""
 
-    contexts: Mapping[Key, ItemContext]
-    prompts: Mapping[Key, RebuiltPrompt]
+    users: Mapping[str, UserRecord]
+    prompts: PromptStore
     notes: tuple[str, ...]
+
+    def contexts(self, user_hash: str) -> dict[str, ItemContext]:
+        """One user's item contexts by location key; empty for a user the dataset lacks."""
+        user = self.users.get(user_hash)
+        if user is None:
+            return {}
+        return {it.location.key(): item_context(user, it) for it in user.items}
 
 
 def _note(notes: list[str], message: str) -> None:
@@ -93,7 +102,7 @@ def item_context(user: UserRecord, item: TestItem) -> ItemContext:
 
 
 def rebuild_prompts(identity: dict[str, Any], users: Sequence[UserRecord], notes: list[str],
-                    ) -> dict[Key, RebuiltPrompt]:
+                    ) -> PromptStore:
     """Every item's prompt as the engine got it: same builder, same settings, decoded ids."""
     from inference_core.run.job import Job
     from inference_core.run.prompting import load_tokenizer, prompt_builder
@@ -103,14 +112,14 @@ def rebuild_prompts(identity: dict[str, Any], users: Sequence[UserRecord], notes
         tokenizer = load_tokenizer(Path(checkpoint))
         job = Job.from_identity(identity, Path(str(identity.get("test_file", "."))).parent)
         prompts, _ = build_prompts(prompt_builder(job, tokenizer), users)
-        return {(p.user_hash, p.location.key()): RebuiltPrompt(
+        return PromptStore.from_texts(((p.user_hash, p.location.key()), RebuiltPrompt(
             tokenizer.decode(list(p.token_ids), skip_special_tokens=False,
-                             clean_up_tokenization_spaces=False), p.num_tokens)
-            for p in prompts}
+                             clean_up_tokenization_spaces=False), p.num_tokens))
+            for p in prompts)
     except Exception as exc:  # noqa: BLE001 - tokenizers fail in many ways; the page must be made
         _note(notes, f"full prompts are not shown: could not rebuild them with the tokenizer of "
                      f"{checkpoint} ({type(exc).__name__}: {exc})")
-        return {}
+        return PromptStore()
 
 
 def load_extras(run_dir: Path, user_hashes: set[str], with_prompts: bool = True,
@@ -126,34 +135,35 @@ def load_extras(run_dir: Path, user_hashes: set[str], with_prompts: bool = True,
     if dataset is None:  # the run hands over the dataset it loaded: no second load
         dataset = _load_run_dataset(identity, notes) if identity else None
     if identity is None or dataset is None:
-        return Extras({}, {}, tuple(notes))
+        return Extras({}, PromptStore(), tuple(notes))
     users = [u for u in dataset.users if u.user_hash in user_hashes]
-    contexts = {(u.user_hash, it.location.key()): item_context(u, it)
-                for u in users for it in u.items}
-    prompts: Mapping[Key, RebuiltPrompt] = {}
+    prompts = PromptStore()
     if with_prompts and given is not None:
-        prompts = given.texts
+        prompts = given.store
         for note in given.notes:
             _note(notes, note)
     elif with_prompts and (run_dir / PROMPTS_FILE).is_file():
         prompts = read_prompts_file(run_dir / PROMPTS_FILE)
     elif with_prompts:
         prompts = rebuild_prompts(identity, users, notes)
-    return Extras(contexts, prompts, tuple(notes))
+    return Extras({u.user_hash: u for u in users}, prompts, tuple(notes))
 
 
-def read_prompts_file(path: Path) -> dict[Key, RebuiltPrompt]:
+def read_prompts_file(path: Path) -> PromptStore:
     """prompts.jsonl of a dry run: the exact texts, no tokenizer needed."""
     import orjson
 
-    out = {}
-    for line in path.read_bytes().splitlines():
-        row = orjson.loads(line)
-        if "text" in row:
-            loc = row["location"]
-            key = (str(row["user_hash"]), f"{loc['record']}/{loc['collection']}/{loc['item']}")
-            out[key] = RebuiltPrompt(row["text"], int(row["prompt_tokens"]))
-    return out
+    def texts() -> Iterator[tuple[Key, RebuiltPrompt]]:
+        with path.open("rb") as lines:
+            for line in lines:
+                row = orjson.loads(line)
+                if "text" in row:
+                    loc = row["location"]
+                    yield ((str(row["user_hash"]),
+                            f"{loc['record']}/{loc['collection']}/{loc['item']}"),
+                           RebuiltPrompt(row["text"], int(row["prompt_tokens"])))
+
+    return PromptStore.from_texts(texts())
 
 
 def _location_order(item: UserItem) -> tuple[int, int, int]:
@@ -161,81 +171,79 @@ def _location_order(item: UserItem) -> tuple[int, int, int]:
     return (loc.record, loc.collection, loc.item)
 
 
-class PromptPacker:
-    """Prompt texts for the page: a user's shared prefix stored once, within a size budget."""
-
-    def __init__(self, budget_chars: int) -> None:
-        self.prefixes: list[str] = []
-        self.left = budget_chars
-        self.omitted = 0
-
-    def pack_user(self, texts: Sequence[str | None]) -> list[tuple[int | None, str | None]]:
-        present = [t for t in texts if t is not None]
-        if not present:
-            return [(None, None)] * len(texts)
-        shared = shared_prefix(present)
-        cost = len(shared) + sum(len(t) - len(shared) for t in present)
-        if cost > self.left:
-            self.omitted += len(present)
-            return [(None, None)] * len(texts)
-        self.left -= cost
-        self.prefixes.append(shared)
-        index = len(self.prefixes) - 1
-        return [(index, t[len(shared):]) if t is not None else (None, None) for t in texts]
-
-
 def _card(user_index: int, item: UserItem, context: ItemContext | None,
-          prompt: RebuiltPrompt | None, packed: tuple[int | None, str | None]) -> dict[str, Any]:
+          prefix: int | None, rest: tuple[str, int] | None) -> dict[str, Any]:
     out: dict[str, Any] = {
         "u": user_index, "loc": item.location.key(), "pt": item.prompt_tokens,
         "tr": item.truncated, "s": list(item.generated_samples),
         "fr": list(item.finish_reasons), "ot": list(item.output_tokens),
-        "ref": item.reference, "pp": packed[0], "ps": packed[1],
+        "ref": item.reference, "pp": prefix if rest is not None else None,
+        "ps": rest[0] if rest is not None else None,
     }
     if context is not None:
         out |= {"cue": context.cue, "ctx": [list(t) for t in context.turns],
                 "nctx": context.total_turns}
-    if prompt is not None and prompt.num_tokens != item.prompt_tokens:
-        out["pm"] = prompt.num_tokens  # the rebuilt prompt differs from what the run recorded
+    if rest is not None and rest[1] != item.prompt_tokens:
+        out["pm"] = rest[1]  # the rebuilt prompt differs from what the run recorded
     return out
+
+
+Packed = tuple[int | None, list[tuple[str, int] | None]]  # prefix index; (rest, tokens) per item
 
 
 class Payload:
     """The page's data: users in test-file order, one card per item by location.
 
-    The prompts are packed first (how many the budget leaves out is a note above the cards);
-    the cards are made and written as JSON one at a time, never all held (at 100k items they
-    were 0.2 GB of dicts, and their JSON a second copy).
+    The prompts are packed first (a user's shared prefix once, within the page's budget; how
+    many the budget leaves out is a note above the cards). The texts are the PromptStore's own
+    strings, indexed, not copied. The cards, each user's contexts and the prefixes are made and
+    written as JSON one at a time, never all held (at 100k items the cards were 0.2 GB of dicts,
+    and their JSON a second copy).
     """
 
     def __init__(self, docs: Sequence[UserFile], extras: Extras, prompt_budget_chars: int) -> None:
         self.docs = sorted(docs, key=lambda d: min((_location_order(i) for i in d.items),
                                                    default=(-1, -1, -1)))
         self.extras = extras
-        self.packer = PromptPacker(prompt_budget_chars)
-        self.packed = [self.packer.pack_user([p.text if p else None for p in self._prompts(doc)])
-                       for doc in self.docs]
+        self.left = prompt_budget_chars
+        self.prompts_omitted = 0
+        self.prefixes: list[str] = []
+        self.packed = [self._pack(doc) for doc in self.docs]
 
-    @property
-    def prompts_omitted(self) -> int:
-        return self.packer.omitted
-
-    def _prompts(self, doc: UserFile) -> list[RebuiltPrompt | None]:
-        return [self.extras.prompts.get((doc.key, it.location.key()))
-                for it in sorted(doc.items, key=_location_order)]
+    def _pack(self, doc: UserFile) -> Packed:
+        """The user's prompts as the page stores them, or none when over the budget. The store
+        packed them over the user's prompts; the page's prefix is the one shared by those of the
+        items in this file (the same, unless the file lacks some)."""
+        user = self.extras.prompts.users.get(doc.key)
+        rests = [user.rests.get(it.location.key()) if user is not None else None
+                 for it in sorted(doc.items, key=_location_order)]
+        present = [r for r, _ in filter(None, rests)]
+        if user is None or not present:
+            return None, [None] * len(rests)
+        extra = len(shared_prefix(present))  # what these rests still share
+        cost = len(user.prefix) + extra + sum(len(r) - extra for r in present)
+        if cost > self.left:
+            self.prompts_omitted += len(present)
+            return None, [None] * len(rests)
+        self.left -= cost
+        self.prefixes.append(user.prefix + present[0][:extra] if extra else user.prefix)
+        if extra:
+            rests = [(r[0][extra:], r[1]) if r is not None else None for r in rests]
+        return len(self.prefixes) - 1, rests
 
     def json_parts(self, prompt_note: str | None) -> Iterator[bytes]:
         """The payload as JSON in pieces, safe inside a <script> element."""
         sep = b'{"items":['
-        for index, (doc, packed) in enumerate(zip(self.docs, self.packed)):
-            for item, pack in zip(sorted(doc.items, key=_location_order), packed):
-                key = (doc.key, item.location.key())
-                card = _card(index, item, self.extras.contexts.get(key),
-                             self.extras.prompts.get(key), pack)
+        for index, (doc, (prefix, rests)) in enumerate(zip(self.docs, self.packed)):
+            contexts = self.extras.contexts(doc.key)
+            for item, rest in zip(sorted(doc.items, key=_location_order), rests):
+                card = _card(index, item, contexts.get(item.location.key()), prefix, rest)
                 yield sep + json_for_script(card)
                 sep = b","
         users = [{"id": d.user_hash, "name": d.profile_name} for d in self.docs]
         yield (b"]" if sep == b"," else sep + b"]") + b',"users":' + json_for_script(users)
-        yield (b',"prefixes":' + json_for_script(self.packer.prefixes) + b',"promptsOmitted":'
-               + json_for_script(self.packer.omitted) + b',"promptNote":'
-               + json_for_script(prompt_note) + b"}")
+        yield b',"prefixes":['
+        for n, prefix in enumerate(self.prefixes):
+            yield (b"," if n else b"") + json_for_script(prefix)
+        yield (b'],"promptsOmitted":' + json_for_script(self.prompts_omitted)
+               + b',"promptNote":' + json_for_script(prompt_note) + b"}")
