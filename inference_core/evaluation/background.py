@@ -68,10 +68,10 @@ class KnownScores:
         return known is not None and known[0] == fingerprint(item)
 
     def lookup(self, key: ItemKey, item: ItemInput, language: str) -> ItemScores | None:
-        known = self.scores.get(key) if language == self.language else None
-        if known is None or known[0] != fingerprint(item):
+        if not self.has(key, item, language):
             return None
-        return pickle.loads(known[1]) if isinstance(known[1], bytes) else known[1]
+        scores = self.scores[key][1]
+        return pickle.loads(scores) if isinstance(scores, bytes) else scores
 
 
 class BackgroundScorer:

@@ -21,7 +21,7 @@ from inference_core.data.records import Dataset, TestItem, UserRecord
 from inference_core.rundir.layout import IDENTITY_FILE, PROMPTS_FILE, UserFile, UserItem
 from inference_core.report.html import json_for_script
 from inference_core.report.prompt_texts import (Key, PromptStore, PromptTexts, RebuiltPrompt,
-                                                 shared_prefix)
+                                                 pack_user)
 from inference_core.rundir.writers import read_json
 
 log = logging.getLogger(__name__)
@@ -212,24 +212,21 @@ class Payload:
 
     def _pack(self, doc: UserFile) -> Packed:
         """The user's prompts as the page stores them, or none when over the budget. The store
-        packed them over the user's prompts; the page's prefix is the one shared by those of the
-        items in this file (the same, unless the file lacks some)."""
+        packed them over all the user's prompts; packing the rests of those this file holds
+        again finds what they still share (nothing, unless the file lacks some): no copies."""
         user = self.extras.prompts.users.get(doc.key)
-        rests = [user.rests.get(it.location.key()) if user is not None else None
-                 for it in sorted(doc.items, key=_location_order)]
-        present = [r for r, _ in filter(None, rests)]
-        if user is None or not present:
-            return None, [None] * len(rests)
-        extra = len(shared_prefix(present))  # what these rests still share
-        cost = len(user.prefix) + extra + sum(len(r) - extra for r in present)
-        if cost > self.left:
-            self.prompts_omitted += len(present)
-            return None, [None] * len(rests)
-        self.left -= cost
-        self.prefixes.append(user.prefix + present[0][:extra] if extra else user.prefix)
-        if extra:
-            rests = [(r[0][extra:], r[1]) if r is not None else None for r in rests]
-        return len(self.prefixes) - 1, rests
+        locations = [it.location.key() for it in sorted(doc.items, key=_location_order)]
+        rests = user.rests if user is not None else {}
+        found = [(loc, *rests[loc]) for loc in locations if loc in rests]
+        if not found:
+            return None, [None] * len(locations)
+        page = pack_user(found)
+        if len(user.prefix) + page.cost > self.left:
+            self.prompts_omitted += len(found)
+            return None, [None] * len(locations)
+        self.left -= len(user.prefix) + page.cost
+        self.prefixes.append(user.prefix + page.prefix)
+        return len(self.prefixes) - 1, [page.rests.get(loc) for loc in locations]
 
     def json_parts(self, prompt_note: str | None) -> Iterator[bytes]:
         """The payload as JSON in pieces, safe inside a <script> element."""

@@ -8,6 +8,7 @@ the page indexes them instead of copying them a second time.
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -57,10 +58,10 @@ def pack_user(prompts: Iterable[tuple[str, str, int]]) -> PackedUser:
 
 
 class PromptStore:
-    """Prompt texts by user, packed; once `budget_chars` (None: no limit) is spent, later users'
-    prompts are only counted (`left_out`)."""
+    """Prompt texts by user, packed; once `budget_chars` (default: no limit) is spent, later
+    users' prompts are only counted (`left_out`)."""
 
-    def __init__(self, budget_chars: int | None = None) -> None:
+    def __init__(self, budget_chars: float = math.inf) -> None:
         self.users: dict[str, PackedUser] = {}
         self.budget_chars = budget_chars
         self.left_out = 0
@@ -73,24 +74,16 @@ class PromptStore:
             return False
         earlier = self.users.pop(user_hash, None)
         if earlier is not None:
-            self._refund(earlier)
-            prompts = [*self._texts(earlier), *prompts]
+            self.budget_chars += earlier.cost
+            prompts = [*((loc, earlier.prefix + rest, n)
+                         for loc, (rest, n) in earlier.rests.items()), *prompts]
         packed = pack_user(prompts)
-        if self.budget_chars is not None and packed.cost > self.budget_chars:
+        if packed.cost > self.budget_chars:
             self.left_out += len(prompts)
             return False
-        if self.budget_chars is not None:
-            self.budget_chars -= packed.cost
+        self.budget_chars -= packed.cost
         self.users[user_hash] = packed
         return True
-
-    def _refund(self, user: PackedUser) -> None:
-        if self.budget_chars is not None:
-            self.budget_chars += user.cost
-
-    @staticmethod
-    def _texts(user: PackedUser) -> list[tuple[str, str, int]]:
-        return [(loc, user.prefix + rest, n) for loc, (rest, n) in user.rests.items()]
 
     def get(self, key: Key) -> RebuiltPrompt | None:
         """One prompt's whole text (made on request: the store holds it packed)."""
