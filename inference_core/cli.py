@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -20,9 +21,10 @@ from inference_core import sweep
 from inference_core.config import ConfigError, absolute, group_choices
 from inference_core.config_check import check_command_line, check_config
 from inference_core.data.loader import InputError
-from inference_core.run.job import prepare_jobs
+from inference_core.run.job import Job, prepare_jobs
 from inference_core.run.finish import SkippedItemsError
-from inference_core.run.pipeline import JobsFailed, StartEngine, run_jobs, start_job_engine
+from inference_core.run.pipeline import (JobResults, JobsFailed, StartEngine, finish_jobs,
+                                         run_command_jobs, run_jobs, start_job_engine)
 from inference_core.rundir.faults import EXIT_STOPPED, as_run_stopped
 from inference_core.rundir.lock import RunLocked
 from inference_core.rundir.resume import RunMismatch
@@ -89,8 +91,13 @@ def outcome_of(action: Callable[[], object], run_dir: Path | None = None) -> Out
 
 
 def code_of(err: BaseException) -> int:
-    """A job's failure as an exit code (docs/exit-codes.md): 3 for skipped items, else 2."""
-    return 3 if isinstance(err, SkippedItemsError) else 2
+    """A job's failure as an exit code (docs/exit-codes.md): 3 for skipped items, 2 for its data,
+    config or folder, 75 for a fault it resumes from, 1 for anything else (a bug)."""
+    if isinstance(err, SkippedItemsError):
+        return 3
+    if isinstance(err, (ConfigError, InputError, RunMismatch, RunLocked)):
+        return 2
+    return EXIT_STOPPED if as_run_stopped(err) is not None else 1
 
 
 def exit_code_of(action: Callable[[], object], run_dir: Path | None = None) -> int:
@@ -108,6 +115,52 @@ def run_outcome(cfg: DictConfig, start_engine: StartEngine = start_job_engine,
             print(f"output: {output_dir}")
 
     return outcome_of(action, Path(absolute(str(cfg.output_dir))))
+
+
+@dataclass(frozen=True)
+class ShardOutcome:
+    """A shard's run of the command's jobs (a torchrun rank's, a replica's), left unmerged."""
+
+    code: int
+    reason: str
+    jobs: tuple[Job, ...]  # every job of the command (none if they could not be prepared)
+    failed: frozenset[Path]  # the folders of the jobs that failed in this shard
+    # Folders an earlier run finished where this shard had nothing left to do.
+    idle: frozenset[Path] = frozenset()
+
+
+def shard_outcome(cfg: DictConfig, shard: tuple[int, int] | None = None,
+                  start_engine: StartEngine = start_job_engine) -> ShardOutcome:
+    """Run this shard of every job without merging; which jobs failed here and which it found
+    finished (the merging process finishes the jobs no shard failed and some shard served)."""
+    jobs: list[Job] = []
+    results = JobResults()
+
+    def action() -> None:
+        jobs.extend(prepare_jobs(cfg, shard))
+        try:
+            done = run_command_jobs(jobs, start_engine, merge=False)
+        except BaseException:
+            results.failures.extend((job, RuntimeError("stopped")) for job in jobs)
+            raise
+        results.failures.extend(done.failures)
+        results.idle.update(done.idle)
+        if done.failures:
+            raise JobsFailed(done.failures, len(jobs))
+
+    code, reason = outcome_of(action, Path(absolute(str(cfg.output_dir))))
+    return ShardOutcome(code, reason, tuple(jobs),
+                        frozenset(job.output_dir for job, _ in results.failures),
+                        frozenset(results.idle))
+
+
+def finish_outcome(jobs: Sequence[Job]) -> Outcome:
+    """Merge, score and report each job whose shards all ran; the worst code over them."""
+    failures = finish_jobs(jobs)
+    if not failures:
+        return 0, ""
+    err = JobsFailed(failures, len(jobs))
+    return max(code_of(e) for _, e in failures), str(err)
 
 
 def run_cli(cfg: DictConfig, start_engine: StartEngine = start_job_engine,

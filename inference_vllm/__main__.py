@@ -22,12 +22,13 @@ def main(cfg: DictConfig) -> int:
 
 def run_command(cfg: DictConfig) -> tuple[int, str]:
     """One engine, or N replica processes (engine.data_parallel_size) merged here once."""
-    from inference_vllm.replicas import data_parallel_size, is_replica, run_replicas
+    from inference_vllm.replicas import (data_parallel_size, is_replica, run_replica,
+                                         run_replicas)
 
     if data_parallel_size(cfg) > 1:
         code = run_replicas(cfg)
-        return code, f"a replica failed (exit {code})" if code else ""
-    return run_outcome(cfg, merge=not is_replica())
+        return code, f"a replica or job failed (exit {code})" if code else ""
+    return run_replica(cfg) if is_replica() else run_outcome(cfg)
 
 
 if __name__ == "__main__":  # vLLM spawns its engine process: the entry must be guarded

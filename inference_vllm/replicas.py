@@ -24,7 +24,7 @@ from typing import IO, Any, Sequence
 from omegaconf import DictConfig
 
 from inference_core import config as conf
-from inference_core.cli import exit_code_of
+from inference_core.cli import exit_code_of, finish_outcome, shard_outcome
 from inference_core.config import ConfigError
 from inference_core.run.job import Job, prepare_jobs
 from inference_core.rundir.merge import shard_report_path
@@ -51,9 +51,18 @@ class Replica:
     command: tuple[str, ...]
     log_path: Path
 
+    @property
+    def outcome_path(self) -> Path:
+        """Where the replica says which jobs failed in it (replica_outcome_path)."""
+        return replica_outcome_path(self.log_path.parent.parent, self.index)
+
     def describe(self) -> str:
         where = f"CUDA_VISIBLE_DEVICES={','.join(self.devices)}" if self.devices else "CPU"
         return f"replica {self.index} of {self.count} (shard.index={self.index}, {where})"
+
+
+def replica_outcome_path(output_dir: Path, index: int) -> Path:
+    return output_dir / REPLICA_LOGS / f"replica-{index}.outcome.json"
 
 
 def data_parallel_size(cfg: DictConfig) -> int:
@@ -131,7 +140,8 @@ def task_overrides() -> list[str]:
 
 
 def run_replicas(cfg: DictConfig, overrides: Sequence[str] | None = None) -> int:
-    """Start the replicas, wait for all, merge once; the exit code (cli.py's meanings)."""
+    """Start the replicas, wait for all, merge every job no replica failed; the exit code
+    (cli.py's meanings), the worst over replicas and jobs."""
     jobs: list[Job] = []
     code = exit_code_of(lambda: jobs.extend(prepare(cfg)))
     if code:
@@ -141,19 +151,63 @@ def run_replicas(cfg: DictConfig, overrides: Sequence[str] | None = None) -> int
         cfg, task_overrides() if overrides is None else overrides, jobs[0].output_dir)))
     if code:
         return code
+    for replica in replicas:  # an earlier session's word must not stand for this one's
+        replica.outcome_path.unlink(missing_ok=True)
     results = run_processes(replicas)
     failed = [(r, rc) for r, rc, _ in results if rc != 0]
     for job in jobs:
         label_shard_reports(job, results)
-    if failed:
-        for replica, rc in failed:
-            log.error("%s %s; its log: %s", replica.describe(), exit_reason(rc), replica.log_path)
-        log.error("users the replicas finished are kept in %s: run the same command again to "
-                  "generate only what is missing", jobs[0].output_dir)
-        return max(exit_status(rc) for _, rc in failed)
+    for replica, rc in failed:
+        log.error("%s %s; its log: %s", replica.describe(), exit_reason(rc), replica.log_path)
+    bad = failed_jobs(jobs, [r for r, _ in failed])
+    if bad:
+        log.error("users the replicas finished are kept; run the same command again to generate "
+                  "only what is missing in %s", ", ".join(sorted(map(str, bad))))
+    idle = idle_everywhere(replicas)
     # The merge reads the replicas' shard reports: N of them, not the parent's single shard.
-    merged = [dataclasses.replace(job, shard_count=len(replicas), shard_index=0) for job in jobs]
-    return exit_code_of(lambda: [finish_with_replicas(job, results) for job in merged])
+    merged = [dataclasses.replace(job, shard_count=len(replicas), shard_index=0)
+              for job in jobs if job.output_dir not in bad | idle]
+    finished, _ = finish_outcome(merged)
+    for job in merged:
+        note_replicas(job, results)
+    return max([finished, *(exit_status(rc) for _, rc in failed)])
+
+
+def run_replica(cfg: DictConfig) -> tuple[int, str]:
+    """Inside a replica: its share of every job, unmerged; which jobs failed here is left for
+    the parent, which merges only the others."""
+    outcome = shard_outcome(cfg)
+    if outcome.jobs:
+        index, count = (int(x) for x in os.environ[REPLICA_ENV].split("/"))
+        path = replica_outcome_path(outcome.jobs[0].output_dir, index)
+        write_json_atomic(path, {"code": outcome.code,
+                                 "failed": sorted(str(p) for p in outcome.failed),
+                                 "idle": sorted(str(p) for p in outcome.idle)})
+    return outcome.code, outcome.reason
+
+
+def idle_everywhere(replicas: Sequence[Replica]) -> set[Path]:
+    """Folders every replica found finished by an earlier run: left as they are."""
+    idle: set[Path] | None = None
+    for replica in replicas:
+        try:
+            said = {Path(p) for p in read_json(replica.outcome_path)["idle"]}
+        except (OSError, ValueError, KeyError, TypeError):
+            said = set()
+        idle = said if idle is None else idle & said
+    return idle or set()
+
+
+def failed_jobs(jobs: Sequence[Job], failed: Sequence[Replica]) -> set[Path]:
+    """The folders of jobs a failed replica did not finish: those it names, or all of them
+    where it left no word (killed)."""
+    bad: set[Path] = set()
+    for replica in failed:
+        try:
+            bad.update(Path(p) for p in read_json(replica.outcome_path)["failed"])
+        except (OSError, ValueError, KeyError, TypeError):
+            bad.update(job.output_dir for job in jobs)
+    return bad
 
 
 def exit_reason(rc: int) -> str:
@@ -256,17 +310,12 @@ REPLICA_FIGURES = ("replica", "cuda_visible_devices", "users_generated", "resume
                    "throughput_samples_per_sec", "output_tokens_per_sec", "process_seconds", "log")
 
 
-def finish_with_replicas(job: Job, results: Sequence[tuple[Replica, int, float]]) -> None:
-    """The one merge; the summary then says how many replicas served the run and how each did."""
-    from inference_core.run.finish import finish
-
-    try:
-        finish(job)
-    finally:
-        summary_path = job.output_dir / SUMMARY_FILE
-        if summary_path.is_file():
-            summary = read_json(summary_path)
-            summary["data_parallel_size"] = len(results)
-            summary["replicas"] = [{k: s.get(k) for k in REPLICA_FIGURES}
-                                   for s in summary.get("shards", [])]
-            write_json_atomic(summary_path, summary)
+def note_replicas(job: Job, results: Sequence[tuple[Replica, int, float]]) -> None:
+    """After the merge: the summary says how many replicas served the run and how each did."""
+    summary_path = job.output_dir / SUMMARY_FILE
+    if summary_path.is_file():
+        summary = read_json(summary_path)
+        summary["data_parallel_size"] = len(results)
+        summary["replicas"] = [{k: s.get(k) for k in REPLICA_FIGURES}
+                               for s in summary.get("shards", [])]
+        write_json_atomic(summary_path, summary)

@@ -1,9 +1,11 @@
 """An instant, deterministic engine for the pipeline's unit tests (never an engine of the product).
 
-Sample j of a request reads "fake <seed> <j>" where the seed is the request's own (or a digest of
-its token ids), so two runs that ask for the same items get the same texts. It can return blank
-samples on cue, fail with an error completion, raise after some completions (a crash), or be
-interrupted like a signal would.
+Sample j of a request reads "fake <seed> <j> <prompt>" where the seed is the request's own (or a
+digest of its token ids) and <prompt> a digest of its token ids: two runs that ask for the same
+items get the same texts, and a completion routed to another job, or built from another prompt,
+reads differently. It can return blank samples on cue, fail with an error completion, raise
+after some completions (a crash), be interrupted like a signal would, or take `delay` seconds
+per request.
 """
 from __future__ import annotations
 
@@ -22,14 +24,16 @@ class FakeEngine:
     def __init__(self, blank: Callable[[GenerationRequest, int], bool] = lambda r, j: False,
                  fail: Callable[[GenerationRequest], str | None] = lambda r: None,
                  interrupt_after: int | None = None, crash_after: int | None = None,
-                 text: Callable[[int, int], str] = lambda seed, j: f"fake {seed} {j}",
-                 stop_reason: Callable[[int], str | None] = lambda j: None) -> None:
+                 text: Callable[[int, int], str] | None = None,
+                 stop_reason: Callable[[int], str | None] = lambda j: None,
+                 delay: float = 0.0) -> None:
         self.text = text
         self.stop_reason = stop_reason
         self.blank = blank
         self.fail = fail
         self.interrupt_after = interrupt_after
         self.crash_after = crash_after
+        self.delay = delay
         self.requests: list[GenerationRequest] = []
         self.first_request_at: float | None = None
         self.closed = False
@@ -47,19 +51,26 @@ class FakeEngine:
                 raise Interrupted(15)
             if self.crash_after is not None and done > self.crash_after:
                 raise RuntimeError("fake engine crashed")
+            if self.delay:
+                time.sleep(self.delay)
             yield self.complete(request)
 
     def complete(self, request: GenerationRequest) -> Completion:
         error = self.fail(request)
         if error is not None:
             return Completion(request.request_id, (), (), (), len(request.token_ids), (), error)
-        seed = request.seed if request.seed is not None else int.from_bytes(
-            hashlib.sha256(bytes(str(list(request.token_ids)), "utf-8")).digest()[:4], "little")
-        texts = tuple("" if self.blank(request, j) else self.text(seed, j)
+        prompt = hashlib.sha256(bytes(str(list(request.token_ids)), "utf-8")).digest()
+        seed = request.seed if request.seed is not None else int.from_bytes(prompt[:4], "little")
+        texts = tuple("" if self.blank(request, j) else self.sample(seed, j, prompt)
                       for j in range(request.num_samples))
         n = request.num_samples
         return Completion(request.request_id, texts, ("stop",) * n, (3,) * n,
                           len(request.token_ids), tuple(self.stop_reason(j) for j in range(n)))
+
+    def sample(self, seed: int, j: int, prompt: bytes) -> str:
+        if self.text is not None:
+            return self.text(seed, j)
+        return f"fake {seed} {j} {prompt[:4].hex()}"
 
     def stats(self) -> dict[str, Any]:
         return {"requests": len(self.requests)}

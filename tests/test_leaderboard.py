@@ -49,6 +49,30 @@ def make_run(root: Path, name: str, dataset: str, model: str, ablation: str,
     return run_dir
 
 
+def test_rows_of_one_engine_start_show_the_starts_rate_labelled(tmp_path: Path) -> None:
+    """Each job of a shared start has its own span, which overlaps the others': the speed
+    column is the session's rate, and says so; a run of its own keeps its own."""
+    root = tmp_path / "outputs"
+    jobs = [str(root / a) for a in ("hist", "none", "ctx")]
+    session = {"id": "s1", "jobs": jobs, "load_seconds": 30.0, "inference_time_seconds": 157.0,
+               "samples_generated": 140, "throughput_samples_per_sec": 0.89,
+               "output_tokens_per_sec": 20.5}
+    for name, ablation in (("hist", "profile_and_history"), ("none", "no_profile"),
+                           ("ctx", "context_only")):
+        make_run(root, name, "Chameleons", "llama-a", ablation,
+                 {"u1": [item(["a b", "c d"], "a b")]}, 0.127, engine_session=session)
+    make_run(root, "alone", "DMSC", "qwen-b", "profile_only", {"u1": [item(["x", "y"], "x")]},
+             4.0, engine_session={"id": "s2", "jobs": [str(root / "alone")]})
+    rows = {r.ablation: r for r in collect_rows([root])}
+    for ablation in ("profile_and_history", "no_profile", "context_only"):
+        assert rows[ablation].samples_per_s == 0.89 and rows[ablation].output_tokens_per_s == 20.5
+        assert rows[ablation].speed_of == "shared start (3 jobs)"
+    assert rows["profile_only"].samples_per_s == 4.0 and rows["profile_only"].speed_of == "own run"
+    write_leaderboard(list(rows.values()), tmp_path / "board")
+    assert "| 0.89 | 20.50 | shared start (3 jobs) |" in (tmp_path / "board" / "leaderboard.md"
+                                                          ).read_text()
+
+
 def item(samples: list[str], reference: str | None = None, record: int = 0) -> dict[str, Any]:
     out: dict[str, Any] = {
         "location": {"record": record, "collection": 0, "item": 1}, "prompt_tokens": 80,
@@ -187,11 +211,12 @@ def test_leaderboard_rows_sorted_and_metrics_computed(runs: Path, tmp_path: Path
     assert "95% intervals: percentile bootstrap over users" in md and "1000 resamples, seed 0" in md
     lines = [ln for ln in md.splitlines() if ln.startswith("| ")]
     header = ("| dataset | model | ablation | engine | checkpoint | sampling | n | items | users "
-              "| samples | samples/s | output tok/s | chars | bleu mean-of-n | bleu best-of-n |")
+              "| samples | samples/s | output tok/s | speed of | chars | bleu mean-of-n "
+              "| bleu best-of-n |")
     assert lines[0].startswith(header) and lines[0].endswith("| distinct_1 | distinct_2 | run |")
     assert lines[1].startswith(
         "| Chameleons | llama-a | no_profile | vllm | /models/llama-a "
-        "| T=1.0 p=0.9 k=50 n=2 max=32 | 2 | 1 | 1 | 2 | 3.00 | 25.00 | 4.0 | - |"
+        "| T=1.0 p=0.9 k=50 n=2 max=32 | 2 | 1 | 1 | 2 | 3.00 | 25.00 | own run | 4.0 | - |"
     )  # chars: (5 + 3) / 2; one user: no interval, so the mean alone
     assert lines[1].endswith(f"| 0.400 | 0.667 | {next(runs.rglob('cham-none')).resolve()} |")
     assert lines[2].startswith("| Chameleons | llama-a | profile_and_history |")

@@ -72,6 +72,31 @@ def test_seven_ablations_in_one_run_write_what_seven_runs_write(tmp_path: Path) 
         sessions.add(session["id"])
         assert session["jobs"] == [str(tmp_path / "one" / a) for a in ABLATIONS]
     assert len(sessions) == 1
+    # The fake text carries its prompt's digest: a completion routed to another job would
+    # differ from that job's separate run above.
+    first_items = {a: load(tmp_path / "one" / a / "test_leaderboard.json")[0]["task"][
+        "task_behavior_collections"][0]["data"][0]["continuations"][0] for a in ABLATIONS}
+    assert len(set(first_items.values())) == len(ABLATIONS)
+
+
+def test_each_job_records_its_own_span_and_the_session_its_own_rate(tmp_path: Path) -> None:
+    """In a shared start a job's figures are its own (its samples, the span from its first
+    request to its last completion); the engine_session's are the start's (all the jobs'
+    samples over its generation time), the same in every folder."""
+    jobs = prepare_jobs(compose(f"output_dir={tmp_path}/${{dataset.name}}", *TINY,
+                                "datasets=[Chameleons,DMSC]", "ablations=[profile_only]"))
+    run_jobs(jobs, lend(FakeEngine(delay=0.02)))
+    cham, dmsc = (load(j.output_dir / "inference_summary.json") for j in jobs)
+    session = cham["engine_session"]
+    assert dmsc["engine_session"] == session
+    assert session["samples_generated"] == cham["samples_generated"] + dmsc["samples_generated"]
+    assert session["throughput_samples_per_sec"] == pytest.approx(
+        session["samples_generated"] / session["inference_time_seconds"], rel=0.02)
+    # Chameleons' users come first: its span ends while DMSC's requests are still served.
+    assert 0 < cham["inference_time_seconds"] < 0.8 * session["inference_time_seconds"]
+    assert 0 < dmsc["inference_time_seconds"] <= session["inference_time_seconds"]
+    assert cham["throughput_samples_per_sec"] == pytest.approx(
+        cham["samples_generated"] / cham["inference_time_seconds"], rel=0.02)
 
 
 def test_a_users_prompts_of_every_ablation_reach_the_engine_together(tmp_path: Path) -> None:
@@ -198,15 +223,18 @@ def test_a_failed_engine_start_claims_no_folder(tmp_path: Path) -> None:
     assert not (job.output_dir / "users").exists()
 
 
-def test_finished_folders_start_no_engine_and_build_no_prompt(tmp_path: Path, monkeypatch) -> None:
+def test_finished_folders_start_no_engine_and_are_left_as_they_are(tmp_path: Path,
+                                                                    monkeypatch) -> None:
     run_jobs(jobs_of(tmp_path, "ablations=[profile_only,history_only]"), lend(FakeEngine()))
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
     from inference_core.prompts.builder import PromptBuilder
 
     monkeypatch.setattr(PromptBuilder, "build_user", lambda *a: pytest.fail("a prompt was built"))
     run_jobs(jobs_of(tmp_path, "ablations=[profile_only,history_only]"),
              lambda job, adapters: pytest.fail("an engine was started"))
-    for a in ("profile_only", "history_only"):
-        assert load(tmp_path / a / "inference_summary.json")["resumed_users"] == 8
+    # Not merged, scored nor reported again: every file as the first run left it.
+    after = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    assert after == before
 
 
 def test_the_command_line_logs_into_its_own_folder_not_a_jobs(tmp_path: Path) -> None:

@@ -1,7 +1,10 @@
 """Prompts built by worker processes: the same prompts as in the run's process, in input order."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
+from jinja2.exceptions import UndefinedError
 
 from conftest import REPO, compose
 from inference_core.config import prompt_settings
@@ -28,10 +31,26 @@ def test_workers_build_what_the_run_process_builds_in_input_order(tokenizer):
         want = list(here.build(entries))
     with PromptPool(builders(tokenizer), workers=2, users_per_task=3) as pool:
         got = list(pool.build(iter(entries)))
-    assert [(i, u.user_hash) for i, u, _, _ in got] == [(i, u.user_hash) for i, u in entries]
-    assert [(p, [x.text for x in p], [x.messages for x in p], unfit) for _, _, p, unfit in got] == [
-        (p, [x.text for x in p], [x.messages for x in p], unfit) for _, _, p, unfit in want]
-    assert any(unfit for *_, unfit in got) and all(p or unfit for *_, p, unfit in got)
+    assert [(b.index, b.user.user_hash) for b in got] == [(i, u.user_hash) for i, u in entries]
+    assert [(b.prompts, [x.text for x in b.prompts], [x.messages for x in b.prompts], b.unfit)
+            for b in got] == [
+        (b.prompts, [x.text for x in b.prompts], [x.messages for x in b.prompts], b.unfit)
+        for b in want]
+    assert any(b.unfit for b in got) and all(b.prompts or b.unfit for b in got)
+    assert not any(b.error for b in got)
+
+
+def test_a_users_build_error_comes_back_from_a_worker_for_that_user_alone(tokenizer):
+    users = load_dataset("DMSC", REPO / "data" / "DMSC").users
+    broken = builders(tokenizer)
+    broken[1].settings = replace(broken[1].settings, system="{{ nothing.at_all }}")
+    entries = [(i, u) for u in users[:3] for i in (0, 1)]
+    with PromptPool(broken, workers=2, users_per_task=2) as pool:
+        got = list(pool.build(iter(entries)))
+    assert [b.error is None for b in got] == [True, False] * 3
+    assert all(isinstance(b.error, UndefinedError) and "nothing" in str(b.error)
+               for b in got if b.index == 1)
+    assert all(b.prompts or b.unfit for b in got if b.index == 0)
 
 
 def test_a_builder_without_a_tokenizer_folder_cannot_go_to_workers(tokenizer):

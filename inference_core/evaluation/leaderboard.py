@@ -88,16 +88,27 @@ def _model_name(doc: dict[str, Any]) -> str:
     return Path(str(doc.get("checkpoint") or "unknown")).name  # fall back to the path tail
 
 
+def speed_of(doc: dict[str, Any]) -> tuple[float | None, float | None, str]:
+    """samples/s, output tokens/s and whose rate they are: a run's own, or where one engine
+    start served several jobs the session's (an older summary without it: unknown)."""
+    session = doc.get("engine_session") or {}
+    jobs = session.get("jobs") if isinstance(session, dict) else None
+    if isinstance(jobs, list) and len(jobs) > 1:
+        return (session.get("throughput_samples_per_sec"), session.get("output_tokens_per_sec"),
+                f"shared start ({len(jobs)} jobs)")
+    return doc.get("throughput_samples_per_sec"), doc.get("output_tokens_per_sec"), "own run"
+
+
 def _identity_row(run_dir: Path, doc: dict[str, Any], **numbers: Any) -> LeaderboardRow:
     params = doc.get("sampling_params") or {}
+    samples_per_s, tokens_per_s, whose = speed_of(doc)
     return LeaderboardRow(
         dataset=str(doc.get("dataset") or "unknown"), model=_model_name(doc),
         ablation=str(doc.get("ablation_config") or "unknown"),
         engine=str(doc.get("engine") or "unknown"), checkpoint=checkpoint_label(doc),
         sampling=sampling_label(params), n=params.get("num_samples"),
         items=numbers.get("items"), users=numbers.get("users"), samples=numbers.get("samples"),
-        samples_per_s=doc.get("throughput_samples_per_sec"),
-        output_tokens_per_s=doc.get("output_tokens_per_sec"),
+        samples_per_s=samples_per_s, output_tokens_per_s=tokens_per_s, speed_of=whose,
         mean_chars=numbers.get("mean_chars"), run_dir=str(run_dir),
         checkpoint_path=str(doc.get("checkpoint") or ""),
         adapter_path=str(doc["adapter"]) if doc.get("adapter") else None)

@@ -25,13 +25,15 @@ from inference_core.rundir.writers import write_bytes_atomic
 
 # Leading columns of every table, in order; a run's folder is the last column.
 ID_COLUMNS = ("dataset", "model", "ablation", "engine", "checkpoint", "sampling", "n", "items",
-              "users", "samples", "samples_per_s", "output_tokens_per_s", "mean_chars")
-TEXT_COLUMNS = frozenset({"dataset", "model", "ablation", "engine", "checkpoint", "sampling"})
+              "users", "samples", "samples_per_s", "output_tokens_per_s", "speed_of",
+              "mean_chars")
+TEXT_COLUMNS = frozenset({"dataset", "model", "ablation", "engine", "checkpoint", "sampling",
+                          "speed_of"})
 # Always in the CSV (empty where a dataset has no references) so its header is stable.
 STANDARD_METRICS = tuple(f"{m}_{kind}_of_n" for m in REFERENCE_METRICS
                          for kind in ("mean", "best")) + ("distinct_1", "distinct_2")
 HEADERS = {"samples_per_s": "samples/s", "output_tokens_per_s": "output tok/s",
-           "mean_chars": "chars", "run_dir": "run"}
+           "speed_of": "speed of", "mean_chars": "chars", "run_dir": "run"}
 _THREE_DIGITS = ("distinct_", "rating_", "choice_")  # 0-1 ratios and 1-5 scale errors
 # Below this many users a percentile bootstrap interval is too narrow (it cannot see users it
 # never drew); the tables say so rather than let a reader trust it.

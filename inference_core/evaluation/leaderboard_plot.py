@@ -89,7 +89,14 @@ def grouped_bars(ax: Any, rows: Sequence[LeaderboardRow], attr: str, title: str)
     ax.set_xticks(range(len(ablations)), ablations, rotation=20, ha="right",
                   rotation_mode="anchor", fontsize=8)
     ax.set_title(title, fontsize=10)
-    ax.legend(fontsize=7)
+    # Below the axes: inside, the legend hides the bars it sits on.
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.28), ncol=2, frameon=False)
+
+
+def speed_title(dataset: str, rows: Sequence[LeaderboardRow]) -> str:
+    """samples/s, saying where a bar is a shared engine start's rate rather than a run's."""
+    shared = sorted({r.speed_of for r in rows if r.speed_of != "own run"})
+    return f"{dataset}: samples/s" + (f" ({', '.join(shared)}: the start's rate)" if shared else "")
 
 
 def render_png(rows: Sequence[LeaderboardRow], path: Path) -> None:
@@ -102,14 +109,14 @@ def render_png(rows: Sequence[LeaderboardRow], path: Path) -> None:
     complete = [r for r in rows if r.complete]
     datasets = sorted({r.dataset for r in complete})
     fig, axes = plt.subplots(max(len(datasets), 1), 2,
-                             figsize=(12, 3.8 * max(len(datasets), 1)), squeeze=False)
+                             figsize=(12, 4.6 * max(len(datasets), 1)), squeeze=False)
     if not datasets:
         axes[0][0].text(0.5, 0.5, "no complete runs found", ha="center", va="center")
     for (ax_q, ax_s), dataset in zip(axes, datasets):
         subset = [r for r in complete if r.dataset == dataset]
         attr, label = quality_metric(subset)
         grouped_bars(ax_q, subset, attr, f"{dataset}: {label} (95% interval)")
-        grouped_bars(ax_s, subset, "samples_per_s", f"{dataset}: samples/s")
+        grouped_bars(ax_s, subset, "samples_per_s", speed_title(dataset, subset))
     fig.tight_layout()
     try:
         write_atomic(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))

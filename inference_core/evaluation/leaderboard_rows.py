@@ -67,6 +67,9 @@ class LeaderboardRow:
     output_tokens_per_s: float | None
     mean_chars: float | None
     run_dir: str
+    # Whose rate samples/s is: "own run", or "shared start (N jobs)" where one engine start
+    # served N jobs (the session's rate: a job's own span overlaps the others').
+    speed_of: str = "own run"
     metrics: tuple[MetricEstimate, ...] = ()
     status: str = COMPLETE
     reason: str | None = None

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import pickle
 from collections import deque
 from concurrent.futures import Future, ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
@@ -23,8 +24,6 @@ from inference_core.prompts.builder import Ablation, Prompt, PromptBuilder
 from inference_core.prompts.settings import PromptSettings
 
 Unfit = tuple[Location, str]
-# (builder index, user, the user's prompts, the user's items that cannot fit)
-Built = tuple[int, UserRecord, list[Prompt], list[Unfit]]
 MAX_DEFAULT_WORKERS = 8
 USERS_PER_TASK = 8
 TASKS_PER_WORKER = 4  # in flight: enough to keep a worker busy while its last result travels
@@ -62,13 +61,41 @@ class BuilderSpec:
                              keep_text=self.keep_text, keep_messages=self.keep_messages)
 
 
-def build_user(builder: PromptBuilder, user: UserRecord) -> tuple[list[Prompt], list[Unfit]]:
-    """One user's prompts, and their items that cannot fit."""
+@dataclass(frozen=True)
+class BuiltUser:
+    """One user built by one builder: its prompts and the items that cannot fit, or the error
+    that building raised (a template's, or a bug's): that builder's job fails, not the others."""
+
+    index: int  # which builder
+    user: UserRecord
+    prompts: list[Prompt] = field(default_factory=list)
+    unfit: list[Unfit] = field(default_factory=list)
+    error: BaseException | None = None
+
+
+def build_user(builder: PromptBuilder, user: UserRecord, index: int = 0) -> BuiltUser:
+    """One user's prompts and their items that cannot fit; an error is returned, not raised."""
     prompts: list[Prompt] = []
     unfit: list[Unfit] = []
-    for built in builder.build_user(user):
-        (prompts if isinstance(built, Prompt) else unfit).append(built)  # type: ignore[arg-type]
-    return prompts, unfit
+    try:
+        for built in builder.build_user(user):
+            (prompts if isinstance(built, Prompt) else unfit).append(built)  # type: ignore[arg-type]
+    except Exception as err:  # noqa: BLE001 - one job's failure, reported by its caller
+        return BuiltUser(index, user, error=err)
+    return BuiltUser(index, user, prompts, unfit)
+
+
+def portable(built: BuiltUser) -> BuiltUser:
+    """A worker's result as it can travel back: an error that cannot be pickled becomes a
+    RuntimeError that says what it was."""
+    if built.error is None:
+        return built
+    try:
+        pickle.loads(pickle.dumps(built.error))
+        return built
+    except Exception:  # noqa: BLE001 - any pickling failure, either way
+        error = RuntimeError(f"{type(built.error).__name__}: {built.error}")
+        return BuiltUser(built.index, built.user, error=error)
 
 
 # A worker process's builders, made once by its initializer (one list per worker process).
@@ -85,8 +112,11 @@ def _start_worker(specs: Sequence[BuilderSpec]) -> None:
         _worker_builders.append(spec.make(tokenizers[spec.tokenizer_path]))
 
 
-def _build_task(task: list[tuple[int, UserRecord]]) -> list[tuple[list[Prompt], list[Unfit]]]:
-    return [build_user(_worker_builders[index], user) for index, user in task]
+def _build_task(task: list[tuple[int, UserRecord]],
+                ) -> list[tuple[list[Prompt], list[Unfit], BaseException | None]]:
+    """In a worker: each user's prompts, unfit items and error (not the user: the caller has it)."""
+    built = [portable(build_user(_worker_builders[index], user, index)) for index, user in task]
+    return [(b.prompts, b.unfit, b.error) for b in built]
 
 
 class PromptPool:
@@ -108,11 +138,11 @@ class PromptPool:
     def workers_for(workers: int | None) -> int:
         return default_workers() if workers is None else max(1, int(workers))
 
-    def build(self, users: Iterable[tuple[int, UserRecord]]) -> Iterator[Built]:
-        """(builder index, user, prompts, unfit) for each (builder index, user), in order."""
+    def build(self, users: Iterable[tuple[int, UserRecord]]) -> Iterator[BuiltUser]:
+        """Each (builder index, user) built, in input order."""
         if self.executor is None:
             for index, user in users:
-                yield (index, user, *build_user(self.builders[index], user))
+                yield build_user(self.builders[index], user, index)
             return
         pending: deque[tuple[list[tuple[int, UserRecord]], Future]] = deque()
         limit = self.workers * TASKS_PER_WORKER
@@ -134,9 +164,9 @@ class PromptPool:
             yield task
 
     @staticmethod
-    def _finished(task: list[tuple[int, UserRecord]], future: Future) -> Iterator[Built]:
-        for (index, user), (prompts, unfit) in zip(task, future.result()):
-            yield index, user, prompts, unfit
+    def _finished(task: list[tuple[int, UserRecord]], future: Future) -> Iterator[BuiltUser]:
+        for (index, user), (prompts, unfit, error) in zip(task, future.result()):
+            yield BuiltUser(index, user, prompts, unfit, error)
 
     def close(self) -> None:
         if self.executor is not None:

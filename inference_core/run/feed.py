@@ -8,7 +8,7 @@ are ready. Iterating a feed blocks until the next request (what a simple engine 
 from __future__ import annotations
 
 import queue
-from typing import Iterator
+from typing import Callable, Iterator
 
 from inference_core.engine import GenerationRequest
 
@@ -18,9 +18,11 @@ _END = object()
 class RequestFeed:
     """A one-producer, one-consumer stream of requests; the producer ends it with close()."""
 
-    def __init__(self) -> None:
+    def __init__(self, on_take: Callable[[list[GenerationRequest]], None] | None = None) -> None:
+        """`on_take` sees every batch of requests the engine takes, as it takes them."""
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._finished = False
+        self._on_take = on_take
 
     def put(self, requests: list[GenerationRequest]) -> None:
         for request in requests:
@@ -40,14 +42,17 @@ class RequestFeed:
             while True:
                 if item is _END:
                     self._finished = True
-                    return taken or None
+                    break
                 if isinstance(item, BaseException):
                     self._finished = True
                     raise item
                 taken.append(item)
                 item = self._queue.get_nowait()
         except queue.Empty:
-            return taken
+            pass
+        if taken and self._on_take is not None:
+            self._on_take(taken)
+        return None if self._finished and not taken else taken
 
     def __iter__(self) -> Iterator[GenerationRequest]:
         while (batch := self.take_ready(block=True)) is not None:

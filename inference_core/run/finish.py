@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 from inference_core.report.prompt_texts import PromptTexts
@@ -37,16 +38,33 @@ def finish(job: Job, prompts: PromptTexts | None = None, dataset: Any = None,
         evaluate_run(job.output_dir, found.users, known_scores)
         seconds["metrics"] = time.perf_counter() - start
     if job.report:
-        from inference_core.report.page import write_report_safely
-
         start = time.perf_counter()
-        # Logged, never fatal: the results are on disk.
-        write_report_safely(job.output_dir, prompts, dataset, found.users)
+        write_run_report(job, prompts, dataset, found.users)
         seconds["report"] = time.perf_counter() - start
     summary["after_run_seconds"] = {k: round(v, 3) for k, v in seconds.items()}
     write_json_atomic(job.output_dir / SUMMARY_FILE, summary)
     if summary["skipped_items"] and not job.allow_skips:
-        raise SkippedItemsError(
-            f"{len(summary['skipped_items'])} items have no generations (reasons in "
-            f"{job.output_dir / 'inference_summary.json'}); set allow_skips=true to accept that")
+        raise SkippedItemsError(skipped_message(len(summary["skipped_items"]), job.output_dir))
     return summary
+
+
+class ReportFailed(RuntimeError):
+    """The report page could not be written; the results are on disk."""
+
+
+def write_run_report(job: Job, prompts: PromptTexts | None, dataset: Any, users: Any) -> None:
+    """report.html; a failure fails this job alone (its results stay; a rerun finishes it)."""
+    from inference_core.report.page import write_report
+
+    try:
+        write_report(job.output_dir, prompts=prompts, dataset=dataset, users=users)
+    except Exception as err:  # noqa: BLE001 - named with what still stands
+        raise ReportFailed(
+            f"report.html could not be written ({type(err).__name__}: {err}); the results are "
+            f"on disk: run the same command again, or python -m inference_core.report "
+            f"{job.output_dir}") from err
+
+
+def skipped_message(count: int, output_dir: Path) -> str:
+    return (f"{count} items have no generations (reasons in {output_dir / SUMMARY_FILE}); set "
+            f"allow_skips=true to accept that")

@@ -40,7 +40,11 @@ class JobRun:
     tally: BuildTally = field(default_factory=BuildTally)
     unfit: dict[str, list[SkippedItem]] = field(default_factory=dict)
     write_seconds: float = 0.0
+    # This session's span for the job: the engine took its first request, its last completion
+    # arrived (perf_counter); and the samples it kept.
+    first_request: float | None = None
     last_completion: float = 0.0
+    samples_kept: int = 0
     # Scores finished users while the run generates (large runs only); what it computed.
     scorer: BackgroundScorer | None = None
     known_scores: KnownScores | None = None
@@ -52,6 +56,11 @@ class JobRun:
     writer: UserFileWriter | None = None
     # The report page's prompts, decoded by the writer as users finish; None: no page.
     prompt_texts: PromptTexts | None = None
+    # Why this job stopped while the others went on (its prompts could not be built); its
+    # finished users are on disk, the rest is left to a rerun.
+    failed: BaseException | None = None
+    # The summary of a folder an earlier run finished, where no user is left: not touched.
+    done_before: dict[str, Any] | None = None
 
     def claim(self) -> None:
         """The folder becomes this run's (claim_job_folder), and a holdout's derived test file

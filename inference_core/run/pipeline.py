@@ -10,8 +10,7 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any, Sequence
 
-from inference_core.config import ConfigError
-from inference_core.data.loader import InputError, load_dataset
+from inference_core.data.loader import load_dataset
 from inference_core.data.records import Dataset, SkippedItem, UserRecord
 from inference_core.engine import Engine, start_engine
 from inference_core.model.adapters import Adapter
@@ -23,32 +22,22 @@ from inference_core.run.finish import SkippedItemsError, finish
 from inference_core.run.job import Job
 from inference_core.run.job_run import JobRun, collect_scores, start_scoring
 from inference_core.run.memory import return_free_memory
+from inference_core.run.outcomes import (JobResults, JobsFailed, attempt, completed_summary,
+                                         note_failure, settle_finished)
 from inference_core.run.prompting import prompt_builder
 from inference_core.run.reaper import engine_reaper, reap_now
 from inference_core.run.serve import serve
 from inference_core.run.shard_report import write_shard_report
 from inference_core.run.shards import CHARS_PER_TOKEN, assign_shards
-from inference_core.rundir.lock import RunLocked, hold_run_lock
+from inference_core.run.signals import Interrupted
+from inference_core.rundir.lock import hold_run_lock
 from inference_core.rundir.merge import shard_reports
-from inference_core.rundir.resume import (RunMismatch, check_output_dir, finished_users,
-                                          looks_finished)
+from inference_core.rundir.resume import check_output_dir, finished_users, looks_finished
 
 log = logging.getLogger(__name__)
 
-__all__ = ["JobsFailed", "SkippedItemsError", "StartEngine", "run_job", "run_jobs", "finish"]
-
-# What stops one job and not the others: its data, its folder (another run's, or held).
-JOB_FAULTS = (InputError, ConfigError, RunMismatch, RunLocked, SkippedItemsError)
-
-
-class JobsFailed(RuntimeError):
-    """Some jobs of a many-job command failed (each named); the others ran to their end."""
-
-    def __init__(self, failures: Sequence[tuple[Job, BaseException]], total: int) -> None:
-        self.failures = list(failures)
-        super().__init__(f"{len(failures)} of {total} jobs failed: " + "; ".join(
-            f"{job.output_dir}: {err}" for job, err in failures))
-
+__all__ = ["JobResults", "JobsFailed", "SkippedItemsError", "StartEngine", "run_job", "run_jobs",
+           "run_command_jobs", "finish", "finish_jobs"]
 
 def start_job_engine(job: Job, adapters: Sequence[Adapter] = ()) -> Engine:
     """The engine the job's config names (`_target_` in conf/engine/<name>.yaml)."""
@@ -64,41 +53,50 @@ def run_jobs(jobs: Sequence[Job], start: StartEngine = start_job_engine,
              merge: bool = True) -> list[Path]:
     """Run this shard of every job through one engine start (the jobs share the base model).
 
-    Every job writes its own folder exactly as a separate run would. A job whose data or folder
-    fails is named and the others go on; a single job's failure is raised as it is.
+    Every job writes its own folder exactly as a separate run would. A job that fails is named
+    and the others go on; a single job's failure is raised as it is.
     """
+    results = run_command_jobs(jobs, start, merge)
+    if results.failures:
+        if len(jobs) == 1:
+            raise results.failures[0][1]
+        raise JobsFailed(results.failures, len(jobs))
+    return results.written or [job.output_dir for job in jobs]
+
+
+def run_command_jobs(jobs: Sequence[Job], start: StartEngine = start_job_engine,
+                     merge: bool = True) -> JobResults:
+    """run_jobs' work: each job's failure, and the jobs this shard found finished already."""
     from inference_core.run.prompting import load_tokenizer, write_prompts_file
 
+    results = JobResults()
     tokenizer = load_tokenizer(jobs[0].model_path)
     if jobs[0].dry_run:
-        return [write_prompts_file(job, tokenizer) for job in jobs]
-    failures: list[tuple[Job, BaseException]] = []
+        results.written = [write_prompts_file(job, tokenizer) for job in jobs]
+        return results
+    failures = results.failures
     with ExitStack() as held:  # one run per folder (per shard): a second command is refused
         live = [job for job in jobs if attempt(job, failures, lambda job=job: held.enter_context(
             hold_run_lock(job.output_dir, job.shard_index, job.shard_count)))]
         runs = serve_jobs(live, tokenizer, start, merge, failures) if live else []
         for r in runs:  # every folder gets its files, even when one of them has skipped items
-            attempt(r.job, failures, lambda r=r: close_run(r, merge))
-    if failures:
-        if len(jobs) == 1:
-            raise failures[0][1]
-        raise JobsFailed(failures, len(jobs))
-    return [job.output_dir for job in jobs]
+            if r.failed is not None:
+                note_failure(r.job, r.failed, failures)
+            elif r.done_before is not None:
+                results.idle.add(r.job.output_dir)
+                settle_finished(r.job, r.done_before, failures)
+            else:
+                attempt(r.job, failures, lambda r=r: close_run(r, merge))
+    return results
 
 
-def attempt(job: Job, failures: list[tuple[Job, BaseException]], action: Any) -> bool:
-    """Run one job's step; a fault of that job alone is noted (and named) and False returned."""
-    try:
-        action()
-        return True
-    except JOB_FAULTS as err:
-        note_failure(job, err, failures)
-        return False
-
-
-def note_failure(job: Job, err: BaseException, failures: list[tuple[Job, BaseException]]) -> None:
-    log.error("%s: %s", job.output_dir, err)
-    failures.append((job, err))
+def finish_jobs(jobs: Sequence[Job]) -> list[tuple[Job, BaseException]]:
+    """The merge, metrics and report of jobs whose shards ran elsewhere (torchrun ranks,
+    replicas), each on its own: one job's failure is returned, the others still finish."""
+    failures: list[tuple[Job, BaseException]] = []
+    for job in jobs:
+        attempt(job, failures, lambda job=job: finish(job))
+    return failures
 
 
 def serve_jobs(jobs: Sequence[Job], tokenizer: Any, start: StartEngine, merge: bool,
@@ -148,7 +146,9 @@ def open_runs(jobs: Sequence[Job], tokenizer: Any,
         try:
             dataset = load_dataset(first.dataset_name, first.dataset_path, first.references_file,
                                    first.max_users, first.holdout)
-        except JOB_FAULTS as err:
+        except Interrupted:
+            raise
+        except Exception as err:  # noqa: BLE001 - this dataset's jobs fail, not the others
             for job in group:
                 note_failure(job, err, failures)
             continue
@@ -171,6 +171,8 @@ def open_run(job: Job, dataset: Dataset, tokenizer: Any, load_seconds: float) ->
     if done:
         log.info("resuming: %d users already finished in %s", len(done), job.output_dir)
     todo = [u for u in users if u.user_hash not in done]
+    # Every user finished in a folder an earlier run finished: it is left as it is.
+    done_before = completed_summary(job) if not todo else None
     log.info("%s: %d users, %d to generate (%d items), %d resumed, %d records skipped",
              job.output_dir.name, len(dataset.users), len(todo), sum(len(u.items) for u in todo),
              len(done), len(dataset.skipped))
@@ -178,8 +180,8 @@ def open_run(job: Job, dataset: Dataset, tokenizer: Any, load_seconds: float) ->
                           make_output_handler(job.output_handlers, job.output_handler_options))
     prompt_texts = PromptTexts(tokenizer, PAGE_PROMPT_CHARS, own_copy=True) if job.report else None
     run = JobRun(job, dataset, todo, len(done), collector, {"load_data_seconds": load_seconds},
-                 prompt_texts=prompt_texts)
-    if not todo:  # nothing to generate: the folder is this run's now, as it was before
+                 prompt_texts=prompt_texts, done_before=done_before)
+    if not todo and done_before is None:  # nothing to generate: the folder is this run's now
         run.claim()
     return run
 

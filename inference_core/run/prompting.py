@@ -12,12 +12,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
+from jinja2 import TemplateError
+
 from inference_core.data.history import PackedHistory
 from inference_core.data.loader import load_dataset
 from inference_core.data.records import Location, SkippedItem, UserRecord
 from inference_core.engine import GenerationRequest
+from inference_core.errors import ConfigError
 from inference_core.prompts.builder import Prompt, PromptBuilder, build_prompts
-from inference_core.prompts.pool import PromptPool
+from inference_core.prompts.pool import BuiltUser, PromptPool
 from inference_core.run.feed import RequestFeed
 from inference_core.run.job import Job
 from inference_core.rundir.layout import PROMPTS_FILE
@@ -48,12 +51,22 @@ def all_prompts(job: Job) -> list[Prompt]:
 
 @dataclass
 class BuildTally:
-    """What building one run's prompts gave: counts and the items that could not fit."""
+    """The time building one run's prompts took."""
 
-    prompts: int = 0
-    truncated: int = 0
-    unfit: list[SkippedItem] = field(default_factory=list)
     seconds: float = 0.0
+
+
+class PromptBuildError(RuntimeError):
+    """Building one job's prompts raised: that job stops, the other jobs of the command go on."""
+
+
+def build_failure(user: UserRecord, err: BaseException) -> Exception:
+    """The job's failure, naming the user: a template's error is the format's (exit 2), any
+    other is a bug's."""
+    what = f"building the prompts of user {user.id_value!r} failed: {type(err).__name__}: {err}"
+    failure = ConfigError(what) if isinstance(err, TemplateError) else PromptBuildError(what)
+    failure.__cause__ = err
+    return failure
 
 
 @dataclass(frozen=True)
@@ -67,6 +80,8 @@ class BuildTask:
     # shared engine call.
     register: Callable[[UserRecord, list[Prompt], list[SkippedItem]], list[GenerationRequest]]
     tally: BuildTally
+    # Building this job's prompts failed (called once): it gets no more users.
+    fail: Callable[[BaseException], None]
 
 
 @dataclass(frozen=True)
@@ -93,26 +108,41 @@ class PromptThread(threading.Thread):
         self.finished_at: float | None = None
         # Each user's last task in build order: its packed history is let go after that one.
         self.last_task: dict[str, int] = {}
+        # Tasks whose building failed: their jobs get no more users.
+        self.failed: set[int] = set()
 
     def run(self) -> None:
         tasks = [task for plan in self.plans for task in plan.tasks]
         try:
             with PromptPool([task.builder for task in tasks], self.workers) as pool:
                 last = time.perf_counter()
-                for index, user, prompts, unfit in pool.build(self.work()):
+                for built in pool.build(self.work()):
                     if self.stopped.is_set():
                         return
-                    self.register(tasks[index], user, prompts, unfit)
+                    if built.index not in self.failed:
+                        self.deliver(built.index, tasks[built.index], built)
                     now = time.perf_counter()  # built beside the others: time between results
-                    tasks[index].tally.seconds += now - last
+                    tasks[built.index].tally.seconds += now - last
                     last = now
-                    if index == self.last_task[user.user_hash]:  # built for every job: let go
-                        release_history(user)
+                    if built.index == self.last_task[built.user.user_hash]:  # every job's: let go
+                        release_history(built.user)
         except BaseException as err:  # noqa: BLE001 - re-raised in the engine's thread
             self.feed.close(err)
             return
         self.feed.close()
         self.finished_at = time.perf_counter()
+
+    def deliver(self, index: int, task: BuildTask, built: BuiltUser) -> None:
+        """A built user's requests into the feed; a failure stops only this task's job."""
+        error = built.error
+        if error is None:
+            try:
+                self.register(task, built.user, built.prompts, built.unfit)
+                return
+            except Exception as err:  # noqa: BLE001 - this job's, not the others'
+                error = err
+        self.failed.add(index)
+        task.fail(build_failure(built.user, error))
 
     def work(self) -> Iterator[tuple[int, UserRecord]]:
         """(task index, user) in build order: user by user, each for every task that wants it."""
@@ -122,7 +152,7 @@ class PromptThread(threading.Thread):
                 if self.stopped.is_set():
                     return
                 wanted = [first + k for k, task in enumerate(plan.tasks)
-                          if user.user_hash in task.wanted]
+                          if user.user_hash in task.wanted and first + k not in self.failed]
                 if wanted:
                     self.last_task[user.user_hash] = wanted[-1]
                 yield from ((index, user) for index in wanted)
@@ -131,9 +161,6 @@ class PromptThread(threading.Thread):
     def register(self, task: BuildTask, user: UserRecord, prompts: list[Prompt],
                  unfit: list[tuple[Location, str]]) -> None:
         skipped = [SkippedItem(loc, user.id_value, why) for loc, why in unfit]
-        task.tally.unfit += skipped
-        task.tally.prompts += len(prompts)
-        task.tally.truncated += sum(p.truncated for p in prompts)
         self.feed.put(task.register(user, prompts, skipped))
 
 

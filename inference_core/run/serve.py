@@ -17,6 +17,7 @@ from inference_core.run.engine_launch import EngineLaunch
 from inference_core.run.feed import RequestFeed
 from inference_core.run.job_run import JobRun
 from inference_core.run.prompting import BuildPlan, BuildTask, PromptThread, prompt_builder
+from inference_core.rundir.facts import throughput
 from inference_core.run.signals import stop_on_signals
 from inference_core.run.writer import UserFileWriter
 
@@ -25,7 +26,7 @@ log = logging.getLogger(__name__)
 
 def serve(runs: Sequence[JobRun], tokenizer: Any, launch: EngineLaunch) -> None:
     """Build prompts while the engine loads and generates; claim the folders once it is up."""
-    feed = RequestFeed()
+    feed = RequestFeed(on_take=lambda taken: note_taken(runs, taken))
     # Held until the folders are claimed: a start that fails writes nothing anywhere.
     writer = UserFileWriter(held=True)
     for r in runs:
@@ -39,9 +40,10 @@ def serve(runs: Sequence[JobRun], tokenizer: Any, launch: EngineLaunch) -> None:
             r.claim()
         writer.release()
         with stop_on_signals():
-            generate(engine, runs, feed)
+            spent = generate(engine, runs, feed)
         shared = {"engine": engine.name, "model_load_seconds": engine.load_seconds,
-                  "engine_stats": engine.stats(), "engine_session": launch.session()}
+                  "engine_stats": engine.stats(),
+                  "engine_session": {**launch.session(), **session_figures(runs, spent)}}
         for r in runs:
             r.report.update(shared)
     finally:
@@ -57,6 +59,25 @@ def serve(runs: Sequence[JobRun], tokenizer: Any, launch: EngineLaunch) -> None:
     for r in runs:
         r.report["build_prompts_seconds"] = r.tally.seconds
         r.report["prompts_ready_seconds"] = (builder.finished_at or time.perf_counter()) - began
+
+
+def note_taken(runs: Sequence[JobRun], taken: Sequence[GenerationRequest]) -> None:
+    """When the engine took each job's first request: where the job's own span begins."""
+    now = time.perf_counter()
+    for request in taken:
+        run = runs[int(request.request_id.partition("/")[0])]
+        if run.first_request is None:
+            run.first_request = now
+
+
+def session_figures(runs: Sequence[JobRun], seconds: float) -> dict[str, Any]:
+    """What the engine did for all the jobs together: their samples and tokens over its
+    generation time (each job's own figures cover only its own span)."""
+    samples = sum(r.samples_kept for r in runs)
+    tokens = sum(r.collector.generated_tokens for r in runs)
+    return {"inference_time_seconds": round(seconds, 3), "samples_generated": samples,
+            "generated_tokens": tokens, "throughput_samples_per_sec": throughput(samples, seconds),
+            "output_tokens_per_sec": throughput(tokens, seconds)}
 
 
 def build_plans(runs: Sequence[JobRun], tokenizer: Any) -> list[BuildPlan]:
@@ -80,8 +101,12 @@ def build_task(run: JobRun, index: int, tokenizer: Any) -> BuildTask:
             return []
         return [tagged(req, run, index) for req in run.collector.add_user(prompts, run.tests)]
 
+    def fail(err: BaseException) -> None:
+        log.error("%s: %s (this job stops here; the others go on)", run.job.output_dir, err)
+        run.failed = err
+
     return BuildTask(prompt_builder(run.job, tokenizer), frozenset(run.by_hash), register,
-                     run.tally)
+                     run.tally, fail)
 
 
 def tagged(request: GenerationRequest, run: JobRun, index: int) -> GenerationRequest:
@@ -91,15 +116,14 @@ def tagged(request: GenerationRequest, run: JobRun, index: int) -> GenerationReq
                    sampling=run.job.sampling)
 
 
-def generate(engine: Engine, runs: Sequence[JobRun], feed: RequestFeed) -> None:
+def generate(engine: Engine, runs: Sequence[JobRun], feed: RequestFeed) -> float:
     """Round 0 streams from the builder; later rounds redraw the samples handlers refused.
 
-    A run's inference time ends at its own last completion: in a shared call that is the wall
-    time this run needed, the other runs' work included.
+    Each job's inference time is its own span, from the engine taking its first request to its
+    last completion (in a shared start the other jobs' work overlaps it); returns the
+    session's, from the first request to the last completion of any job.
     """
     start = time.perf_counter()
-    for r in runs:
-        r.last_completion = start
     total = sum(len(r.tests) * r.job.sampling.num_samples for r in runs)
     with tqdm(total=total, desc="samples", unit="sample", dynamic_ncols=True) as bar:
         requests: Any = feed
@@ -113,11 +137,11 @@ def generate(engine: Engine, runs: Sequence[JobRun], feed: RequestFeed) -> None:
                             "again", round_, len(requests))
             # Every request carries its run's sampling; the call's own is the first run's.
             for completion in engine.generate(requests, runs[0].job.sampling):
-                note_first_request(runs, start)
                 number, _, own_id = completion.request_id.partition("/")
                 run = runs[int(number)]
                 kept, done_user = run.collector.add(replace(completion, request_id=own_id))
                 bar.update(kept)
+                run.samples_kept += kept
                 run.last_completion = time.perf_counter()
                 if done_user is not None:
                     run.write_user(done_user, run.collector.user_items(done_user), score=True)
@@ -126,9 +150,13 @@ def generate(engine: Engine, runs: Sequence[JobRun], feed: RequestFeed) -> None:
         for user, open_count in run.collector.open_items.items():
             if open_count:
                 run.write_user(user, [r for r in run.collector.user_items(user) if r.full])
-        run.report["inference_time_seconds"] = run.last_completion - start
+        run.report.update(job_span(run, start))
+    return max((r.last_completion for r in runs if r.last_completion), default=start) - start
 
 
-def note_first_request(runs: Sequence[JobRun], start: float) -> None:
-    for r in runs:
-        r.report.setdefault("first_request_seconds", round(time.perf_counter() - start, 3))
+def job_span(run: JobRun, start: float) -> dict[str, Any]:
+    """The job's own inference time and when, after generation began, its first request went
+    in (a request taken from a list, not the feed, counts from the start)."""
+    first = run.first_request if run.first_request is not None else start
+    return {"inference_time_seconds": max(0.0, (run.last_completion or first) - first),
+            "first_request_seconds": round(first - start, 3)}

@@ -104,11 +104,14 @@ def stopped_by_engine(err: BaseException, run_dir: Path | None) -> RunStopped:
 
 
 def as_run_stopped(err: BaseException, run_dir: Path | None = None) -> RunStopped | None:
-    """The RunStopped an exception amounts to, or None when it is no run fault."""
+    """The RunStopped an exception amounts to, or None when it is no run fault (an error raised
+    from a full disk, say a page that could not be written, is that fault)."""
     if isinstance(err, RunStopped):
         return err
     if isinstance(err, OSError):
         return stopped_by_os_error(err, run_dir)
+    if isinstance(err.__cause__, OSError):
+        return stopped_by_os_error(err.__cause__, run_dir)
     if is_engine_failure(err) or any(is_engine_failure(e) for e in _causes(err)):
         return stopped_by_engine(err, run_dir)
     return None
