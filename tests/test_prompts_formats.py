@@ -2,6 +2,7 @@
 reference/TRAINING_FORMATS.md writes them (golden strings typed by hand), truncation, answers."""
 from __future__ import annotations
 
+import dataclasses
 import re
 from functools import lru_cache
 
@@ -148,9 +149,16 @@ def test_profile_tags_follow_the_training_rules():
     user = UserRecord("u", {"name": "A", "age": 20, "gender": "", "job": "cook",
                             "unstructured": "x"},
                       {"structured": {"big_five": {"dimensions": {"openness": {"score": 3}}},
-                                      "mbti.ei": "E", "flat": {"a": 1}}}, "", (), ())
+                                      "flat": {"a": 1}}}, "", (), ())
     assert profile_tags(user) == ["[USER_NAME=A]", "[USER_AGE=20]", "[DIM_BIG_FIVE_OPENNESS=3]",
-                                  "[DIM_MBTI_EI=E]", "[USER_JOB=cook]"]
+                                  "[USER_JOB=cook]"]
+    # One key with a "." makes the whole dict flat: every key is a tag, its value as str().
+    mixed = dataclasses.replace(user, personality={"structured": {
+        **user.personality["structured"], "mbti.ei": "E"}})
+    assert profile_tags(mixed) == [
+        "[USER_NAME=A]", "[USER_AGE=20]",
+        "[DIM_BIG_FIVE={'dimensions': {'openness': {'score': 3}}}]", "[DIM_FLAT={'a': 1}]",
+        "[DIM_MBTI_EI=E]", "[USER_JOB=cook]"]
 
 
 def test_tagged_dmsc_truncation_drops_oldest_reviews_and_updates_the_count(tokenizer):

@@ -65,20 +65,21 @@ def profile_lines(user: UserRecord) -> list[str]:
 
 
 def dimension_tags(structured: Any) -> list[str]:
-    """`a.b: v` -> [DIM_A_B=v]; `{scale: {"dimensions": {sub: {"score": x}}}}` ->
-    [DIM_SCALE_SUB=x]; other shapes give nothing (as the training loader did)."""
+    """The training loader's DIM_ tags (TRAINING_FORMATS.md §3), flat or nested decided once for
+    the whole dict: if any key holds a ".", every key with a value other than None gives
+    [DIM_KEY=str(value)] (KEY upper-cased, "." -> "_"); otherwise only
+    `{scale: {"dimensions": {sub: {"score": x}}}}` entries give [DIM_SCALE_SUB=x]."""
     if not isinstance(structured, dict):
         return []
+    if any("." in str(key) for key in structured):
+        return [f"[DIM_{str(key).upper().replace('.', '_')}={value}]"
+                for key, value in structured.items() if value is not None]
     tags = []
     for key, value in structured.items():
-        key = str(key)
-        if "." in key:
-            tags.append(f"[DIM_{key.upper().replace('.', '_')}={value}]")
-            continue
         dims = value.get("dimensions") if isinstance(value, dict) else None
         for sub, entry in (dims or {}).items() if isinstance(dims, dict) else ():
             if isinstance(entry, dict) and "score" in entry:
-                tags.append(f"[DIM_{key.upper()}_{str(sub).upper()}={entry['score']}]")
+                tags.append(f"[DIM_{str(key).upper()}_{str(sub).upper()}={entry['score']}]")
     return tags
 
 
@@ -97,8 +98,11 @@ def profile_tags(user: UserRecord) -> list[str]:
 
 
 def is_own_turn(turn: Turn, user: UserRecord) -> bool:
-    """The training role rule: the user's own line when source is "user" or the profile name."""
-    return turn.source.lower() == "user" or (user.name is not None and turn.source == user.name)
+    """The training role rule: the user's own line when the source is "user" (any case) or the
+    profile name, both compared with surrounding spaces stripped, as training did ("YS " is
+    the user YS); a blank name matches nothing."""
+    source, name = turn.source.strip(), (user.name or "").strip()
+    return source.lower() == "user" or (bool(name) and source == name)
 
 
 def turn_data(turns: Iterable[Turn], user: UserRecord, drop_blank: bool) -> list[dict[str, Any]]:
