@@ -319,8 +319,8 @@ def main(argv: Sequence[str]) -> int:
     elif command == "nvml":
         try:
             print(json.dumps([asdict(gpu) for gpu in nvml_gpus()]))
-        except OSError as err:  # no libnvidia-ml.so.1, or NVML refused: one line for ask_nvml
-            print(err, file=sys.stderr)
+        except (OSError, AttributeError) as err:  # no libnvidia-ml.so.1, one too old for a
+            print(err, file=sys.stderr)             # call, or NVML refused: one line for ask_nvml
             return 1
     else:
         print(__doc__, file=sys.stderr)
