@@ -1,6 +1,7 @@
 """From the composed Hydra config to typed settings, and the checks made before a model loads."""
 from __future__ import annotations
 
+import math
 import os
 import re
 from dataclasses import dataclass
@@ -165,15 +166,48 @@ def check_model_folder(path: str) -> Path:
     return folder
 
 
+def sampling_value(s: DictConfig, key: str, whole: bool = False) -> float:
+    """`sampling.<key>` as a finite number (a whole one where `whole`), or one line naming it."""
+    value = s.get(key)
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = math.nan
+    if isinstance(value, bool) or not math.isfinite(number) or (whole and not number.is_integer()):
+        raise ConfigError(f"sampling.{key}={value!r} is not a {'whole ' if whole else ''}number")
+    return number
+
+
 def check_sampling(cfg: DictConfig, max_model_len: int) -> None:
+    """The ranges vLLM's SamplingParams accepts (its _verify_args), checked before any load; the
+    other engines take the same values with the same meaning."""
     s = cfg.sampling
-    if int(s.num_samples) < 1:
-        raise ConfigError(f"sampling.num_samples={s.num_samples} must be at least 1")
-    if float(s.temperature) == 0 and int(s.num_samples) > 1:
-        raise ConfigError("sampling.temperature=0 (greedy) gives one sample: set sampling.num_samples=1")
-    if int(s.max_tokens) >= max_model_len:
-        raise ConfigError(f"sampling.max_tokens={s.max_tokens} leaves no room for a prompt in "
-                          f"max_model_len={max_model_len}")
+    sampling_value(s, "seed", True)  # any whole number seeds every engine
+    n = sampling_value(s, "num_samples", True)
+    temperature, top_p = sampling_value(s, "temperature"), sampling_value(s, "top_p")
+    top_k = sampling_value(s, "top_k", True)
+    max_tokens = sampling_value(s, "max_tokens", True)
+    min_tokens = sampling_value(s, "min_tokens", True) if "min_tokens" in s else 1
+    penalty = sampling_value(s, "repetition_penalty") if "repetition_penalty" in s else 1.0
+    retries = sampling_value(s, "blank_retries", True) if "blank_retries" in s else 0
+    problem = next((line for bad, line in (
+        (n < 1, f"sampling.num_samples={s.num_samples} must be at least 1"),
+        (not 0 <= temperature <= 2, f"sampling.temperature={s.temperature} must be in [0, 2] "
+                                    f"(0 is greedy)"),
+        (temperature == 0 and n > 1, "sampling.temperature=0 (greedy) gives one sample: set "
+                                     "sampling.num_samples=1"),
+        (not 0 < top_p <= 1, f"sampling.top_p={s.top_p} must be in (0, 1]"),
+        (top_k < -1, f"sampling.top_k={s.top_k} must be -1 or 0 (off), or at least 1"),
+        (penalty <= 0, f"sampling.repetition_penalty={penalty:g} must be above 0 (1 is off)"),
+        (max_tokens < 1, f"sampling.max_tokens={s.max_tokens} must be at least 1"),
+        (max_tokens >= max_model_len, f"sampling.max_tokens={s.max_tokens} leaves no room for a "
+                                      f"prompt in max_model_len={max_model_len}"),
+        (not 0 <= min_tokens <= max_tokens, f"sampling.min_tokens={min_tokens:g} must be in "
+                                            f"[0, sampling.max_tokens={max_tokens:g}]"),
+        (retries < 0, f"sampling.blank_retries={retries:g} must be 0 or more"),
+    ) if bad), None)
+    if problem:
+        raise ConfigError(problem)
 
 
 def check_parallelism(engine_cfg: Any, facts: ModelFacts) -> None:

@@ -4,23 +4,29 @@ torch and vLLM can use them.
 Counting and naming GPUs never touches CUDA: in the process that starts vLLM a CUDA call before
 vLLM starts its engine process breaks that process ("Cannot re-initialize CUDA in forked
 subprocess"); vLLM counts through NVML for the same reason, and nvidia-smi is NVML's own command.
-CUDA_VISIBLE_DEVICES is applied as CUDA applies it. Only the standard library, so that
-`make install` can run this with the system python before .venv exists:
+Where nvidia-smi is missing (a container started with driver capabilities `compute` only), fails,
+hangs or says something unexpected while /dev holds NVIDIA GPU devices, NVML itself is read, in a
+child process (`nvml` below) so that this one loads no driver library. CUDA_VISIBLE_DEVICES is
+applied as CUDA applies it. Only the standard library, so that `make install` can run this with
+the system python before .venv exists:
 
     python3 -m inference_core.gpu_node build         gpu or cpu: the vLLM build this node needs
     python3 -m inference_core.gpu_node stale .venv   why .venv, made for the CPU, must be rebuilt here
     python3 -m inference_core.gpu_node driver        exit 2, one line: driver too old for the pinned torch
     .venv/bin/python -m inference_core.gpu_node check   exit 2, one line: this torch/vLLM cannot use the GPUs
+    python3 -m inference_core.gpu_node nvml          the GPUs as NVML lists them (JSON), for driver_gpus
 """
 from __future__ import annotations
 
+import functools
 import glob
 import json
+import logging
 import os
 import shutil
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -33,6 +39,12 @@ PINNED_TORCH = "2.13.0"
 PINNED_CUDA = "13.0"
 QUERY = "index,uuid,name,memory.total,driver_version"
 FIX = "run `make clean install`, which installs the CUDA build here"
+# The GPUs' device files (nvidiactl and nvidia-uvm are not GPUs).
+GPU_DEVICES = "/dev/nvidia[0-9]*"
+SMI_TIMEOUT_S = 120  # a driver in trouble can hang nvidia-smi for minutes
+NVML_TIMEOUT_S = 60
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -44,26 +56,122 @@ class Gpu:
     driver: str
 
 
+class NoAnswer(Exception):
+    """Why nvidia-smi gave no list of GPUs."""
+
+
+class NotUnderstood(NoAnswer):
+    """nvidia-smi answered with a line that is not one GPU."""
+
+
 def parse_gpu(line: str) -> Gpu:
     """One line of `nvidia-smi --query-gpu=<QUERY> --format=csv,noheader,nounits`."""
     fields = [f.strip() for f in line.split(",")]
+    if len(fields) < 5 or not fields[0].isdigit():
+        raise NotUnderstood(f"nvidia-smi said {line.strip()!r}, which is not a GPU's "
+                            f"{QUERY} line")
     memory = fields[-2]
     return Gpu(int(fields[0]), fields[1], ", ".join(fields[2:-2]),
                int(memory) if memory.isdigit() else 0, fields[-1])
 
 
-def driver_gpus() -> list[Gpu]:
-    """Every GPU the driver sees; [] where nvidia-smi is missing or finds none."""
+def smi_gpus() -> list[Gpu]:
+    """Every GPU nvidia-smi lists; NoAnswer says why there is no list."""
     if shutil.which("nvidia-smi") is None:
-        return []
+        raise NoAnswer("nvidia-smi is not installed")
     try:
         done = subprocess.run(["nvidia-smi", f"--query-gpu={QUERY}", "--format=csv,noheader,nounits"],
-                              capture_output=True, text=True, timeout=120)
-    except (OSError, subprocess.TimeoutExpired):
-        return []
+                              capture_output=True, text=True, timeout=SMI_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        raise NoAnswer(f"nvidia-smi did not answer within {SMI_TIMEOUT_S} s") from None
+    except OSError as err:
+        raise NoAnswer(f"nvidia-smi could not run ({err})") from None
     if done.returncode != 0:
-        return []
+        said = (done.stdout + done.stderr).strip().splitlines()
+        raise NoAnswer(f"nvidia-smi failed (exit {done.returncode}"
+                       f"{': ' + said[0] if said else ''})")
     return [parse_gpu(line) for line in done.stdout.splitlines() if line.strip()]
+
+
+@functools.cache  # the node's GPUs do not change while a run lasts: asked once, said once
+def driver_gpus() -> tuple[Gpu, ...]:
+    """Every GPU the driver sees: nvidia-smi's list or, where nvidia-smi cannot give one while
+    /dev holds GPU devices, NVML's (ask_nvml); none on a node without either."""
+    try:
+        return tuple(smi_gpus())
+    except NoAnswer as why:
+        devices = sorted(glob.glob(GPU_DEVICES))
+        if devices:
+            log.warning("%s while %s exist: counting the GPUs through NVML", why,
+                        ", ".join(devices[:2]) + (", ..." if len(devices) > 2 else ""))
+            return ask_nvml()
+        if isinstance(why, NotUnderstood):  # a CPU node answers with an error exit, not this
+            log.warning("%s: no GPU counted", why)
+        return ()
+
+
+def nvml_gpus() -> list[Gpu]:
+    """Every GPU as NVML (libnvidia-ml, the library nvidia-smi reads) lists it, in its order.
+
+    This loads the driver's library: only `python -m inference_core.gpu_node nvml` calls it, in a
+    process of its own (ask_nvml)."""
+    import ctypes
+
+    class Memory(ctypes.Structure):  # nvmlMemory_t
+        _fields_ = [("total", ctypes.c_ulonglong), ("free", ctypes.c_ulonglong),
+                    ("used", ctypes.c_ulonglong)]
+
+    nvml = ctypes.CDLL("libnvidia-ml.so.1")
+    nvml.nvmlErrorString.restype = ctypes.c_char_p
+
+    def check(code: int, call: str) -> None:
+        if code:
+            raise OSError(f"{call}: {nvml.nvmlErrorString(code).decode()} (NVML error {code})")
+
+    def text(call: str, *args: Any) -> str:
+        buffer = ctypes.create_string_buffer(96)
+        check(getattr(nvml, call)(*args, buffer, len(buffer)), call)
+        return buffer.value.decode()
+
+    check(nvml.nvmlInit_v2(), "nvmlInit_v2")
+    try:
+        driver = text("nvmlSystemGetDriverVersion")
+        count = ctypes.c_uint()
+        check(nvml.nvmlDeviceGetCount_v2(ctypes.byref(count)), "nvmlDeviceGetCount_v2")
+        gpus = []
+        for index in range(count.value):
+            handle = ctypes.c_void_p()
+            check(nvml.nvmlDeviceGetHandleByIndex_v2(index, ctypes.byref(handle)),
+                  "nvmlDeviceGetHandleByIndex_v2")
+            memory = Memory()
+            # Memory is a nicety (nvidia-smi's [N/A] reads 0 too); the count is what matters.
+            total = 0 if nvml.nvmlDeviceGetMemoryInfo(handle, ctypes.byref(memory)) \
+                else memory.total >> 20
+            gpus.append(Gpu(index, text("nvmlDeviceGetUUID", handle),
+                            text("nvmlDeviceGetName", handle), total, driver))
+        return gpus
+    finally:
+        nvml.nvmlShutdown()
+
+
+def ask_nvml(python: str = sys.executable) -> tuple[Gpu, ...]:
+    """nvml_gpus() from a process of its own, so that this one loads no driver library."""
+    try:
+        done = subprocess.run([python, "-m", "inference_core.gpu_node", "nvml"],
+                              capture_output=True, text=True, timeout=NVML_TIMEOUT_S,
+                              cwd=Path(__file__).resolve().parent.parent)
+    except subprocess.TimeoutExpired:
+        log.warning("NVML did not answer within %d s either: no GPU counted", NVML_TIMEOUT_S)
+        return ()
+    lines = (done.stdout if done.returncode == 0 else done.stderr).strip().splitlines()
+    try:
+        if done.returncode == 0:
+            return tuple(Gpu(**gpu) for gpu in json.loads(lines[-1]))
+    except (IndexError, ValueError, TypeError):
+        pass
+    log.warning("NVML could not count them either (%s): no GPU counted",
+                lines[-1] if lines else f"exit {done.returncode}, no answer")
+    return ()
 
 
 def visible(gpus: Sequence[Gpu], cuda_visible_devices: str | None) -> list[Gpu]:
@@ -208,6 +316,12 @@ def main(argv: Sequence[str]) -> int:
             return 2
     elif command == "torch":
         print(json.dumps(torch_view()))
+    elif command == "nvml":
+        try:
+            print(json.dumps([asdict(gpu) for gpu in nvml_gpus()]))
+        except (OSError, AttributeError) as err:  # no libnvidia-ml.so.1, one too old for a
+            print(err, file=sys.stderr)             # call, or NVML refused: one line for ask_nvml
+            return 1
     else:
         print(__doc__, file=sys.stderr)
         return 2

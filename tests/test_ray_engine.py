@@ -12,10 +12,9 @@ import pytest
 from omegaconf import OmegaConf
 
 from conftest import assert_well_formed, compose
-from inference_core.config import ConfigError
 from inference_core.engine import Completion, GenerationRequest, SamplingSettings
 from inference_vllm.ray_engine import (NOT_ENGINE_ARGS, RayEngine, engine_kwargs,
-                                       processor_config_kwargs, row_functions)
+                                       processor_config_kwargs, request_rows, row_functions)
 
 pytestmark = pytest.mark.engine
 
@@ -67,10 +66,11 @@ def test_rows_carry_n1_sampling_and_map_back_without_our_package() -> None:
     from ray import cloudpickle
 
     sampling = dataclasses.replace(SAMPLING, stop=("\n",))
-    pre, post = row_functions(sampling, seed=42, round_=1, per_row_seed=False)
-    params = pre({"rid": "a", "sample": 1, "tokenized_prompt": [1, 2]})["sampling_params"]
+    pre, post = row_functions(sampling)
+    params = pre({"rid": "a", "sample": 1, "tokenized_prompt": [1, 2], "seed": 0,
+                  "seeded": False})["sampling_params"]
     assert params == {"n": 1, "temperature": 1.0, "top_p": 0.9, "top_k": 50, "max_tokens": 8,
-                      "min_tokens": 1, "stop": ["\n"]}
+                      "min_tokens": 1, "repetition_penalty": 1.0, "stop": ["\n"]}
     out = {"rid": "a", "sample": 1, "generated_text": "hi", "num_generated_tokens": 8}
     assert post(out)["finish_reason"] == "length"
     assert post({**out, "num_generated_tokens": 3}) == {
@@ -84,21 +84,34 @@ def test_rows_carry_n1_sampling_and_map_back_without_our_package() -> None:
             "sys.meta_path.insert(0, Block())\n"
             "from ray import cloudpickle\n"
             "pre, post = cloudpickle.loads(sys.stdin.buffer.read())\n"
-            "print(pre({'rid': 'a', 'sample': 0})['sampling_params']['n'],"
+            "print(pre({'rid': 'a', 'sample': 0, 'seed': 7, 'seeded': True})"
+            "['sampling_params']['n'],"
             " post({'rid': 'a', 'sample': 0, 'generated_text': 'x', 'num_generated_tokens': 1})"
             "['finish_reason'])\n")
     run = subprocess.run([sys.executable, "-c", code], input=cloudpickle.dumps((pre, post)),
                          capture_output=True, cwd="/", timeout=120)
     assert run.stdout.decode().split() == ["1", "stop"], run.stderr.decode()[-2000:]
-    seeded, _ = row_functions(sampling, seed=42, round_=1, per_row_seed=True)
-    seeds = {seeded({"rid": r, "sample": i})["sampling_params"]["seed"]
-             for r in ("a", "b") for i in range(2)}
-    assert len(seeds) == 4
 
 
-def test_per_row_seed_is_refused_on_cpu() -> None:
-    with pytest.raises(ConfigError, match="per_row_seed"):
-        RayEngine("/models/m", {**ray_cfg(), "per_row_seed": True}, seed=42)
+def test_each_row_draws_from_its_requests_seed_not_its_routing_id() -> None:
+    """Sample i of a request seeded s draws from s + i (vLLM's seed for the i-th of n samples),
+    whatever the request's id (it names the job's and the collector's place in the command)."""
+    pre, _ = row_functions(SAMPLING)
+
+    def seeds(*requests: GenerationRequest) -> dict[str, list[int | None]]:
+        out: dict[str, list[int | None]] = {}
+        for row in request_rows(requests):
+            out.setdefault(row["rid"], []).append(pre(row)["sampling_params"].get("seed"))
+        return out
+
+    first = seeds(GenerationRequest("0-0-r1", (1, 2), 2, seed=1000),
+                  GenerationRequest("0-1-r2", (3,), 3, seed=77))
+    moved = seeds(GenerationRequest("4-2-r2", (3,), 3, seed=77),
+                  GenerationRequest("3-5-r1", (1, 2), 2, seed=1000))
+    assert first == {"0-0-r1": [1000, 1001], "0-1-r2": [77, 78, 79]}
+    assert moved == {"4-2-r2": [77, 78, 79], "3-5-r1": [1000, 1001]}
+    # Without a seed of its own a request draws from the engine's seed.
+    assert seeds(GenerationRequest("x", (1,), 2)) == {"x": [None, None]}
 
 
 @pytest.fixture(scope="module")
@@ -116,7 +129,10 @@ def test_ray_engine_yields_n_samples_per_request(ray_engine: RayEngine, tokenize
         text = tokenizer.apply_chat_template([{"role": "user", "content": q}], tokenize=False,
                                              add_generation_prompt=True)
         ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-        requests.append(GenerationRequest(f"r{i}", tuple(ids), SAMPLING.num_samples))
+        requests.append(GenerationRequest(f"0-0-r{i}", tuple(ids), SAMPLING.num_samples,
+                                          seed=1000 + i))
+    # The first request again under another job's and collector's routing id, with its seed.
+    requests.append(dataclasses.replace(requests[0], request_id="5-3-r0"))
     def handler(signum: int, frame: Any) -> None:  # stands in for the pipeline's stop handler
         raise AssertionError("not called")
 
@@ -127,14 +143,16 @@ def test_ray_engine_yields_n_samples_per_request(ray_engine: RayEngine, tokenize
         assert signal.getsignal(signal.SIGTERM) is handler
     finally:
         signal.signal(signal.SIGTERM, previous)
-    assert sorted(c.request_id for c in out) == [r.request_id for r in requests]
+    assert sorted(c.request_id for c in out) == sorted(r.request_id for r in requests)
     by_id = {c.request_id: c for c in out}
     for r in requests:
         assert_well_formed(by_id[r.request_id], r, 2, SAMPLING.max_tokens)
-    # Two rows of one prompt under one engine seed are two draws, not one copy.
+    # The request's seed draws its samples, not its id; its two rows (seed, seed + 1) are two draws.
+    assert by_id["5-3-r0"].texts == by_id["0-0-r0"].texts
     assert any(len(set(c.texts)) > 1 for c in out)
     stats = ray_engine.stats()
-    assert stats["calls"][0]["rows"] == 6 and stats["ray_resources"]["CPU"] == 8
+    assert stats["calls"][0]["rows"] == 8 and stats["ray_resources"]["CPU"] == 8
+    assert stats["per_request_seeds"] is True
     assert stats["placement"]["bundles"] == [{"CPU": 1, "GPU": 0}]
     ray_engine.close()  # we started this Ray instance: closing shuts it down
     assert not ray.is_initialized()

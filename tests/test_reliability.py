@@ -65,7 +65,8 @@ def test_skipped_items_fail_the_run_unless_allowed_and_duplicates_merge(vllm_eng
     summary = load(tmp_path / "out" / "inference_summary.json")
     assert summary["skipped_items"] == [{"location": {"record": 1, "collection": 0, "item": 0},
                                          "user_hash": "bad",
-                                         "reason": "context is neither a list nor text"}]
+                                         "reason": "context is neither a list nor text",
+                                         "bad_input": True}]
     assert cli(vllm_engine, *args, "allow_skips=true") == 0
     board = load(tmp_path / "out" / "test_leaderboard.json")
     items = [i for r in board for c in r["task"]["task_behavior_collections"] for i in c["data"]]

@@ -253,7 +253,8 @@ def read_dataset(name: str, folder: Path, references_file: str | None, max_users
         where = f"{test_path.name}[{r_i}]"
         user_hash = user_hash_of(record, where, problems)
         if user_hash is None:
-            skipped.append(SkippedItem(Location(r_i, -1, -1), None, "record has no usable user_hash"))
+            skipped.append(SkippedItem(Location(r_i, -1, -1), None, "record has no usable user_hash",
+                                       bad_input=True))
             continue
         raw_id = record["user_hash"]  # what the outputs write: a number stays a number
         if user_hash not in users:
@@ -270,7 +271,7 @@ def read_dataset(name: str, folder: Path, references_file: str | None, max_users
             item = parse_test_item(raw, loc, desc, here, problems, references)
             if isinstance(item, str):
                 problems.warn(here, item + "; item skipped")
-                skipped.append(SkippedItem(loc, users[user_hash]["id"], item))
+                skipped.append(SkippedItem(loc, users[user_hash]["id"], item, bad_input=True))
             else:
                 users[user_hash]["items"].append(item)
     problems.log_totals()

@@ -103,10 +103,14 @@ class SkippedItem:
     location: Location | None
     user_hash: UserId | None
     reason: str
+    # The input itself holds no usable item here (the loader's skips): every rerun skips it
+    # again, so a finished folder with only such skips needs no engine (rundir/resume.py).
+    bad_input: bool = False
 
     def as_dict(self) -> dict[str, Any]:
         loc = self.location.as_dict() if self.location else None
-        return {"location": loc, "user_hash": self.user_hash, "reason": self.reason}
+        out = {"location": loc, "user_hash": self.user_hash, "reason": self.reason}
+        return {**out, "bad_input": True} if self.bad_input else out
 
 
 @dataclass(frozen=True)

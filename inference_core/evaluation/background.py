@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
-import os
 import pickle
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from typing import Mapping
 
+from inference_core.cpus import usable_cpus
 from inference_core.evaluation.metrics import ItemInput, ItemScores, score_item
 from inference_core.rundir.layout import UserFile
 
@@ -50,8 +50,8 @@ def score_batch(items: list[ItemInput], language: str) -> list[bytes]:
 
 
 def default_workers() -> int:
-    """Cores left over by the engine's process and this one's threads, at most four."""
-    return max(1, min(4, (os.cpu_count() or 2) - 2))
+    """CPUs left over by the engine's process and this one's threads, at most four."""
+    return max(1, min(4, usable_cpus() - 2))
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,6 @@ multiplied by 100 to match), distinct-n is a 0-1 ratio and length is in characte
 from __future__ import annotations
 
 import multiprocessing
-import os
 import statistics
 from array import array
 from collections.abc import Sequence
@@ -25,6 +24,7 @@ if TYPE_CHECKING:  # imported where scores are made: a run that does not evaluat
     from sacrebleu.metrics import BLEU, CHRF
 
 # ItemInput is re-exported: most callers import it from here.
+from inference_core.cpus import usable_cpus
 from inference_core.evaluation.item_input import ItemInput
 from inference_core.evaluation.scorers import task_metrics
 
@@ -243,7 +243,7 @@ def _score_chunk(chunk: Sequence[ItemInput], language: str) -> list[ItemScores]:
 def score_items(items: Sequence[ItemInput], language: str) -> list[ItemScores]:
     """score_item over every item, across the machine's cores for large runs (the sentence
     metrics are pure Python: one core scores ~1,000 samples a second)."""
-    workers = min(os.cpu_count() or 1, 8)
+    workers = min(usable_cpus(), 8)
     if workers < 2 or len(items) < PARALLEL_MIN_ITEMS:
         return _score_chunk(items, language)
     size = -(-len(items) // (workers * 4))

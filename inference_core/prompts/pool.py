@@ -11,7 +11,6 @@ flight, so memory stays flat however many users go in.
 from __future__ import annotations
 
 import multiprocessing
-import os
 import pickle
 from collections import deque
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -19,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
+from inference_core.cpus import usable_cpus
 from inference_core.data.records import Location, UserRecord
 from inference_core.prompts.builder import Ablation, Prompt, PromptBuilder
 from inference_core.prompts.settings import PromptSettings
@@ -30,9 +30,9 @@ TASKS_PER_WORKER = 4  # in flight: enough to keep a worker busy while its last r
 
 
 def default_workers() -> int:
-    """Half the cores, at most 8: the other half serve the engine loop, the writer and the
-    scoring workers. 1 (no pool) below 4 cores, where a pool only competes with them."""
-    return max(1, min(MAX_DEFAULT_WORKERS, (os.cpu_count() or 1) // 2))
+    """Half the usable CPUs, at most 8: the other half serve the engine loop, the writer and the
+    scoring workers. 1 (no pool) below 4 CPUs, where a pool only competes with them."""
+    return max(1, min(MAX_DEFAULT_WORKERS, usable_cpus() // 2))
 
 
 @dataclass(frozen=True)

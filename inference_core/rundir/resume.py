@@ -11,7 +11,8 @@ import orjson
 
 from inference_core.data.records import Location
 from inference_core.rundir.layout import (IDENTITY_FILE, RUN_OUTPUTS, SUMMARY_FILE,  # noqa: F401
-                                          DamagedUserFile, read_user_file, user_file_path)
+                                          DamagedUserFile, UserFile, read_user_file,
+                                          user_file_path)
 from inference_core.rundir.writers import read_json, write_json_atomic
 
 log = logging.getLogger(__name__)
@@ -62,8 +63,9 @@ def as_json(identity: dict[str, Any]) -> dict[str, Any]:
 
 def looks_finished(output_dir: Path, identity: dict[str, Any], shard_count: int,
                    overwrite: bool) -> bool:
-    """This very run's folder with its merged summary and nothing skipped: most likely nothing
-    to generate, so no engine is started for it (the resume check after loading decides)."""
+    """This very run's folder with its merged summary, every item written or skipped for good:
+    most likely nothing to generate, so no engine is started for it (the resume check after
+    loading decides)."""
     if overwrite:
         return False
     try:
@@ -72,7 +74,42 @@ def looks_finished(output_dir: Path, identity: dict[str, Any], shard_count: int,
     except (OSError, ValueError):
         return False
     return (previous == as_json(identity) and isinstance(summary, dict)
-            and not summary.get("skipped_items") and summary.get("num_shards") == shard_count)
+            and summary.get("num_shards") == shard_count
+            and skipped_for_good(output_dir, summary.get("skipped_items") or []))
+
+
+def skipped_for_good(output_dir: Path, skipped: list[Any]) -> bool:
+    """Whether a rerun skips each of these again, as the resume check does: what the input lacks
+    (`bad_input`, or a record without a usable user) and prompts that cannot fit, which their
+    user's file lists. Anything else (blank samples, an endpoint's error) is asked again."""
+    unfit: dict[str, set[str] | None] = {}  # per user: the keys its file lists; None: no file
+    for skip in skipped:
+        if not isinstance(skip, dict):
+            return False
+        if skip.get("bad_input") or skip.get("user_hash") is None:
+            continue
+        user, where = str(skip["user_hash"]), skip.get("location")
+        if user not in unfit:
+            unfit[user] = listed_unfit(output_dir, user)
+        listed = unfit[user]
+        if not isinstance(where, dict) or listed is None or Location(**where).key() not in listed:
+            return False
+    return True
+
+
+def listed_unfit(output_dir: Path, user_hash: str) -> set[str] | None:
+    """The keys of the items the user's file records as impossible to build; None without a
+    readable file."""
+    try:
+        user = read_user_file(user_file_path(output_dir, user_hash))
+    except DamagedUserFile:
+        return None
+    return unfit_keys(user)
+
+
+def unfit_keys(user: UserFile) -> set[str]:
+    return {Location(**s["location"]).key() for s in user.extra.get("skipped_items", [])
+            if isinstance(s, dict) and isinstance(s.get("location"), dict)}
 
 
 def remove_stale_temp_files(output_dir: Path, age_seconds: float = 600) -> None:
@@ -94,8 +131,7 @@ def is_finished(path: Path, user_hash: str, expected: set[str], num_samples: int
         log.warning("%s", err)
         return False
     # Items that cannot be built at all are recorded as skipped: the user is done without them.
-    unfit = {Location(**s["location"]).key() for s in user.extra.get("skipped_items", [])
-             if isinstance(s, dict) and isinstance(s.get("location"), dict)}
+    unfit = unfit_keys(user)
     return (user.key == user_hash  # the id's text: an int id and an older file's "123" agree
             and {i.location.key() for i in user.items} | unfit == expected
             and all(len(i.generated_samples) == num_samples
