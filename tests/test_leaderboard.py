@@ -73,6 +73,23 @@ def test_rows_of_one_engine_start_show_the_starts_rate_labelled(tmp_path: Path) 
                                                           ).read_text()
 
 
+def test_rows_not_seeded_per_request_are_named(tmp_path: Path) -> None:
+    root = tmp_path / "outputs"
+    make_run(root, "served", "DMSC", "api", "profile_only", {"u1": [item(["x", "y"], "x")]}, 4.0,
+             per_request_seeds=False, engine="openai")
+    make_run(root, "local", "DMSC", "qwen", "profile_only", {"u1": [item(["x", "y"], "x")]}, 4.0,
+             per_request_seeds=True)
+    rows = collect_rows([root])
+    write_leaderboard(rows, tmp_path / "board")
+    md = (tmp_path / "board" / "leaderboard.md").read_text()
+    assert "1 rows were not seeded per request" in md and str(root / "served") in md
+    assert str(root / "local") not in md.split("| dataset |")[0]
+    from inference_core.report.leaderboard_page import write_leaderboard_html
+
+    page = write_leaderboard_html(rows, tmp_path / "board")
+    assert "1 rows were not seeded per request" in page.read_text()
+
+
 def item(samples: list[str], reference: str | None = None, record: int = 0) -> dict[str, Any]:
     out: dict[str, Any] = {
         "location": {"record": record, "collection": 0, "item": 1}, "prompt_tokens": 80,

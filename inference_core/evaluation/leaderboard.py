@@ -109,6 +109,7 @@ def _identity_row(run_dir: Path, doc: dict[str, Any], **numbers: Any) -> Leaderb
         sampling=sampling_label(params), n=params.get("num_samples"),
         items=numbers.get("items"), users=numbers.get("users"), samples=numbers.get("samples"),
         samples_per_s=samples_per_s, output_tokens_per_s=tokens_per_s, speed_of=whose,
+        seeded=doc.get("per_request_seeds"),
         mean_chars=numbers.get("mean_chars"), run_dir=str(run_dir),
         checkpoint_path=str(doc.get("checkpoint") or ""),
         adapter_path=str(doc["adapter"]) if doc.get("adapter") else None)

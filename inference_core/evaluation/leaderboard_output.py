@@ -40,12 +40,20 @@ _THREE_DIGITS = ("distinct_", "rating_", "choice_")  # 0-1 ratios and 1-5 scale 
 FEW_USERS = 10
 
 
-def few_users_warning(rows: Sequence[LeaderboardRow]) -> str | None:
+def table_warnings(rows: Sequence[LeaderboardRow]) -> list[str]:
+    """What a reader must know before trusting some rows: too few users, unseeded samples."""
+    warnings = []
     few = sum(1 for r in rows if r.complete and r.users is not None and r.users < FEW_USERS)
-    if not few:
-        return None
-    return (f"{few} rows have fewer than {FEW_USERS} users: their intervals are too narrow "
-            "(read them as rough); the paired p-value stays valid (exact up to 12 users)")
+    if few:
+        warnings.append(f"{few} rows have fewer than {FEW_USERS} users: their intervals are too "
+                        "narrow (read them as rough); the paired p-value stays valid (exact up "
+                        "to 12 users)")
+    unseeded = [r for r in rows if r.complete and r.seeded is False]
+    if unseeded:
+        warnings.append(f"{len(unseeded)} rows were not seeded per request (the engine or "
+                        "endpoint took no seed: the same command gives other samples): "
+                        + ", ".join(f"{r.dataset}/{r.ablation} ({r.run_dir})" for r in unseeded))
+    return warnings
 
 
 def metric_names(rows: Sequence[LeaderboardRow]) -> list[str]:
@@ -114,8 +122,7 @@ def render_markdown(rows: Sequence[LeaderboardRow], boot: Bootstrap = Bootstrap(
     complete = [r for r in rows if r.complete]
     names = metric_names(complete)
     out = ["# Leaderboard", "", f"{boot.describe()}. Every row is one run folder.", ""]
-    warning = few_users_warning(complete)
-    if warning:
+    for warning in table_warnings(complete):
         out += [f"Warning: {warning}.", ""]
     out += _md_table(
         [HEADERS.get(c, c) for c in ID_COLUMNS] + [metric_header(m) for m in names] + ["run"],

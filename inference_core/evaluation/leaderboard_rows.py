@@ -70,6 +70,9 @@ class LeaderboardRow:
     # Whose rate samples/s is: "own run", or "shared start (N jobs)" where one engine start
     # served N jobs (the session's rate: a job's own span overlaps the others').
     speed_of: str = "own run"
+    # False: the samples did not draw from per-request seeds (an endpoint that cannot take one),
+    # so the same command gives other samples; None: not recorded.
+    seeded: bool | None = None
     metrics: tuple[MetricEstimate, ...] = ()
     status: str = COMPLETE
     reason: str | None = None

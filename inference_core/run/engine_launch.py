@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 import uuid
 from dataclasses import replace
 from typing import Any, Callable, Sequence
@@ -34,8 +33,6 @@ class EngineLaunch:
         adapters = list({j.adapter.path: j.adapter for j in jobs if j.adapter}.values())
         self._engine: Engine | None = None
         self._error: BaseException | None = None
-        self.began = time.perf_counter()
-        self.ready_at: float | None = None
         self._thread = threading.Thread(target=self._start, args=(start, job, adapters),
                                         name="engine-start", daemon=True)
         self._thread.start()
@@ -45,8 +42,6 @@ class EngineLaunch:
             self._engine = start(job, adapters)
         except BaseException as err:  # noqa: BLE001 - raised in the waiting thread
             self._error = err
-        finally:
-            self.ready_at = time.perf_counter()
 
     @property
     def starting(self) -> bool:

@@ -64,7 +64,8 @@ class Job:
     # A job of a many-job command: the .hydra/ files its own command would have written into its
     # folder (its composed config and overrides), written when the folder is claimed.
     own_hydra_files: dict[str, str] = field(default_factory=dict)
-    # `prompt_workers`: processes that build prompts (None: from the CPU count; 1: none).
+    # `prompt_workers`: processes that build prompts (None: from the CPUs this process may use,
+    # inference_core/cpus.py; 1: none).
     prompt_workers: int | None = None
 
     @property
@@ -106,8 +107,6 @@ class Job:
         """Tokens a prompt may have: the window less max_tokens (less a margin for estimates)."""
         room = self.max_model_len - self.sampling.max_tokens
         return int(room * ESTIMATE_SHARE) if self.token_counts == "estimated" else room
-
-    to_identity = identity
 
     @classmethod
     def from_identity(cls, identity: dict[str, Any], output_dir: Path) -> "Job":
@@ -176,8 +175,6 @@ def prepare_job(cfg: DictConfig, shard: tuple[int, int] | None = None) -> Job:
     """
     offline_hub()
     dataset_path = conf.check_data_folder(cfg)
-    if int(cfg.sampling.num_samples) < 1:
-        raise conf.ConfigError(f"sampling.num_samples={cfg.sampling.num_samples} must be at least 1")
     adapter = None
     if cfg.model.path and is_adapter(Path(str(cfg.model.path)).expanduser()):
         adapter = read_adapter(Path(str(cfg.model.path)).expanduser().resolve(),

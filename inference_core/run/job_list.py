@@ -2,7 +2,11 @@
 every LoRA adapter pair; all of them served by one engine start.
 
 Each job's config is the one its own command would compose (the same command line with this job's
-`dataset=`/`experiment=` and `ablation=`), so each writes exactly the folder a separate run writes.
+`dataset=`/`experiment=` and `ablation=`), so each writes the folder a separate run writes: the
+same files, run.json, .hydra/config.yaml and overrides.yaml, prompts and seeds. Not the same: what
+says when and how it ran (timings, session ids, `engine_session` naming every job of the start and
+its rate), the command's own log and .hydra/hydra.yaml (under multirun/, not in a job's folder),
+and, where the engine's numerics depend on what shares a batch (bf16 on a GPU), a rare sample.
 """
 from __future__ import annotations
 

@@ -230,11 +230,23 @@ def build_summary(identity: dict[str, Any], items: list[tuple[str, UserItem]],
         "engine_session": first.get("engine_session"),
         "throughput_samples_per_sec": throughput(engine_samples, seconds),
         "output_tokens_per_sec": throughput(new_tokens, seconds),
+        # Whether every sample drew from its request's own seed (the same command gives the
+        # same samples, resumed or not); false where an engine or endpoint could not take one.
+        "per_request_seeds": seeded_per_request(parts),
         "shards": [reports[i] for i in sorted(reports)],
         "versions": first.get("versions") or versions(),
         "device": first.get("device"),
         "timestamp": first.get("finished_at"),
     }
+
+
+def seeded_per_request(reports: list[dict[str, Any]]) -> bool | None:
+    """False if any shard's engine drew without per-request seeds, True if all said they did,
+    None where an engine did not say."""
+    said = [(r.get("engine_stats") or {}).get("per_request_seeds") for r in reports]
+    if any(v is False for v in said):
+        return False
+    return True if said and all(v is True for v in said) else None
 
 
 def main(argv: list[str] | None = None) -> int:
