@@ -44,6 +44,10 @@ def register_resolvers() -> None:
         replace=True)
     OmegaConf.register_new_resolver("root", lambda p="": str(PROJECT_ROOT / str(p)), replace=True)
     OmegaConf.register_new_resolver("abspath", lambda p: absolute(str(p)), replace=True)
+    # A likelihood (or both) run keeps its own folder beside the generation run's.
+    OmegaConf.register_new_resolver(
+        "mode_folder", lambda mode: "" if mode in (None, "generate") else f"-{mode}",
+        replace=True)
     OmegaConf.register_new_resolver(
         "command_dir", lambda one, ablations, datasets, many:
         one if ablations is None and datasets is None else many, replace=True)

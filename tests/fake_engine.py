@@ -13,7 +13,8 @@ import hashlib
 import time
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
-from inference_core.engine import Completion, GenerationRequest, SamplingSettings
+from inference_core.engine import (Completion, GenerationRequest, SamplingSettings,
+                                   ScoringRequest, TokenScores)
 from inference_core.run.signals import Interrupted
 
 
@@ -35,6 +36,7 @@ class FakeEngine:
         self.crash_after = crash_after
         self.delay = delay
         self.requests: list[GenerationRequest] = []
+        self.scored: list[ScoringRequest] = []
         self.first_request_at: float | None = None
         self.closed = False
         self.calls = 0
@@ -66,6 +68,23 @@ class FakeEngine:
         n = request.num_samples
         return Completion(request.request_id, texts, ("stop",) * n, (3,) * n,
                           len(request.token_ids), tuple(self.stop_reason(j) for j in range(n)))
+
+    def loglikelihood(self, requests: Iterable[ScoringRequest]) -> Iterator[TokenScores]:
+        """Made-up log-probabilities that depend on each token and its position (so another
+        prompt or target reads differently); a token is the top choice when it is even."""
+        self.calls += 1
+        for request in requests:
+            self.scored.append(request)
+            if self.crash_after is not None and len(self.scored) > self.crash_after:
+                raise RuntimeError("fake engine crashed")
+            if self.delay:
+                time.sleep(self.delay)
+            ids = list(request.token_ids)
+            target = range(request.target_start, len(ids))
+            yield TokenScores(request.request_id,
+                              tuple(-((ids[i] * 31 + i) % 97 + 1) / 50 for i in target),
+                              tuple(ids[i] % 2 == 0 for i in target),
+                              tuple(-(t % 13 + 1) / 10 for t in request.next_token_ids))
 
     def sample(self, seed: int, j: int, prompt: bytes) -> str:
         if self.text is not None:

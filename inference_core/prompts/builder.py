@@ -247,6 +247,20 @@ class PromptBuilder:
         for item, context in zip(user.items, contexts):
             yield self.fit(up, item, context, [next(counts) for _ in context])
 
+    def fit_item(self, user: UserRecord, item: TestItem, budget: int,
+                 ) -> Prompt | tuple[Location, str]:
+        """One item fitted to a smaller budget than the builder's (a scored target longer than
+        max_tokens): cut as every prompt is cut."""
+        if budget <= 0:
+            return item.location, f"no room for the prompt: a budget of {budget} tokens"
+        kept, self.budget = self.budget, budget
+        try:
+            context = self.context_lines(user, item)
+            counts = [len(i) for i in ids_of(self.tokenizer, context)]
+            return self.fit(self.user_parts(user), item, context, counts)
+        finally:
+            self.budget = kept
+
     def fit(self, up: UserParts, item: TestItem, context: list[str], context_tokens: list[int],
             ) -> Prompt | tuple[Location, str]:
         """Cut what the format's `truncate` names, oldest first, until the prompt fits."""

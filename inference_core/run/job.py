@@ -20,6 +20,8 @@ from inference_core.prompts.settings import PromptSettings
 from inference_core.run.job_list import check_distinct_folders, check_one_engine, job_configs
 
 HOLDOUT_FILE = "holdout_test.json"
+# `mode`: what a run does with each test item (conf/config.yaml).
+MODES = ("generate", "likelihood", "both")
 
 
 @dataclass(frozen=True)
@@ -64,9 +66,20 @@ class Job:
     # A job of a many-job command: the .hydra/ files its own command would have written into its
     # folder (its composed config and overrides), written when the folder is claimed.
     own_hydra_files: dict[str, str] = field(default_factory=dict)
+    # generate, likelihood or both (MODES).
+    mode: str = "generate"
     # `prompt_workers`: processes that build prompts (None: from the CPUs this process may use,
     # inference_core/cpus.py; 1: none).
     prompt_workers: int | None = None
+
+    @property
+    def generates(self) -> bool:
+        return self.mode in ("generate", "both")
+
+    @property
+    def scores(self) -> bool:
+        """Whether the run scores each item's reference (and answer options)."""
+        return self.mode in ("likelihood", "both")
 
     @property
     def test_file(self) -> Path:
@@ -100,6 +113,7 @@ class Job:
             "engine": self.engine_name,
             "engine_version": engine_version(self.engine_name),
             "token_counts": self.token_counts,
+            "mode": self.mode,
         }
 
     @property
@@ -138,7 +152,8 @@ class Job:
             overwrite=False, allow_skips=True, evaluate=False, report=False, shard_count=1,
             shard_index=0, scorer=str(identity.get("scorer") or "text"),
             output_handlers=tuple(identity.get("output_handlers") or ()),
-            token_counts=str(identity.get("token_counts") or "exact"))
+            token_counts=str(identity.get("token_counts") or "exact"),
+            mode=str(identity.get("mode") or "generate"))
 
 
 # Another tokenizer's counts can fall short of the served model's: a fifth of the budget is kept
@@ -244,7 +259,18 @@ def prepare_job(cfg: DictConfig, shard: tuple[int, int] | None = None) -> Job:
         output_handlers=handlers,
         output_handler_options=handler_options,
         prompt_workers=prompt_workers(cfg),
+        mode=run_mode(cfg),
     )
+
+
+def run_mode(cfg: DictConfig) -> str:
+    mode = cfg.get("mode", "generate")
+    if mode not in MODES:
+        raise conf.ConfigError(f"mode={mode!r}: choose one of {', '.join(MODES)}")
+    if mode != "generate" and cfg.engine.name == "ray":
+        raise conf.ConfigError(f"mode={mode}: engine=ray does not score yet: use engine=vllm "
+                               f"(one node, engine.data_parallel_size for replicas)")
+    return str(mode)
 
 
 def prompt_workers(cfg: DictConfig) -> int | None:

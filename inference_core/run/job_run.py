@@ -14,7 +14,9 @@ from inference_core.run.collect import Collector, ItemResult
 from inference_core.run.job import Job
 from inference_core.run.prompting import BuildTally
 from inference_core.run.writer import UserFileWriter
-from inference_core.rundir.layout import HYDRA_DIR, UserFile, user_file_of
+from inference_core.likelihood.collect import ScoreCollector, ScoredItem
+from inference_core.rundir.layout import (HYDRA_DIR, LIKELIHOOD_KEY, UserFile, UserItem,
+                                          user_file_of)
 from inference_core.rundir.resume import claim_output_dir
 from inference_core.rundir.writers import (SyncBatch, write_bytes_atomic, write_json_atomic,
                                            write_user_file as write_run_user_file)
@@ -61,6 +63,8 @@ class JobRun:
     failed: BaseException | None = None
     # The summary of a folder an earlier run finished, where no user is left: not touched.
     done_before: dict[str, Any] | None = None
+    # The scoring requests and figures of a job that scores (mode likelihood or both).
+    scores: ScoreCollector | None = None
 
     def claim(self) -> None:
         """The folder becomes this run's (claim_job_folder), and a holdout's derived test file
@@ -73,16 +77,31 @@ class JobRun:
     def user(self, user_hash: str) -> UserRecord:
         return self.by_hash[user_hash]
 
+    def user_complete(self, user_hash: str) -> bool:
+        """Every item of the user generated and scored, as far as the job does each."""
+        generated = not self.job.generates or self.collector.open_items.get(user_hash, 0) == 0
+        scored = self.scores is None or self.scores.user_done(user_hash)
+        return generated and scored
+
+    def finish_user(self, user_hash: str) -> None:
+        """A user every verb of the job is done with: written, then forgotten but for counts."""
+        items = self.collector.user_items(user_hash) if self.job.generates else []
+        self.write_user(user_hash, items, score=True)
+
     def write_user(self, user_hash: str, items: Sequence[ItemResult], score: bool = False,
                    ) -> None:
-        """The user's file, from its full items, handed to the writer; `score`: a finished
-        user, whose items go to the background scorer once written."""
+        """The user's file, from its full items (and their likelihood figures), handed to the
+        writer; `score`: a finished user, whose items go to the background scorer once
+        written."""
+        scored = self.scores.user_items(user_hash) if self.scores is not None else {}
         done = user_file_for(self.job, self.user(user_hash), items,
-                             self.unfit.get(user_hash, []), self.session)
-        prompts = ([((user_hash, r.prompt.location.key()), r.prompt.token_ids) for r in items]
-                   if self.prompt_texts is not None else [])
+                             self.unfit.get(user_hash, []), self.session, scored)
+        prompts = (prompt_ids(user_hash, items, scored) if self.prompt_texts is not None else [])
         if score:  # the file holds the samples now: the run keeps only counts
-            self.collector.release(user_hash)
+            if self.job.generates:
+                self.collector.release(user_hash)
+            for item in scored.values():
+                item.context_ids = None
 
         def write() -> None:
             start = time.perf_counter()
@@ -113,12 +132,33 @@ def claim_job_folder(job: Job) -> None:
         write_bytes_atomic(job.output_dir / HYDRA_DIR / name, text.encode("utf-8"))
 
 
+def prompt_ids(user_hash: str, items: Sequence[ItemResult],
+               scored: dict[Location, ScoredItem]) -> list[tuple[tuple[str, str], Any]]:
+    """The report page's prompts of a user's items: generation's, else the scored context."""
+    ids = {r.prompt.location: r.prompt.token_ids for r in items}
+    for location, item in scored.items():
+        if location not in ids and item.context_ids is not None:
+            ids[location] = item.context_ids
+    return [((user_hash, location.key()), token_ids) for location, token_ids in ids.items()]
+
+
 def user_file_for(job: Job, user: UserRecord, items: Sequence[ItemResult],
-                  unfit: Sequence[SkippedItem] = (), session: str | None = None) -> UserFile:
-    """The user's file from its full items, naming the session that generated it (the merge's
-    accounting)."""
+                  unfit: Sequence[SkippedItem] = (), session: str | None = None,
+                  scored: dict[Location, ScoredItem] | None = None) -> UserFile:
+    """The user's file from its full items and their likelihood figures, naming the session
+    that generated it (the merge's accounting)."""
+    entries = {r.prompt.location: r.user_item() for r in items if r.full}
+    for location, item in (scored or {}).items():
+        if item.figures is None:
+            continue
+        if location in entries:
+            entries[location] = replace(entries[location], extra={
+                **entries[location].extra, LIKELIHOOD_KEY: item.figures})
+        elif not job.generates:
+            entries[location] = UserItem(location, item.prompt_tokens, item.truncated, (), (),
+                                         (), item.reference, {LIKELIHOOD_KEY: item.figures})
     done = user_file_of(user.id_value, user.name, job.dataset_name, job.ablation.name,
-                        job.model_name, [r.user_item() for r in items if r.full], session)
+                        job.model_name, list(entries.values()), session)
     if unfit:  # items that cannot be built: resume knows the user is done without them
         done = replace(done, extra={**done.extra,
                                     "skipped_items": [s.as_dict() for s in unfit]})

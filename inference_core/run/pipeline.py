@@ -167,7 +167,8 @@ def open_run(job: Job, dataset: Dataset, tokenizer: Any, load_seconds: float) ->
     users = shard_users(job, dataset, tokenizer)
     expected = {u.user_hash: {i.location.key() for i in u.items} for u in users}
     done = (set() if job.overwrite else
-            finished_users(job.output_dir, expected, job.sampling.num_samples))
+            finished_users(job.output_dir, expected,
+                           job.sampling.num_samples if job.generates else 0, job.scores))
     if done:
         log.info("resuming: %d users already finished in %s", len(done), job.output_dir)
     todo = [u for u in users if u.user_hash not in done]

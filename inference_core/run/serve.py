@@ -6,12 +6,15 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import replace
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 from tqdm import tqdm
 
 from inference_core.data.records import Dataset, SkippedItem, UserRecord
-from inference_core.engine import Engine, GenerationRequest
+from inference_core.engine import (Engine, GenerationRequest, Request, Result, TokenScores,
+                                   serve_both)
+from inference_core.likelihood.collect import ScoreCollector
+from inference_core.likelihood.targets import TargetBuilder
 from inference_core.prompts.builder import Prompt
 from inference_core.run.engine_launch import EngineLaunch
 from inference_core.run.feed import RequestFeed
@@ -91,28 +94,45 @@ def build_plans(runs: Sequence[JobRun], tokenizer: Any) -> list[BuildPlan]:
 
 
 def build_task(run: JobRun, index: int, tokenizer: Any) -> BuildTask:
-    """How one run's users become requests: registered in its collector, tagged with the run."""
+    """How one run's users become requests: registered in its collectors (generation and
+    scoring, as the job does each), tagged with the run."""
+    builder = prompt_builder(run.job, tokenizer, keep_text=run.job.scores)
+    if run.job.scores:
+        run.scores = ScoreCollector(TargetBuilder(tokenizer, run.job.prompt, builder.envelope),
+                                    run.job.output_handlers, run.job.max_model_len,
+                                    builder.fit_item)
+
     def register(user: UserRecord, prompts: list[Prompt], unfit: list[SkippedItem],
-                 ) -> list[GenerationRequest]:
+                 ) -> list[Request]:
         if unfit:
             run.unfit[user.user_hash] = unfit
         if not prompts:  # nothing of this user can be generated: their file says so
             run.write_user(user.user_hash, [])
             return []
-        return [tagged(req, run, index) for req in run.collector.add_user(prompts, run.tests)]
+        requests: list[Request] = []
+        if run.job.generates:
+            requests += [tagged(r, run, index) for r in run.collector.add_user(prompts, run.tests)]
+        if run.scores is not None:
+            requests += [replace(r, request_id=f"{index}/{r.request_id}", adapter=adapter_of(run))
+                         for r in run.scores.add_user(user, prompts, run.tests)]
+            if run.user_complete(user.user_hash):  # nothing of it to score or generate
+                run.finish_user(user.user_hash)
+        return requests
 
     def fail(err: BaseException) -> None:
         log.error("%s: %s (this job stops here; the others go on)", run.job.output_dir, err)
         run.failed = err
 
-    return BuildTask(prompt_builder(run.job, tokenizer), frozenset(run.by_hash), register,
-                     run.tally, fail)
+    return BuildTask(builder, frozenset(run.by_hash), register, run.tally, fail)
+
+
+def adapter_of(run: JobRun) -> str | None:
+    return str(run.job.adapter.path) if run.job.adapter else None
 
 
 def tagged(request: GenerationRequest, run: JobRun, index: int) -> GenerationRequest:
     """A run's request in the shared stream: its run's number, adapter and sampling."""
-    return replace(request, request_id=f"{index}/{request.request_id}",
-                   adapter=str(run.job.adapter.path) if run.job.adapter else None,
+    return replace(request, request_id=f"{index}/{request.request_id}", adapter=adapter_of(run),
                    sampling=run.job.sampling)
 
 
@@ -124,8 +144,11 @@ def generate(engine: Engine, runs: Sequence[JobRun], feed: RequestFeed) -> float
     session's, from the first request to the last completion of any job.
     """
     start = time.perf_counter()
-    total = sum(len(r.tests) * r.job.sampling.num_samples for r in runs)
-    with tqdm(total=total, desc="samples", unit="sample", dynamic_ncols=True) as bar:
+    total = sum(len(r.tests) * r.job.sampling.num_samples for r in runs if r.job.generates)
+    with tqdm(total=total, desc="samples", unit="sample", dynamic_ncols=True,
+              disable=not total) as bar, \
+            tqdm(desc="scored", unit="text", dynamic_ncols=True,
+                 disable=not any(r.scores for r in runs)) as scored:
         requests: Any = feed
         for round_ in range(max(r.job.blank_retries for r in runs) + 1):
             if round_:
@@ -136,15 +159,19 @@ def generate(engine: Engine, runs: Sequence[JobRun], feed: RequestFeed) -> float
                 log.warning("round %d: %d items had blank or unusable samples; drawing them "
                             "again", round_, len(requests))
             # Every request carries its run's sampling; the call's own is the first run's.
-            for completion in engine.generate(requests, runs[0].job.sampling):
-                number, _, own_id = completion.request_id.partition("/")
+            for result in engine_results(engine, runs, requests, round_):
+                number, _, own_id = result.request_id.partition("/")
                 run = runs[int(number)]
-                kept, done_user = run.collector.add(replace(completion, request_id=own_id))
-                bar.update(kept)
-                run.samples_kept += kept
+                if isinstance(result, TokenScores):
+                    done_user = run.scores.add(replace(result, request_id=own_id))
+                    scored.update(1)
+                else:
+                    kept, done_user = run.collector.add(replace(result, request_id=own_id))
+                    bar.update(kept)
+                    run.samples_kept += kept
                 run.last_completion = time.perf_counter()
-                if done_user is not None:
-                    run.write_user(done_user, run.collector.user_items(done_user), score=True)
+                if done_user is not None and run.user_complete(done_user):
+                    run.finish_user(done_user)
     for run in runs:
         # A user with an item that never got all its samples keeps the finished items on disk.
         for user, open_count in run.collector.open_items.items():
@@ -152,6 +179,16 @@ def generate(engine: Engine, runs: Sequence[JobRun], feed: RequestFeed) -> float
                 run.write_user(user, [r for r in run.collector.user_items(user) if r.full])
         run.report.update(job_span(run, start))
     return max((r.last_completion for r in runs if r.last_completion), default=start) - start
+
+
+def engine_results(engine: Engine, runs: Sequence[JobRun], requests: Any,
+                   round_: int) -> Iterator[Result]:
+    """Generation only, as ever, where no job scores; otherwise both verbs over the one stream
+    (scoring has no redraw rounds)."""
+    sampling = runs[0].job.sampling
+    if round_ or not any(r.scores for r in runs):
+        return engine.generate(requests, sampling)
+    return serve_both(engine, requests, sampling)
 
 
 def job_span(run: JobRun, start: float) -> dict[str, Any]:

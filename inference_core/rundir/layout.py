@@ -48,6 +48,7 @@ ITEM_KEYS = ("location", "prompt_tokens", "truncated", "generated_samples", "fin
              "output_tokens", "reference")
 USER_KEYS = ("user_hash", "file", "profile_name", "dataset", "ablation", "model", "items")
 SESSION_KEY = "session"  # a user file's extra key: the id of the session that wrote it
+LIKELIHOOD_KEY = "likelihood"  # an item's extra key: its likelihood figures (likelihood/figures.py)
 
 
 def safe_user_filename(user_hash: str) -> str:

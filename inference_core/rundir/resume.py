@@ -10,9 +10,9 @@ from typing import Any
 import orjson
 
 from inference_core.data.records import Location
-from inference_core.rundir.layout import (IDENTITY_FILE, RUN_OUTPUTS, SUMMARY_FILE,  # noqa: F401
-                                          DamagedUserFile, UserFile, read_user_file,
-                                          user_file_path)
+from inference_core.rundir.layout import (IDENTITY_FILE, LIKELIHOOD_KEY,  # noqa: F401
+                                          RUN_OUTPUTS, SUMMARY_FILE, DamagedUserFile, UserFile,
+                                          read_user_file, user_file_path)
 from inference_core.rundir.writers import read_json, write_json_atomic
 
 log = logging.getLogger(__name__)
@@ -123,8 +123,10 @@ def remove_stale_temp_files(output_dir: Path, age_seconds: float = 600) -> None:
             pass
 
 
-def is_finished(path: Path, user_hash: str, expected: set[str], num_samples: int) -> bool:
-    """A user file counts only if it is whole: this user, every expected item, n real samples."""
+def is_finished(path: Path, user_hash: str, expected: set[str], num_samples: int,
+                scored: bool = False) -> bool:
+    """A user file counts only if it is whole: this user, every expected item, n real samples
+    (none in a likelihood run) and, where the run scores, each item's likelihood figures."""
     try:
         user = read_user_file(path)
     except DamagedUserFile as err:
@@ -135,17 +137,19 @@ def is_finished(path: Path, user_hash: str, expected: set[str], num_samples: int
     return (user.key == user_hash  # the id's text: an int id and an older file's "123" agree
             and {i.location.key() for i in user.items} | unfit == expected
             and all(len(i.generated_samples) == num_samples
-                    and all(t.strip() for t in i.generated_samples) for i in user.items))
+                    and all(t.strip() for t in i.generated_samples)
+                    and (not scored or isinstance(i.extra.get(LIKELIHOOD_KEY), dict))
+                    for i in user.items))
 
 
 def finished_users(output_dir: Path, expected: dict[str, set[str]], num_samples: int,
-                   ) -> set[str]:
+                   scored: bool = False) -> set[str]:
     """Users whose file is complete and valid; the others are generated (again)."""
     done = set()
     for user_hash, keys in expected.items():
         path = user_file_path(output_dir, user_hash)
         if path.is_file():
-            if is_finished(path, user_hash, keys, num_samples):
+            if is_finished(path, user_hash, keys, num_samples, scored):
                 done.add(user_hash)
             else:
                 log.warning("%s is incomplete or invalid; generating that user again", path)

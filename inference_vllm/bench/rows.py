@@ -7,7 +7,7 @@ import time
 from typing import Any, Iterable, Iterator, Sequence
 
 from inference_core.engine import (Completion, Engine, GenerationRequest, SamplingSettings,
-                                   start_engine)
+                                   ScoringRequest, TokenScores, start_engine)
 from inference_core.run.job import Job
 from inference_core.prompts.builder import Prompt
 from inference_core.rundir.facts import throughput
@@ -53,10 +53,15 @@ class BorrowedEngine:
         self.engine = engine
         self.name = engine.name
         self.load_seconds = engine.load_seconds
+        if hasattr(engine, "serve_both"):  # both verbs in one batch: keep it so
+            self.serve_both = engine.serve_both
 
     def generate(self, requests: Iterable[GenerationRequest],
                  sampling: SamplingSettings) -> Iterator[Completion]:
         return self.engine.generate(requests, sampling)
+
+    def loglikelihood(self, requests: Iterable[ScoringRequest]) -> Iterator[TokenScores]:
+        return self.engine.loglikelihood(requests)
 
     def stats(self) -> dict[str, Any]:
         return self.engine.stats()
