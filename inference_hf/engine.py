@@ -16,6 +16,7 @@ from inference_core.engine import Completion, GenerationRequest, SamplingSetting
 from inference_hf.attention import use_decode_attention
 from inference_hf.batches import left_padded, padded_tokens, plan_batches
 from inference_hf.budget import Budget, auto_budget, out_of_memory_errors, release_memory
+from inference_hf.kv_cache import cache_for, prefill
 from inference_hf.texts import RowReader
 
 if TYPE_CHECKING:  # only a type here: importing it needs omegaconf, which a bench node may lack
@@ -137,9 +138,10 @@ class HFEngine:
         self.max_batch_tokens = None if budget in (None, "auto") else int(budget)
         self.budget: Budget | None = None
         self.max_batch_size = int(engine_cfg.get("max_batch_size") or 64)
-        self.cache = str(engine_cfg.get("cache") or "static")
-        if self.cache not in ("dynamic", "static"):
-            raise ValueError(f"engine.cache: {self.cache!r} is neither dynamic nor static")
+        cache = str(engine_cfg.get("cache") or "static")
+        if cache not in ("dynamic", "static"):
+            raise ValueError(f"engine.cache: {cache!r} is neither dynamic nor static")
+        self.cache = cache_for(self.model.config, cache)
         # Samples draw from their own generators (seeded.py); the global seed only covers the
         # rest (dropout is off, so nothing should draw from it).
         torch.manual_seed(seed)
@@ -276,25 +278,8 @@ class HFEngine:
                             cache)
 
     def _prefill(self, ids: Any, mask: Any, n: int, max_new_tokens: int) -> Any:
-        """A KV cache of every prompt token but the last, for n rows a prompt."""
-        from transformers import DynamicCache, StaticCache
-
-        cache = DynamicCache(config=self.model.config)
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)  # left padding: count real tokens only
-        # All but the last prompt token: generate() starts from it with the cache filled.
-        self.model(input_ids=ids[:, :-1], attention_mask=mask[:, :-1],
-                   position_ids=positions[:, :-1], past_key_values=cache, use_cache=True,
-                   logits_to_keep=1)
-        if self.cache == "dynamic":
-            cache.batch_repeat_interleave(n)
-            return cache
-        # Room for the whole output up front: a step writes its token in place, no copying.
-        static = StaticCache(config=self.model.config, max_cache_len=ids.shape[1] + max_new_tokens)
-        for i, layer in enumerate(cache.layers):
-            static.update(layer.keys.repeat_interleave(n, 0), layer.values.repeat_interleave(n, 0),
-                          i)
-            layer.keys = layer.values = None  # freed once copied: never both caches whole
-        return static
+        """The prompts' KV cache for n rows each (kv_cache.py); a method for the bench to time."""
+        return prefill(self.model, ids, mask, n, max_new_tokens, self.cache)
 
     def _decode(self, ids: Any, mask: Any, kwargs: dict[str, Any], cache: Any) -> Any:
         """generate() from the prompts (and their cache, if prefilled): the decode steps."""
