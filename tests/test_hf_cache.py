@@ -105,3 +105,29 @@ def test_models_the_static_cache_cannot_hold_fall_back_to_dynamic(
     assert cache_for(AutoConfig.for_model("gemma3_text"), "static") == "static"
     assert cache_for(AutoConfig.for_model("qwen3"), "dynamic") == "dynamic"
 
+
+@pytest.mark.parametrize("name", ["gemma3", "qwen3"])
+def test_rows_finishing_at_different_steps_keep_their_own_samples(
+        models: dict[str, Any], tokenizer: Any, requests: list[GenerationRequest],
+        name: str) -> None:
+    """Full sampling with a stop string many tokens hold: the rows of a static-cache batch stop
+    at different steps, the finished ones padded while the rest go on. Each request's samples
+    are the ones it draws alone, and the ones the dynamic cache draws."""
+    sampling = SamplingSettings(num_samples=3, temperature=1.0, top_p=1.0, top_k=0,
+                                max_tokens=10, seed=42, stop=("an",))
+    # Seeded as the pipeline seeds them: the same draws in any engine call.
+    batch = [replace(r, num_samples=3, seed=i) for i, r in enumerate(requests)]
+    engines = {cache: HFEngine.around(models[name], tokenizer, {
+        "cache": cache, "max_batch_size": 100, "max_batch_tokens": 10**6}, seed=42)
+        for cache in ("static", "dynamic")}
+
+    def run(cache: str, requests: list[GenerationRequest]) -> dict[str, Any]:
+        return {c.request_id: c for c in engines[cache].generate(requests, sampling)}
+
+    static = run("static", batch)
+    steps = [n for c in static.values() for n in c.output_tokens]
+    assert len(set(steps)) >= 5 and min(steps) < 5 and max(steps) == sampling.max_tokens
+    assert {r for c in static.values() for r in c.finish_reasons} == {"stop", "length"}
+    assert run("dynamic", batch) == static
+    for request in batch:
+        assert run("static", [request]) == {request.request_id: static[request.request_id]}
