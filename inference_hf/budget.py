@@ -76,12 +76,21 @@ def auto_budget(model: Any, device: str, num_samples: int) -> Budget:
     return Budget(max(tokens, FLOOR), free, weights, kv, prefill, MARGIN)
 
 
-def out_of_memory_errors() -> tuple[type[BaseException], ...]:
-    """What an allocation that does not fit raises (torch >= 2.5: torch.OutOfMemoryError, the
-    same class as torch.cuda.OutOfMemoryError)."""
+# What an allocation failure says when it comes as a plain RuntimeError: cuBLAS/cuDNN handles
+# ("CUDA error: CUBLAS_STATUS_ALLOC_FAILED when calling `cublasCreate(handle)`"), CUDA calls
+# outside the caching allocator ("CUDA error: out of memory"), the CPU allocator.
+ALLOCATION_FAILURES = ("ALLOC_FAILED", "out of memory", "can't allocate memory")
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    """Whether `error` says an allocation did not fit (torch >= 2.5: torch.OutOfMemoryError, the
+    same class as torch.cuda.OutOfMemoryError; or a RuntimeError saying so)."""
     import torch
 
-    return (getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError),)
+    if isinstance(error, getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)):
+        return True
+    text = str(error)
+    return isinstance(error, RuntimeError) and any(s in text for s in ALLOCATION_FAILURES)
 
 
 def release_memory() -> None:

@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Any, ContextManager, Iterable, Iterator, Mappi
 from inference_core.engine import Completion, GenerationRequest, SamplingSettings
 from inference_hf.attention import use_decode_attention
 from inference_hf.batches import left_padded, padded_tokens, plan_batches
-from inference_hf.budget import Budget, auto_budget, out_of_memory_errors, release_memory
+from inference_hf.budget import Budget, auto_budget, is_out_of_memory, release_memory
+from inference_hf.kv_cache import cache_for, prefill
 from inference_hf.texts import RowReader
 
 if TYPE_CHECKING:  # only a type here: importing it needs omegaconf, which a bench node may lack
@@ -133,13 +134,15 @@ class HFEngine:
         self.attention = use_decode_attention(self.model)
         self.tokenizer = tokenizer
         budget = engine_cfg.get("max_batch_tokens")
-        # None until the first batches are planned (auto: sized from free memory then).
+        # None for auto: each sampling group is sized from free memory when it is planned.
         self.max_batch_tokens = None if budget in (None, "auto") else int(budget)
-        self.budget: Budget | None = None
+        self.budgets: dict[int, Budget] = {}  # auto's latest budget, by samples a prompt
+        self.last_budget: Budget | None = None
         self.max_batch_size = int(engine_cfg.get("max_batch_size") or 64)
-        self.cache = str(engine_cfg.get("cache") or "static")
-        if self.cache not in ("dynamic", "static"):
-            raise ValueError(f"engine.cache: {self.cache!r} is neither dynamic nor static")
+        cache = str(engine_cfg.get("cache") or "static")
+        if cache not in ("dynamic", "static"):
+            raise ValueError(f"engine.cache: {cache!r} is neither dynamic nor static")
+        self.cache = cache_for(self.model.config, cache)
         # Samples draw from their own generators (seeded.py); the global seed only covers the
         # rest (dropout is off, so nothing should draw from it).
         torch.manual_seed(seed)
@@ -147,6 +150,7 @@ class HFEngine:
         self.calls = 0  # engine calls so far: a retry round without request seeds draws anew
         self.batches = 0
         self.oom_splits = 0
+        self.oom_skips = 0  # requests that ran out of memory alone
         self.oom_ceiling: int | None = None  # padded tokens a batch stays under after an OOM
         self.eos_ids = self._eos_ids()
         self.pad_id = self._pad_id()
@@ -183,13 +187,16 @@ class HFEngine:
                 yield from self._run_fitting(batch, own)
 
     def _batch_tokens(self, sampling: SamplingSettings) -> int:
-        if self.max_batch_tokens is None:
-            self.budget = auto_budget(self.model, self.device, sampling.num_samples)
-            self.max_batch_tokens = self.budget.max_batch_tokens
-            log.info("max_batch_tokens: auto = %d (%.1f GiB free, %d KV bytes a token)",
-                     self.max_batch_tokens, self.budget.free_bytes / 2**30,
-                     self.budget.kv_bytes_per_token)
-        return self.max_batch_tokens
+        """The explicit budget, or auto's for this group: its samples a prompt set how much of a
+        token is prefill (shared) and how much KV cache (per sample), and memory is read now."""
+        if self.max_batch_tokens is not None:
+            return self.max_batch_tokens
+        budget = auto_budget(self.model, self.device, sampling.num_samples)
+        self.budgets[sampling.num_samples] = self.last_budget = budget
+        log.info("max_batch_tokens: auto = %d for %d samples a prompt (%.1f GiB free, %d KV "
+                 "bytes a token)", budget.max_batch_tokens, sampling.num_samples,
+                 budget.free_bytes / 2**30, budget.kv_bytes_per_token)
+        return budget.max_batch_tokens
 
     def _run_fitting(self, batch: list[GenerationRequest],
                      sampling: SamplingSettings) -> list[Completion]:
@@ -201,18 +208,29 @@ class HFEngine:
                     + self._run_fitting(batch[half:], sampling))
         try:
             return self._run_batch(batch, sampling)
-        except out_of_memory_errors() as error:
-            if len(batch) == 1:
-                raise RuntimeError(
-                    f"out of memory on request {batch[0].request_id} alone ({tokens} padded "
-                    f"tokens): lower sampling.max_tokens or model.max_model_len") from error
-            log.warning("out of memory on a batch of %d prompts (%d padded tokens): split in "
-                        "halves and retried", len(batch), tokens)
+        except RuntimeError as error:  # torch.OutOfMemoryError is one; cuBLAS raises plain ones
+            if not is_out_of_memory(error):
+                raise
+            message = str(error).strip().splitlines()[0][:300]
         # Out of the except block: its traceback held the failed batch's tensors.
+        release_memory()
+        if len(batch) == 1:  # nothing left to split: this item is skipped, the others go on
+            return [self._skipped(batch[0], tokens, message)]
+        log.warning("out of memory on a batch of %d prompts (%d padded tokens): split in halves "
+                    "and retried", len(batch), tokens)
         self.oom_splits += 1
         self.oom_ceiling = min(self.oom_ceiling or tokens, tokens // 2)
-        release_memory()
         return self._run_fitting(batch, sampling)
+
+    def _skipped(self, request: GenerationRequest, tokens: int, message: str) -> Completion:
+        """A request that does not fit even alone: no samples, and why (the pipeline lists it in
+        skipped_items)."""
+        reason = (f"out of memory alone ({tokens} padded tokens; lower sampling.max_tokens or "
+                  f"model.max_model_len): {message}")
+        log.warning("request %s skipped: %s", request.request_id, reason)
+        self.oom_skips += 1
+        return Completion(request.request_id, texts=(), finish_reasons=(), output_tokens=(),
+                          prompt_tokens=len(request.token_ids), error=reason)
 
     def _run_batch(self, batch: list[GenerationRequest],
                    sampling: SamplingSettings) -> list[Completion]:
@@ -276,25 +294,8 @@ class HFEngine:
                             cache)
 
     def _prefill(self, ids: Any, mask: Any, n: int, max_new_tokens: int) -> Any:
-        """A KV cache of every prompt token but the last, for n rows a prompt."""
-        from transformers import DynamicCache, StaticCache
-
-        cache = DynamicCache(config=self.model.config)
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)  # left padding: count real tokens only
-        # All but the last prompt token: generate() starts from it with the cache filled.
-        self.model(input_ids=ids[:, :-1], attention_mask=mask[:, :-1],
-                   position_ids=positions[:, :-1], past_key_values=cache, use_cache=True,
-                   logits_to_keep=1)
-        if self.cache == "dynamic":
-            cache.batch_repeat_interleave(n)
-            return cache
-        # Room for the whole output up front: a step writes its token in place, no copying.
-        static = StaticCache(config=self.model.config, max_cache_len=ids.shape[1] + max_new_tokens)
-        for i, layer in enumerate(cache.layers):
-            static.update(layer.keys.repeat_interleave(n, 0), layer.values.repeat_interleave(n, 0),
-                          i)
-            layer.keys = layer.values = None  # freed once copied: never both caches whole
-        return static
+        """The prompts' KV cache for n rows each (kv_cache.py); a method for the bench to time."""
+        return prefill(self.model, ids, mask, n, max_new_tokens, self.cache)
 
     def _decode(self, ids: Any, mask: Any, kwargs: dict[str, Any], cache: Any) -> Any:
         """generate() from the prompts (and their cache, if prefilled): the decode steps."""
@@ -312,12 +313,15 @@ class HFEngine:
         return nullcontext()
 
     def stats(self) -> dict[str, Any]:
-        return {"batches": self.batches, "max_batch_tokens": self.max_batch_tokens,
-                "max_batch_tokens_auto": self.budget.as_dict() if self.budget else None,
-                "oom_splits": self.oom_splits,
+        last = self.last_budget.max_batch_tokens if self.last_budget else None
+        return {"batches": self.batches, "max_batch_tokens": self.max_batch_tokens or last,
+                # auto: the budget of each samples-a-prompt group, as last sized
+                "max_batch_tokens_auto": {str(n): b.as_dict() for n, b in self.budgets.items()}
+                or None,
+                "oom_splits": self.oom_splits, "oom_skips": self.oom_skips,
                 "max_batch_size": self.max_batch_size, "device": self.device,
                 "dtype": str(self.dtype).removeprefix("torch."), "attention": self.attention,
-                # Each sample draws from its own generator (seeded.py): batch-independent.
+                # Each sample draws from its own generator (seeded.py): batch-independent draws.
                 "per_request_seeds": True}
 
     def close(self) -> None:

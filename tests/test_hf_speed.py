@@ -1,5 +1,6 @@
 """The Transformers engine's speed work: the bench's tiny mode, batch-independent samples at any
-width, `max_batch_tokens: auto`, and out-of-memory batches split instead of fatal.
+width, `max_batch_tokens: auto`, and out-of-memory batches split (a lone request skipped) instead
+of fatal.
 
 A 2-layer random-weight Qwen3 (inference_hf/bench/shapes.py) in float32 stands in for a model
 here: the engine runs unchanged over it, in seconds. float32 because left padding and batch
@@ -106,13 +107,33 @@ def test_auto_budget_is_sized_from_memory_and_recorded(tiny_model: Any, tokenize
     texts(engine, prompt_set(tokenizer, 2, 24, SAMPLING.num_samples, seed=5))
     stats = engine.stats()
     assert stats["max_batch_tokens"] > 0
-    auto = stats["max_batch_tokens_auto"]
+    auto = stats["max_batch_tokens_auto"][str(SAMPLING.num_samples)]
     assert auto["max_batch_tokens"] == stats["max_batch_tokens"] and auto["free_bytes"] > 0
     # 2 layers x 2 KV heads x 32 dims x (K and V) x 4 bytes (float32).
     assert auto["kv_bytes_per_token"] == 2 * 2 * 2 * 32 * 4
     # An explicit number is used as given.
     assert tiny_engine(tiny_model, tokenizer, max_batch_tokens=5000).stats()[
         "max_batch_tokens"] == 5000
+
+
+def test_auto_budget_is_sized_for_each_sampling_group(tiny_model: Any, tokenizer: Any,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """A prompt's prefill is shared by its samples: a 5-sample group gets a larger token budget
+    than a 1-sample group from the same memory. Sized once from the first (1-sample) group, the
+    second group's 40 prompts (~6,000 padded tokens) would not fit one batch."""
+    from inference_hf import budget
+
+    # Room for 5,500 tokens at 1 sample a prompt (10,752 bytes a token: KV 1,024 + prefill
+    # 9,728), ~19,900 at 5 (1,024 + 9,728 / 5), less the 15% margin.
+    monkeypatch.setattr(budget, "free_bytes", lambda device: 5500 * 10752 * 100 // 85 + 100)
+    one = replace(SAMPLING, num_samples=1)
+    first = [replace(r, sampling=one) for r in prompt_set(tokenizer, 2, 24, 1, seed=8)]
+    second = prompt_set(tokenizer, 40, 24, SAMPLING.num_samples, seed=9)
+    engine = tiny_engine(tiny_model, tokenizer, max_batch_tokens="auto")
+    assert len(list(engine.generate(first + second, SAMPLING))) == 42
+    assert engine.batches == 2  # one batch a group
+    auto = engine.stats()["max_batch_tokens_auto"]
+    assert auto["1"]["max_batch_tokens"] == 5500 and auto["5"]["max_batch_tokens"] > 19000
 
 
 def test_kv_bytes_per_token_of_qwen3_8b() -> None:
@@ -145,8 +166,55 @@ def test_out_of_memory_batch_is_split_and_the_run_completes(tiny_model: Any, tok
     assert texts(engine, requests) == expected
     assert too_big == [40, 20]  # 8 prompts failed, then 4; halves of 2 fit
     assert engine.stats()["oom_splits"] == 2
-    # A lone request that does not fit is an error that says so, not a loop.
+
+
+def test_a_request_out_of_memory_alone_is_skipped_and_the_rest_run(
+        tiny_model: Any, tokenizer: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """It gets no samples and the reason (the pipeline lists it in skipped_items); its batch-mates
+    and the batches after it still run."""
+    import torch
+
+    requests = prompt_set(tokenizer, 4, 24, SAMPLING.num_samples, seed=6)
+    engine = tiny_engine(tiny_model, tokenizer)
+    expected = texts(engine, requests)
+    too_long = max(requests, key=lambda r: len(r.token_ids))
+    decode = engine._decode
+
+    def decode_or_fail(ids: Any, *args: Any) -> Any:
+        if ids.shape[1] == len(too_long.token_ids):  # any batch holding the longest prompt
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB\nmore")
+        return decode(ids, *args)
+
+    monkeypatch.setattr(engine, "_decode", decode_or_fail)
+    out = {c.request_id: c for c in engine.generate(requests, SAMPLING)}
+    skipped = out.pop(too_long.request_id)
+    assert skipped.texts == () and skipped.prompt_tokens == len(too_long.token_ids)
+    assert skipped.error.startswith("out of memory alone (")
+    assert skipped.error.endswith("CUDA out of memory. Tried to allocate 2.00 GiB")
+    assert {i: c.texts for i, c in out.items()} == {
+        i: t for i, t in expected.items() if i != too_long.request_id}
+    assert engine.stats()["oom_skips"] == 1
+
+
+def test_cublas_allocation_failure_splits_like_out_of_memory(
+        tiny_model: Any, tokenizer: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """cuBLAS reports a failed allocation as a plain RuntimeError; any other error still ends
+    the run."""
+    requests = prompt_set(tokenizer, 4, 24, SAMPLING.num_samples, seed=10)
+    engine = tiny_engine(tiny_model, tokenizer)
+    expected = texts(engine, requests)
+    decode = engine._decode
+
+    def decode_or_fail(ids: Any, *args: Any) -> Any:
+        if len(ids) > 2 * SAMPLING.num_samples:
+            raise RuntimeError("CUDA error: CUBLAS_STATUS_ALLOC_FAILED when calling "
+                               "`cublasCreate(handle)`")
+        return decode(ids, *args)
+
+    monkeypatch.setattr(engine, "_decode", decode_or_fail)
+    assert texts(engine, requests) == expected
+    assert engine.stats()["oom_splits"] == 1
     monkeypatch.setattr(engine, "_decode", lambda *a: (_ for _ in ()).throw(
-        torch.OutOfMemoryError("injected")))
-    with pytest.raises(RuntimeError, match="out of memory on request"):
+        RuntimeError("CUDA error: an illegal memory access was encountered")))
+    with pytest.raises(RuntimeError, match="illegal memory access"):
         texts(engine, requests[:1])
