@@ -75,6 +75,8 @@ class FakeEngine:
         self.calls += 1
         for request in requests:
             self.scored.append(request)
+            if self.interrupt_after is not None and len(self.scored) > self.interrupt_after:
+                raise Interrupted(15)
             if self.crash_after is not None and len(self.scored) > self.crash_after:
                 raise RuntimeError("fake engine crashed")
             if self.delay:

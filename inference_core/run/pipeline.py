@@ -14,6 +14,8 @@ from inference_core.data.loader import load_dataset
 from inference_core.data.records import Dataset, SkippedItem, UserRecord
 from inference_core.engine import Engine, start_engine
 from inference_core.model.adapters import Adapter
+from inference_core.errors import ConfigError
+from inference_core.outputs.answer_sets import answer_set
 from inference_core.outputs.registry import make_output_handler
 from inference_core.report.prompt_texts import PAGE_PROMPT_CHARS, PromptTexts
 from inference_core.run.collect import Collector
@@ -164,6 +166,8 @@ def open_run(job: Job, dataset: Dataset, tokenizer: Any, load_seconds: float) ->
     run's is refused) but claimed only once the engine is up (serve), so that a run whose data
     or engine fails to start leaves nothing that would refuse the fixed command."""
     check_output_dir(job.output_dir, job.identity(), job.overwrite)
+    if job.scores:
+        check_something_to_score(job, dataset)
     users = shard_users(job, dataset, tokenizer)
     expected = {u.user_hash: {i.location.key() for i in u.items} for u in users}
     done = (set() if job.overwrite else
@@ -185,6 +189,17 @@ def open_run(job: Job, dataset: Dataset, tokenizer: Any, load_seconds: float) ->
     if not todo and done_before is None:  # nothing to generate: the folder is this run's now
         run.claim()
     return run
+
+
+def check_something_to_score(job: Job, dataset: Dataset) -> None:
+    """A likelihood run scores references (and answer options): one line when the data has
+    neither, before any engine time is spent on it."""
+    items = (i for u in dataset.users for i in u.items)
+    if not any(i.reference or answer_set(job.output_handlers, i) for i in items):
+        raise ConfigError(
+            f"mode={job.mode}: no test item of {job.test_file} has a reference to score (a "
+            f"leaderboard file carries none): add dataset.holdout=last (each user's newest "
+            f"train item becomes its test item) or dataset.references_file")
 
 
 def shard_users(job: Job, dataset: Dataset, tokenizer: Any) -> list[UserRecord]:

@@ -16,9 +16,11 @@ from jinja2 import TemplateError
 
 from inference_core.data.history import PackedHistory
 from inference_core.data.loader import load_dataset
-from inference_core.data.records import Location, SkippedItem, UserRecord
+from inference_core.data.records import Location, SkippedItem, TestItem, UserRecord
 from inference_core.engine import GenerationRequest
 from inference_core.errors import ConfigError
+from inference_core.likelihood.collect import ScoreCollector
+from inference_core.likelihood.targets import TargetBuilder
 from inference_core.prompts.builder import Prompt, PromptBuilder, build_prompts
 from inference_core.prompts.pool import BuiltUser, PromptPool
 from inference_core.run.feed import RequestFeed
@@ -40,6 +42,13 @@ def prompt_builder(job: Job, tokenizer: Any, keep_text: bool = False) -> PromptB
     chat = job.engine_cfg.get("api") == "chat"
     return PromptBuilder(tokenizer, job.prompt, job.ablation, job.prompt_budget,
                          keep_text=keep_text, keep_messages=chat)
+
+
+def score_collector(job: Job, tokenizer: Any, builder: PromptBuilder) -> ScoreCollector:
+    """The job's scoring: its format's targets, its answer sets, its window; an item whose
+    target is longer than max_tokens is refitted by the job's own builder."""
+    return ScoreCollector(TargetBuilder(tokenizer, job.prompt, builder.envelope),
+                          job.output_handlers, job.max_model_len, builder.fit_item)
 
 
 def all_prompts(job: Job) -> list[Prompt]:
@@ -164,6 +173,27 @@ class PromptThread(threading.Thread):
         self.feed.put(task.register(user, prompts, skipped))
 
 
+def scored_texts(scores: ScoreCollector, user: UserRecord, prompts: list[Prompt],
+                 tests: dict[Location, TestItem], tokenizer: Any) -> dict[Location, dict[str, Any]]:
+    """A dry run's view of what a likelihood run scores per item: the prompt text the targets
+    follow (the generation prompt without its answer opener, refitted where a target is long)
+    and each target's text and token counts, or why the item is unscored."""
+    scores.add_user(user, prompts, tests)
+    out: dict[Location, dict[str, Any]] = {}
+    for location, item in scores.user_items(user.user_hash).items():
+        if item.why is not None:
+            out[location] = {"unscored": item.why}
+            continue
+        first = item.sequences[0]
+        out[location] = {
+            "scored_prompt": tokenizer.decode(first.token_ids[:first.target_start]),
+            "scored_prompt_tokens": first.target_start,
+            "targets": [{"option": s.option, "text": tokenizer.decode(s.token_ids[s.target_start:]),
+                         "tokens": s.target_tokens, "merged_boundary": s.merged_boundary}
+                        for s in item.sequences]}
+    return out
+
+
 def release_history(user: UserRecord) -> None:
     if isinstance(user.history, PackedHistory):
         user.history.release()
@@ -182,17 +212,22 @@ def write_prompts_file(job: Job, tokenizer: Any) -> Path:
     dataset = load_dataset(job.dataset_name, job.dataset_path, job.references_file, job.max_users,
                            job.holdout)
     builder = prompt_builder(job, tokenizer, keep_text=True)
+    scores = score_collector(job, tokenizer, builder) if job.scores else None
+    tests = {i.location: i for u in dataset.users for i in u.items}
     lines = []
     for user in dataset.users:
-        for built in builder.build_user(user):
-            if not isinstance(built, Prompt):
-                location, why = built
+        built = list(builder.build_user(user))
+        prompts = [b for b in built if isinstance(b, Prompt)]
+        scored = scored_texts(scores, user, prompts, tests, tokenizer) if scores else {}
+        for one in built:
+            if not isinstance(one, Prompt):
+                location, why = one
                 lines.append({"user_hash": user.id_value, "location": location.as_dict(),
                               "skipped": why})
                 continue
-            lines.append({"user_hash": user.id_value, "location": built.location.as_dict(),
-                          "text": built.text,
-                          "prompt_tokens": built.num_tokens, "truncated": built.truncated})
+            lines.append({"user_hash": user.id_value, "location": one.location.as_dict(),
+                          "text": one.text, "prompt_tokens": one.num_tokens,
+                          "truncated": one.truncated, **scored.get(one.location, {})})
     path = job.output_dir / PROMPTS_FILE
     write_bytes_atomic(path, b"".join(orjson.dumps(line) + b"\n" for line in lines))
     log.info("dry run: %d prompts of %d users in %s", len(lines), len(dataset.users), path)

@@ -13,13 +13,12 @@ from tqdm import tqdm
 from inference_core.data.records import Dataset, SkippedItem, UserRecord
 from inference_core.engine import (Engine, GenerationRequest, Request, Result, TokenScores,
                                    serve_both)
-from inference_core.likelihood.collect import ScoreCollector
-from inference_core.likelihood.targets import TargetBuilder
 from inference_core.prompts.builder import Prompt
 from inference_core.run.engine_launch import EngineLaunch
 from inference_core.run.feed import RequestFeed
 from inference_core.run.job_run import JobRun
-from inference_core.run.prompting import BuildPlan, BuildTask, PromptThread, prompt_builder
+from inference_core.run.prompting import (BuildPlan, BuildTask, PromptThread, prompt_builder,
+                                          score_collector)
 from inference_core.rundir.facts import throughput
 from inference_core.run.signals import stop_on_signals
 from inference_core.run.writer import UserFileWriter
@@ -98,9 +97,7 @@ def build_task(run: JobRun, index: int, tokenizer: Any) -> BuildTask:
     scoring, as the job does each), tagged with the run."""
     builder = prompt_builder(run.job, tokenizer, keep_text=run.job.scores)
     if run.job.scores:
-        run.scores = ScoreCollector(TargetBuilder(tokenizer, run.job.prompt, builder.envelope),
-                                    run.job.output_handlers, run.job.max_model_len,
-                                    builder.fit_item)
+        run.scores = score_collector(run.job, tokenizer, builder)
 
     def register(user: UserRecord, prompts: list[Prompt], unfit: list[SkippedItem],
                  ) -> list[Request]:
