@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install browser run test test-fast leaderboard bench bench-overhead bench-lora bench-leaderboard bench-hf compare gpu-check clean FORCE
+.PHONY: install browser run test test-fast leaderboard bench bench-overhead bench-lora bench-leaderboard bench-hf bench-likelihood compare gpu-check clean FORCE
 
 # make leaderboard [DATASET=DMSC] [MODEL_PATH=/ckpt/DMSC_8B | MODEL_PATHS="/ckpt/a /ckpt/b"]
 #                  [ENGINE=vllm|hf] [EXTRA="overrides"] [BASELINE=no_profile|/ckpt/a|RUN_DIR]
@@ -101,6 +101,12 @@ bench-lora: install
 # The seven ablations through one engine start vs one start per ablation: outputs/bench/leaderboard.json.
 bench-leaderboard: install
 	$(BIN)/python -m inference_vllm.bench.leaderboard $(ARGS)
+
+# A job scored against its references (mode=likelihood) vs the same job generated (5 samples),
+# through one engine start, and the two ways to score one-token answer options:
+# outputs/bench/likelihood.json.
+bench-likelihood: install
+	$(BIN)/python -m inference_vllm.bench.likelihood $(ARGS)
 
 # The Transformers engine's batch vs a bare model.generate() of the same rows, per decode step and
 # prefill, at ~40 and ~200 rows: outputs/bench/hf_steps.json. ARGS="--tiny" on a CPU (~1 min);

@@ -126,6 +126,7 @@ class ModelFacts:
     num_attention_heads: int | None
     # RoPE scaling stretches the window beyond max_position_embeddings: vLLM works that out.
     rope_scaling: bool = False
+    vocab_size: int | None = None
 
     @classmethod
     def read(cls, model_path: Path) -> "ModelFacts":
@@ -134,7 +135,7 @@ class ModelFacts:
         scaling = text.get("rope_scaling") or (text.get("rope_parameters") or {}).get("rope_type",
                                                                                        "default")
         return cls(text.get("max_position_embeddings"), text.get("num_attention_heads"),
-                   scaling not in (None, "default"))
+                   scaling not in (None, "default"), text.get("vocab_size"))
 
 
 def gpu_count() -> int:

@@ -6,6 +6,7 @@ records in the summary's `engine_stats.engine_args`.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any, Mapping
 
 from inference_core import config as conf
@@ -65,6 +66,42 @@ def whole_prefills(engine_cfg: Mapping[str, Any]) -> dict[str, Any]:
             seqs = int(engine_cfg.get("max_num_seqs") or 0)
             settings["max_num_batched_tokens"] = max(window, seqs, VLLM_STEP_TOKENS)
     return settings
+
+
+# A scoring step's logits, [tokens x vocab] in float32 (vLLM computes a prompt-logprobs request's
+# rows for every prompt token the step holds): the step's tokens are capped to keep them under this.
+SCORING_LOGITS_BYTES = 2 << 30
+# The cap's range: at least this many tokens a step, and never more than vLLM's smaller offline
+# default (8192; 16384 on H100-class GPUs, where a 152k vocabulary's logits would be 10 GB).
+MIN_STEP_TOKENS, MAX_STEP_TOKENS = 512, 8192
+
+
+def scoring_step(engine_cfg: Mapping[str, Any], args: Mapping[str, Any], model_path: str,
+                 on_gpu: bool) -> dict[str, Any]:
+    """For a session that scores: the step's token cap that bounds its logits, as engine
+    arguments, and why (recorded in engine_stats.scoring_step). A cap set by hand stays; on the
+    CPU, where generation keeps every prefill whole for its seeds, the window is the cap."""
+    if not engine_cfg.get("scores"):
+        return {}
+    vocab = conf.ModelFacts.read(Path(model_path)).vocab_size or 0
+    cap = min(MAX_STEP_TOKENS,
+              max(MIN_STEP_TOKENS, SCORING_LOGITS_BYTES // max(vocab * 4, 1) // 256 * 256))
+    window = int(args.get("max_model_len") or 0)
+    chosen: dict[str, Any] = {}
+    if engine_cfg.get("max_num_batched_tokens") is not None:
+        why = "engine.max_num_batched_tokens set by hand"
+    elif not on_gpu and engine_cfg.get("generates"):
+        why = "the CPU build keeps every prefill whole for generation's seeds"
+    else:
+        chosen = {"max_num_batched_tokens": max(cap, int(args.get("max_num_seqs") or 0))}
+        if not on_gpu and engine_cfg.get("enable_chunked_prefill") is None:
+            chosen["enable_chunked_prefill"] = True  # no seeds to keep: long prompts in parts
+        why = (f"a scoring step's [tokens x vocab] float32 logits kept under "
+               f"{SCORING_LOGITS_BYTES >> 30} GiB")
+    tokens = int(chosen.get("max_num_batched_tokens") or args.get("max_num_batched_tokens")
+                 or window)
+    return {"engine_args": chosen, "max_num_batched_tokens": tokens, "vocab_size": vocab,
+            "logits_bytes_per_step": tokens * vocab * 4, "why": why}
 
 
 def seeds_break(engine_args: Mapping[str, Any], on_gpu: bool) -> str | None:

@@ -8,7 +8,8 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 from inference_core.model.adapters import Adapter
 from inference_core.config import ConfigError
-from inference_core.engine import Completion, GenerationRequest, SamplingSettings
+from inference_core.engine import (Completion, GenerationRequest, Request, Result,
+                                   SamplingSettings, ScoringRequest, TokenScores)
 from inference_vllm.device_defaults import cuda_present, resolve_device_defaults, seeds_break
 
 log = logging.getLogger(__name__)
@@ -16,7 +17,8 @@ log = logging.getLogger(__name__)
 # Keys of conf/engine/vllm.yaml that are ours, not vLLM engine arguments.
 # data_parallel_size is ours too: replicas are separate processes (inference_vllm/replicas.py);
 # vLLM 0.32 refuses it for offline single-process use.
-NOT_ENGINE_ARGS = {"name", "_target_", "extra", "data_parallel_size"}
+# scores / generates: which verbs the session's jobs need (run/job_list.session_engine_cfg).
+NOT_ENGINE_ARGS = {"name", "_target_", "extra", "data_parallel_size", "scores", "generates"}
 
 
 # Our speculative-decoding keys (conf/engine/vllm.yaml), mapped onto vLLM's `speculative_config`.
@@ -124,6 +126,8 @@ class VLLMEngine:
         from vllm.lora.request import LoRARequest
 
         self.args = {**lora_args(adapters), **engine_args(engine_cfg)}
+        self.scoring_step = scoring_step(engine_cfg, self.args, model_path, cuda_present())
+        self.args.update(self.scoring_step.get("engine_args", {}))
         # Ids from 1: vLLM reserves 0 for "no adapter".
         self.lora_requests = {str(a.path): LoRARequest(a.path.name, i, str(a.path))
                               for i, a in enumerate(adapters, start=1)}
@@ -141,9 +145,20 @@ class VLLMEngine:
     def generate(self, requests: Iterable[GenerationRequest],
                  sampling: SamplingSettings) -> Iterator[Completion]:
         """Requests join the running batch as they arrive; finished ones are yielded at once."""
+        return self.serve_both(requests, sampling)  # type: ignore[return-value]
+
+    def loglikelihood(self, requests: Iterable[ScoringRequest]) -> Iterator[TokenScores]:
+        """Each sequence's prompt log-probabilities (one prefill, one throwaway token), in the
+        same running batch as any generation."""
+        return self.serve_both(requests, None)  # type: ignore[return-value,arg-type]
+
+    def serve_both(self, requests: Iterable[Request],
+                   sampling: SamplingSettings | None) -> Iterator[Result]:
+        """Generation and scoring requests of one stream join one running batch as they arrive;
+        finished ones are yielded at once."""
         engine = self.llm.llm_engine
         shared_params: dict[tuple[SamplingSettings, int], Any] = {}
-        pending: dict[str, GenerationRequest] = {}
+        pending: dict[str, Request] = {}
         self.round += 1
         take = ready_batches(requests)
         try:
@@ -156,27 +171,30 @@ class VLLMEngine:
                     self._add(engine, new, sampling, shared_params, pending)
                 for out in engine.step() if engine.has_unfinished_requests() else ():
                     if out.finished:
-                        yield to_completion(pending.pop(out.request_id), out)
+                        request = pending.pop(out.request_id)
+                        yield (to_scores(request, out) if isinstance(request, ScoringRequest)
+                               else to_completion(request, out))
         finally:
             if pending:  # the consumer stopped early (a signal): drop what is left
                 engine.abort_request(list(pending))
 
-    def _add(self, engine: Any, requests: list[GenerationRequest], sampling: SamplingSettings,
+    def _add(self, engine: Any, requests: list[Request], sampling: SamplingSettings | None,
              shared_params: dict[tuple[SamplingSettings, int], Any],
-             pending: dict[str, GenerationRequest]) -> None:
+             pending: dict[str, Request]) -> None:
         # Token ids through vLLM's renderer (what LLM.generate does), then straight to the engine
         # under our own ids, so that finished outputs map back to our requests.
         inputs = engine.renderer.render_cmpl(
             [{"prompt_token_ids": list(r.token_ids)} for r in requests])
         for r, prompt in zip(requests, inputs):
-            own = r.sampling_or(sampling)
-            if self.per_request_seeds and r.seed is not None:
-                params = sampling_params(own, r.num_samples, r.seed)
+            if isinstance(r, ScoringRequest):
+                params = scoring_params(r)
+            elif self.per_request_seeds and r.seed is not None:
+                params = sampling_params(r.sampling_or(sampling), r.num_samples, r.seed)
             else:
-                key = (own, r.num_samples)
+                key = (r.sampling_or(sampling), r.num_samples)
                 params = shared_params.get(key)
                 if params is None:
-                    params = shared_params[key] = sampling_params(own, r.num_samples)
+                    params = shared_params[key] = sampling_params(*key)
             request_id = f"{self.round}-{r.request_id}"
             engine.add_request(request_id, prompt, params,
                                lora_request=self.lora_request(r.adapter))
@@ -193,12 +211,44 @@ class VLLMEngine:
         from inference_vllm.engine_metrics import engine_metrics
 
         return {"engine_args": self.args, "per_request_seeds": self.per_request_seeds,
+                "scoring_step": self.scoring_step,
                 "worker_multiproc_method": os.environ.get("VLLM_WORKER_MULTIPROC_METHOD"),
                 **engine_metrics(self.llm.get_metrics())}
 
     def close(self) -> None:
         # Stop the engine process now rather than from an exit hook that logs into closed streams.
         self.llm.llm_engine.engine_core.shutdown()
+
+
+def scoring_params(request: ScoringRequest) -> Any:
+    """The prompt's own log-probabilities (the actual token's, with its rank: 1 is the top
+    choice) and one throwaway greedy token, or the asked next-token ids' there. Raw logits
+    (vLLM's default logprobs_mode): no temperature or penalty touches them; nothing decoded.
+    Such a request recomputes its prefill (vLLM skips reading the prefix cache for prompt
+    log-probabilities: cached positions would have none)."""
+    from vllm import SamplingParams
+    from vllm.sampling_params import RequestOutputKind
+
+    return SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=0, detokenize=False,
+                          logprob_token_ids=list(request.next_token_ids) or None,
+                          output_kind=RequestOutputKind.FINAL_ONLY)
+
+
+def to_scores(request: ScoringRequest, out: Any) -> TokenScores:
+    """The target rows of the prompt log-probabilities: row p holds token p given the ones
+    before it."""
+    rows = out.prompt_logprobs or []
+    ids = list(request.token_ids)
+    logprobs, greedy = [], []
+    for position in range(request.target_start, len(ids)):
+        entry = rows[position][ids[position]]
+        logprobs.append(float(entry.logprob))
+        greedy.append(entry.rank == 1)
+    following: tuple[float, ...] = ()
+    if request.next_token_ids:
+        step = out.outputs[0].logprobs[0]
+        following = tuple(float(step[t].logprob) for t in request.next_token_ids)
+    return TokenScores(request.request_id, tuple(logprobs), tuple(greedy), following)
 
 
 def to_completion(request: GenerationRequest, out: Any) -> Completion:

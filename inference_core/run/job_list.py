@@ -114,6 +114,9 @@ def check_one_engine(jobs: Sequence[Any]) -> None:
 
 def session_engine_cfg(jobs: Sequence[Any]) -> dict[str, Any]:
     """The shared start's settings: the jobs' own, with the widest window any of them needs
-    (each job still budgets its prompts to its own)."""
+    (each job still budgets its prompts to its own), and which verbs the jobs need
+    (`scores`, `generates`: an engine sizes a scoring step's logits by them)."""
     return {**jobs[0].engine_cfg,
-            "max_model_len": max(int(job.engine_cfg["max_model_len"]) for job in jobs)}
+            "max_model_len": max(int(job.engine_cfg["max_model_len"]) for job in jobs),
+            "scores": any(job.scores for job in jobs),
+            "generates": any(job.generates for job in jobs)}
