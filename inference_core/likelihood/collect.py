@@ -12,7 +12,7 @@ from typing import Any, Callable
 from inference_core.data.records import Location, TestItem, UserRecord
 from inference_core.engine import ScoringRequest, TokenScores
 from inference_core.likelihood.figures import option_figures, target_figures
-from inference_core.likelihood.targets import ScoredSequence, Target, TargetBuilder
+from inference_core.likelihood.targets import ScoredSequence, Target, TargetBuilder, answer_slot
 from inference_core.outputs.answer_sets import AnswerSet, answer_set
 from inference_core.prompts.builder import Prompt
 
@@ -64,19 +64,44 @@ class ScoredItem:
         """The sequence of the reference's own target: its own, or the option it states as
         written."""
         stated = self.reference.strip() if self.reference else None
-        return next((k for k, s in enumerate(self.sequences)
-                     if s.option is None or (stated is not None and s.option == stated)), None)
+        return next((k for k, s in enumerate(self.sequences) if not s.slot_tokens and (
+            s.option is None or (stated is not None and s.option == stated))), None)
+
+    def option_scores(self) -> list[tuple[str, float, int, int]]:
+        """(option, log-likelihood, bytes, tokens) of every option: of its whole target, or, for
+        a one-token set read at its slot, of the target up to and including the option."""
+        slot = next((k for k, s in enumerate(self.sequences) if s.slot_tokens), None)
+        if slot is None:
+            return [(s.option, sum(self.scores[k].logprobs), s.target_bytes, s.target_tokens)
+                    for k, s in enumerate(self.sequences) if s.option is not None]
+        sequence, scores = self.sequences[slot], self.scores[slot]
+        head = sum(scores.logprobs[sequence.ignored:])
+        tokens = len(scores.logprobs) - sequence.ignored + 1
+        return [(option, head + following, sequence.head_bytes + len(option.encode("utf-8")),
+                 tokens) for option, following in zip(sequence.slot_options,
+                                                        scores.next_logprobs)]
 
     def option_part(self) -> dict[str, Any]:
         if self.answers is None:
             return {}
-        scored = [(s.option, sum(self.scores[k].logprobs), s.target_bytes, s.target_tokens)
-                  for k, s in enumerate(self.sequences) if s.option is not None]
+        scored = self.option_scores()
         gold = self.answers.gold(self.reference)
         return {"options": [{"option": o, "logprob": lp, "bytes": b, "tokens": t}
                             for o, lp, b, t in scored],
                 **option_figures([(o, lp, b) for o, lp, b, _ in scored], gold,
                                  self.answers.values)}
+
+
+def one_prefill_per_slot(sequences: list[ScoredSequence],
+                         reference: str | None) -> list[ScoredSequence]:
+    """One-token options read at their slot in one request (answer_slot), the reference's own
+    target still scored whole; the sequences as they are otherwise."""
+    slot = answer_slot(sequences)
+    if slot is None:
+        return sequences
+    stated = reference.strip() if reference else None
+    kept = [s for s in sequences if s.option is None or s.option == stated]
+    return kept + [slot]
 
 
 class ScoreCollector:
@@ -110,7 +135,8 @@ class ScoreCollector:
                 item.finish()
                 continue
             self.open_items[user.user_hash] = self.open_items.get(user.user_hash, 0) + 1
-            requests += [ScoringRequest(f"{index}.{k}", s.token_ids, s.target_start)
+            requests += [ScoringRequest(f"{index}.{k}", s.token_ids, s.target_start,
+                                        next_token_ids=s.slot_tokens)
                          for k, s in enumerate(item.sequences)]
         return requests
 
@@ -127,7 +153,7 @@ class ScoreCollector:
             sequences = self.targets.sequences(self.targets.training_prompt(prompt.text), targets)
             over = max(len(s.token_ids) for s in sequences) - self.window
             if over <= 0:
-                item.sequences = sequences
+                item.sequences = one_prefill_per_slot(sequences, item.reference)
                 item.prompt_tokens, item.truncated = prompt.num_tokens, prompt.truncated
                 return
             refitted = self.refit(user, test, prompt.num_tokens - over)

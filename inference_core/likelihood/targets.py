@@ -42,6 +42,12 @@ class ScoredSequence:
     body_bytes: int
     merged_boundary: bool
     option: str | None = None
+    head_bytes: int = 0  # the target's bytes before the answer (the opener)
+    # A one-token answer set read at one slot: this sequence ends there and asks for these
+    # options' tokens next; its first `ignored` scored tokens are context, not target.
+    slot_options: tuple[str, ...] = ()
+    slot_tokens: tuple[int, ...] = ()
+    ignored: int = 0
 
     @property
     def target_tokens(self) -> int:
@@ -120,4 +126,27 @@ class TargetBuilder:
         body = (inside[0], inside[-1] + 1) if inside else (0, 0)
         body_text = target.text[target.body_start:target.body_end]
         return ScoredSequence(ids, start, body, len(target.text.encode("utf-8")),
-                              len(body_text.encode("utf-8")), merged, target.option)
+                              len(body_text.encode("utf-8")), merged, target.option,
+                              len(target.text[:target.body_start].encode("utf-8")))
+
+
+def answer_slot(sequences: Sequence[ScoredSequence]) -> ScoredSequence | None:
+    """Where every option is one token, distinct, at the same slot after the same tokens: one
+    sequence up to that slot that asks for the options' tokens next (one prefill per item
+    instead of one per option: measured in docs/benchmarks.md); None otherwise."""
+    options = [s for s in sequences if s.option is not None]
+    if len(options) < 2 or any(s.body[1] - s.body[0] != 1 for s in options):
+        return None
+    first = options[0]
+    slot = first.target_start + first.body[0]
+    ids = first.token_ids[:slot]
+    tokens = tuple(s.token_ids[slot] for s in options)
+    if (len(set(tokens)) < len(tokens) or any(s.target_start + s.body[0] != slot
+                                              or s.token_ids[:slot] != ids for s in options)):
+        return None
+    # Nothing of the target before the slot (no opener): the last context token stands in.
+    start = first.target_start if slot > first.target_start else slot - 1
+    return ScoredSequence(ids, start, (0, 0), first.head_bytes, 0,
+                          any(s.merged_boundary for s in options), None, first.head_bytes,
+                          tuple(s.option for s in options if s.option is not None), tokens,
+                          first.target_start - start)
