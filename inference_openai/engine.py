@@ -1,9 +1,9 @@
 """Any OpenAI-compatible endpoint behind the engine interface (`engine=openai`).
 
 The requests go out from an asyncio loop on a background thread, at most
-`engine.max_concurrency` at a time; `generate` stays a plain iterator: it takes requests as they
-come (decoding their prompts on the caller's thread), hands them to the loop, and yields each
-completion from a queue as soon as its answer is in.
+`engine.max_concurrency` at a time; `generate` and `loglikelihood` stay plain iterators: they take
+requests as they come (decoding prompts on the caller's thread), hand them to the loop, and yield
+each result from a queue as soon as its answer is in. Scoring is in inference_openai/scoring.py.
 """
 from __future__ import annotations
 
@@ -19,11 +19,13 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 import httpx
 
 from inference_core.config import ConfigError
-from inference_core.engine import Completion, GenerationRequest, SamplingSettings
+from inference_core.engine import (Completion, GenerationRequest, SamplingSettings,
+                                   ScoringRequest, TokenScores)
 from inference_core.model.adapters import Adapter
 from inference_openai.payload import (PATHS, BodyOptions, Sample, chat_body, completions_body,
                                       samples_of, unsent_sampling)
 from inference_openai.probe import auth_headers, served_model
+from inference_openai.scoring import Scorer, check_request
 from inference_openai.settings import EndpointSettings, read_settings
 from inference_openai.stats import EndpointStats
 from inference_openai.transport import RequestFailed, RetryPolicy, Throttle, post_json
@@ -62,6 +64,7 @@ class OpenAIEngine:
         self.seed = seed
         self.counters = EndpointStats()
         self.unsent: list[str] = []
+        self.scorer: Scorer | None = None  # made (and the endpoint probed) on first use
         self.loop, self.thread = start_loop()
         self.client, self.throttle = self.on_loop(self.open_client()).result()
         self.policy = RetryPolicy(s.max_retries, s.backoff_s, s.max_backoff_s, s.timeout_s)
@@ -85,8 +88,42 @@ class OpenAIEngine:
                  sampling: SamplingSettings) -> Iterator[Completion]:
         """Send requests as they arrive; yield each completion once its answers are in."""
         self.note_unsent(sampling)
+
+        def submit(request: GenerationRequest) -> Future:
+            own = request.sampling_or(sampling)
+            return self.on_loop(self.complete(request, self.prompt_of(request), own))
+
+        yield from self.serve(requests, submit, lambda r, done: self.to_completion(r, *done))
+
+    def loglikelihood(self, requests: Iterable[ScoringRequest]) -> Iterator[TokenScores]:
+        """Score requests as they arrive (one echo prefill each); the first one probes the
+        endpoint, so a run without scoring requests never pays for it."""
+
+        def submit(request: ScoringRequest) -> Future:
+            check_request(request)
+            return self.on_loop(self.scoring().score(request))
+
+        yield from self.serve(requests, submit, lambda r, scores: scores)
+
+    def scoring(self) -> Scorer:
+        """The scorer, probed once before its first request (ConfigError: exit 2)."""
+        if self.scorer is None:
+            async def post(body: dict[str, Any]) -> dict[str, Any]:
+                return await post_json(self.client, PATHS["completions"], body, self.policy,
+                                       self.throttle, self.counters)
+
+            scorer = Scorer(post, self.options, self.counters, self.settings.endpoint)
+            self.on_loop(scorer.probe()).result()
+            log.info("engine=openai: %s scores prompts (next tokens: %s)",
+                     self.settings.endpoint, scorer.method())
+            self.scorer = scorer
+        return self.scorer
+
+    def serve(self, requests: Iterable[Any], submit: Callable[[Any], Future],
+              finish: Callable[[Any, Any], Any]) -> Iterator[Any]:
+        """Submit requests as they arrive; yield `finish(request, answer)` as each is done."""
         finished: queue.Queue[Future] = queue.Queue()
-        pending: dict[Future, GenerationRequest] = {}
+        pending: dict[Future, Any] = {}
         take = ready_requests(requests)
         more = True
         try:
@@ -95,21 +132,20 @@ class OpenAIEngine:
                 if batch is None:
                     more = False
                 for request in batch or ():
-                    own = request.sampling_or(sampling)
-                    future = self.on_loop(self.complete(request, self.prompt_of(request), own))
+                    future = submit(request)
                     pending[future] = request
                     future.add_done_callback(finished.put)
                 # Wait a moment for answers only when no new request came: a feed still filling
                 # is polled again soon; after its end, the wait is for answers alone.
                 wait = 0.0 if batch else (0.05 if more else 0.2)
-                yield from self.take_finished(finished, pending, wait)
+                yield from self.take_finished(finished, pending, wait, finish)
         finally:
             for future in pending:  # the consumer stopped early (a signal): drop what is left
                 future.cancel()
 
-    def take_finished(self, finished: queue.Queue, pending: dict[Future, GenerationRequest],
-                      wait_s: float) -> Iterator[Completion]:
-        """Every completion ready now, after waiting up to `wait_s` for the first."""
+    def take_finished(self, finished: queue.Queue, pending: dict[Future, Any], wait_s: float,
+                      finish: Callable[[Any, Any], Any]) -> Iterator[Any]:
+        """Every result ready now, after waiting up to `wait_s` for the first."""
         while True:
             try:
                 # A bounded wait keeps the main thread responsive to signals.
@@ -120,7 +156,7 @@ class OpenAIEngine:
             request = pending.pop(future, None)
             if request is None or future.cancelled():
                 continue
-            yield self.to_completion(request, *future.result())
+            yield finish(request, future.result())
 
     def prompt_of(self, request: GenerationRequest) -> Prompt:
         """What the endpoint is sent: chat messages, the rendered text, or the token ids."""
@@ -216,7 +252,8 @@ class OpenAIEngine:
                   "extended_sampling": self.options.extended_sampling,
                   "n_per_request": self.honours_n is not False,
                   "per_request_seeds": self.options.send_seed,
-                  "sampling_not_sent": self.unsent}
+                  "sampling_not_sent": self.unsent,
+                  "next_token_scoring": self.scorer.method() if self.scorer else None}
         return self.counters.as_dict(self.settings, self.served.model_id, extras)
 
     def close(self) -> None:

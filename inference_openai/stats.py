@@ -30,6 +30,12 @@ class EndpointStats:
     completion_tokens: int = 0
     # Requests made to stand in for `n` where the server gave fewer samples than asked.
     fanout_requests: int = 0
+    # Likelihood mode: requests scored (the probe not counted), their target tokens, and the
+    # extra prefills that scored next tokens appended to the prompt (endpoints without vLLM's
+    # logprob_token_ids).
+    scoring_requests: int = 0
+    scored_tokens: int = 0
+    next_token_requests: int = 0
 
     def usage(self, body: dict[str, Any]) -> None:
         usage = body.get("usage") or {}
@@ -47,6 +53,9 @@ class EndpointStats:
             "retries": self.retries,
             "failed_requests": self.failed_requests,
             "fanout_requests": self.fanout_requests,
+            "scoring_requests": self.scoring_requests,
+            "scored_tokens": self.scored_tokens,
+            "next_token_requests": self.next_token_requests,
             "errors_by_status": dict(sorted(self.errors_by_status.items())),
             "latency_seconds": {f"p{q}": round(percentile(ordered, q), 3) for q in (50, 90, 99)},
             "usage": {"prompt_tokens": self.prompt_tokens,

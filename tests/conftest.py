@@ -13,6 +13,8 @@ from inference_core.config import gpu_count
 from inference_vllm.bench.rows import BorrowedEngine
 from inference_core.model.store import ensure_default_model
 from inference_vllm.device_defaults import GPU_SHARE_ENV
+# Registered here, not in one test module, so that every module shares one `vllm serve`.
+from openai_server import vllm_server, with_key  # noqa: F401
 
 REPO = Path(__file__).resolve().parent.parent
 DATA = REPO / "data"

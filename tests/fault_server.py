@@ -19,11 +19,17 @@ OK, RATE_LIMITED, SERVER_ERROR, SLOW, BAD_REQUEST, SHORT_N, NOT_JSON, NO_CHOICES
 # first token id -> (attempts that fail, how)
 FAULTS = {RATE_LIMITED: 2, SERVER_ERROR: 1, SLOW: 1, BAD_REQUEST: 10**9}
 BAD_REQUEST_MESSAGE = "This model's maximum context length is 2048 tokens (fault server)"
+ECHO_REFUSED_MESSAGE = "echo is not supported with logprobs for this model (fault server)"
+# What the server does with `echo` (scoring requests): answer as if it had not been asked (a plain
+# generation, no prompt log-probabilities), refuse it with a 400, or score the prompt.
+ECHO_MODES = ("ignore", "refuse", "score")
 
 
 class FaultServer:
     def __init__(self, retry_after: str = "1", slow_s: float = 1.5, lifetime_s: float = 60.0,
-                 reject_prompts: int = 0) -> None:
+                 reject_prompts: int = 0, echo: str = "ignore") -> None:
+        assert echo in ECHO_MODES
+        self.echo = echo
         self.retry_after = retry_after
         # The first k distinct prompts get a 400 every time (as a too-long prompt would).
         self.reject_prompts = reject_prompts
@@ -79,6 +85,8 @@ class FaultServer:
             refused = prompt in self.rejected
         if refused:
             return 400, {}, error(BAD_REQUEST_MESSAGE), 0.0
+        if body.get("echo") and self.echo == "refuse":
+            return 400, {}, error(ECHO_REFUSED_MESSAGE), 0.0
         if attempt <= FAULTS.get(kind, 0):
             if kind == RATE_LIMITED:
                 return 429, {"Retry-After": self.retry_after}, error("rate limited"), 0.0
@@ -91,6 +99,8 @@ class FaultServer:
             return 200, {}, b"<html>gateway</html>", 0.0
         if kind == NO_CHOICES:
             return 200, {}, {"object": "text_completion", "choices": []}, 0.0
+        if body.get("echo") and self.echo == "score":
+            return 200, {}, scored(prompt, int(body.get("max_tokens") or 0)), 0.0
         n = 1 if kind == SHORT_N else int(body.get("n", 1))
         return 200, {}, completion(prompt, n, attempt), 0.0
 
@@ -141,3 +151,31 @@ def completion(prompt: tuple[int, ...], n: int, attempt: int = 1) -> dict[str, A
     return {"id": "cmpl-1", "object": "text_completion", "model": MODEL_ID, "choices": choices,
             "usage": {"prompt_tokens": len(prompt), "completion_tokens": 5 * n,
                       "total_tokens": len(prompt) + 5 * n}}
+
+
+TOP_LOGPROB = -0.1
+
+
+def fake_logprob(token_id: int) -> float:
+    """The fake model's log-probability of a token wherever it stands: the top one (greedy)
+    where token_id % 4 == 0, else below it."""
+    return TOP_LOGPROB - 0.5 * (token_id % 4)
+
+
+def scored(prompt: tuple[int, ...], max_tokens: int) -> dict[str, Any]:
+    """An echo answer as OpenAI's legacy API gives it: tokens as strings, the first entry null,
+    then `max_tokens` generated entries after the prompt's."""
+    tokens = [f"t{x}" for x in prompt] + ["gen"] * max_tokens
+    values: list[float | None] = [None] + [fake_logprob(x) for x in prompt[1:]]
+    tops: list[dict[str, float] | None] = [None] + [
+        {f"t{x}": fake_logprob(x), "top": TOP_LOGPROB} if x % 4 else {f"t{x}": TOP_LOGPROB}
+        for x in prompt[1:]]
+    values += [TOP_LOGPROB] * max_tokens
+    tops += [{"gen": TOP_LOGPROB}] * max_tokens
+    logprobs = {"tokens": tokens, "token_logprobs": values, "top_logprobs": tops,
+                "text_offset": list(range(len(tokens)))}
+    return {"id": "cmpl-echo", "object": "text_completion", "model": MODEL_ID,
+            "choices": [{"index": 0, "text": " ".join(tokens), "logprobs": logprobs,
+                         "finish_reason": "length"}],
+            "usage": {"prompt_tokens": len(prompt), "completion_tokens": max_tokens,
+                      "total_tokens": len(prompt) + max_tokens}}
