@@ -12,7 +12,8 @@ import time
 from contextlib import nullcontext
 from typing import TYPE_CHECKING, Any, ContextManager, Iterable, Iterator, Mapping, Sequence
 
-from inference_core.engine import Completion, GenerationRequest, SamplingSettings
+from inference_core.engine import (Completion, GenerationRequest, SamplingSettings,
+                                   ScoringRequest, TokenScores)
 from inference_hf.attention import use_decode_attention
 from inference_hf.batches import left_padded, padded_tokens, plan_batches
 from inference_hf.budget import Budget, auto_budget, out_of_memory_errors, release_memory
@@ -94,6 +95,7 @@ def with_adapters(model: Any, adapters: Sequence[Adapter], names: Mapping[str, s
 
 class HFEngine:
     name = "hf"
+    scorer: Any = None  # scoring.Scorer, built by the first loglikelihood call
 
     def __init__(self, model_path: str, engine_cfg: Mapping[str, Any], seed: int,
                  adapters: Sequence[Adapter] = ()) -> None:
@@ -311,8 +313,17 @@ class HFEngine:
         self.model.set_adapter(self.adapter_names[adapter])
         return nullcontext()
 
+    def loglikelihood(self, requests: Iterable[ScoringRequest]) -> Iterator[TokenScores]:
+        """One forward per length-sorted batch, the LM head at the target positions only."""
+        from inference_hf.scoring import Scorer
+
+        if self.scorer is None:
+            self.scorer = Scorer(self)
+        yield from self.scorer.score(requests)
+
     def stats(self) -> dict[str, Any]:
-        return {"batches": self.batches, "max_batch_tokens": self.max_batch_tokens,
+        scoring = self.scorer.stats() if self.scorer is not None else {}
+        return {**scoring, "batches": self.batches, "max_batch_tokens": self.max_batch_tokens,
                 "max_batch_tokens_auto": self.budget.as_dict() if self.budget else None,
                 "oom_splits": self.oom_splits,
                 "max_batch_size": self.max_batch_size, "device": self.device,
