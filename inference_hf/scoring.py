@@ -12,14 +12,12 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 from inference_core.engine import GenerationRequest, ScoringRequest, TokenScores
+from inference_core.errors import ConfigError
 from inference_hf.batches import left_padded, plan_batches
 from inference_hf.budget import auto_budget, out_of_memory_errors, release_memory
-
-if TYPE_CHECKING:
-    from inference_hf.engine import HFEngine
 
 log = logging.getLogger(__name__)
 
@@ -66,8 +64,6 @@ def check_head(model: Any, head: Head, ids: Sequence[int]) -> None:
     logits at the last of a few tokens must be the ones computed here."""
     import torch
 
-    from inference_core.errors import ConfigError
-
     tokens = torch.tensor([list(ids)], device=model.device)
     own = model(input_ids=tokens, logits_to_keep=1).logits[0, -1].float()
     ours = head.logits(head.decoder(input_ids=tokens).last_hidden_state[0, -1:])[0]
@@ -113,25 +109,32 @@ def score_batch(head: Head, batch: Sequence[ScoringRequest], pad_id: int,
     positions = (mask.cumsum(-1) - 1).clamp(min=0)  # left padding: count real tokens only
     hidden = head.decoder(input_ids=ids, attention_mask=mask, position_ids=positions,
                           use_cache=False).last_hidden_state
-    width = ids.shape[1]
-    # Row r's token j sits at column width - n + j; column c predicts the token at c + 1.
+    rows, cols, targets = target_positions(batch, ids.shape[1])
+    wanted = torch.tensor(targets, device=device).unsqueeze(1)
+    logprobs, best = head_scores(head, hidden[rows, cols], wanted)
+    greedy = (best == torch.tensor(targets)).tolist()
+    logprobs = logprobs[:, 0].tolist()
+    scores, at = [], 0
+    for request, after in zip(batch, next_token_scores(head, batch, hidden[:, -1])):
+        span = slice(at, at + request.target_tokens)
+        at = span.stop
+        scores.append(TokenScores(request.request_id, tuple(logprobs[span]), tuple(greedy[span]),
+                                  after))
+    return scores
+
+
+def target_positions(batch: Sequence[ScoringRequest],
+                     width: int) -> tuple[list[int], list[int], list[int]]:
+    """(row, column) of each hidden state that predicts a target token, and that token, request
+    after request: in a left-padded row of n tokens, token j sits at column width - n + j and
+    is predicted by the column before it."""
     rows, cols, targets = [], [], []
     for r, request in enumerate(batch):
         first = width - len(request.token_ids)
         cols.extend(range(first + request.target_start - 1, width - 1))
         rows.extend([r] * request.target_tokens)
         targets.extend(request.token_ids[request.target_start:])
-    wanted = torch.tensor(targets, device=device).unsqueeze(1)
-    logprobs, best = head_scores(head, hidden[rows, cols], wanted)
-    next_logprobs = next_token_scores(head, batch, hidden[:, -1])
-    scores, at = [], 0
-    for request, after in zip(batch, next_logprobs):
-        span = slice(at, at + request.target_tokens)
-        at = span.stop
-        greedy = best[span] == torch.tensor(request.token_ids[request.target_start:])
-        scores.append(TokenScores(request.request_id, tuple(logprobs[span, 0].tolist()),
-                                  tuple(greedy.tolist()), after))
-    return scores
+    return rows, cols, targets
 
 
 def next_token_scores(head: Head, batch: Sequence[ScoringRequest],
@@ -164,8 +167,10 @@ def plan(requests: Sequence[ScoringRequest], max_batch_tokens: int,
 class Scorer:
     """The engine's scoring state: its budget, its counters, its out-of-memory ceiling."""
 
-    def __init__(self, engine: HFEngine) -> None:
-        self.engine = engine  # the model is read from it per call: close() must free it
+    def __init__(self, engine: Any) -> None:
+        # The HFEngine (engine.py imports this module, not the other way round). The model is
+        # read from it per call: close() must free it.
+        self.engine = engine
         self.max_batch_tokens: int | None = None
         self.head_checked = False
         self.batches = 0
@@ -241,4 +246,5 @@ class Scorer:
     def stats(self) -> dict[str, Any]:
         return {"scoring_batches": self.batches, "scored_tokens": self.tokens,
                 "scoring_oom_splits": self.oom_splits,
-                "scoring_max_batch_tokens": self.max_batch_tokens}
+                # None where the config's max_batch_tokens is used.
+                "scoring_max_batch_tokens_auto": self.max_batch_tokens}
