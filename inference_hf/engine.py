@@ -12,7 +12,8 @@ import time
 from contextlib import nullcontext
 from typing import TYPE_CHECKING, Any, ContextManager, Iterable, Iterator, Mapping, Sequence
 
-from inference_core.engine import Completion, GenerationRequest, SamplingSettings
+from inference_core.engine import (Completion, GenerationRequest, SamplingSettings,
+                                   ScoringRequest, TokenScores)
 from inference_hf.attention import use_decode_attention
 from inference_hf.batches import left_padded, padded_tokens, plan_batches
 from inference_hf.budget import Budget, auto_budget, is_out_of_memory, release_memory
@@ -95,6 +96,7 @@ def with_adapters(model: Any, adapters: Sequence[Adapter], names: Mapping[str, s
 
 class HFEngine:
     name = "hf"
+    scorer: Any = None  # scoring.Scorer, built by the first loglikelihood call
 
     def __init__(self, model_path: str, engine_cfg: Mapping[str, Any], seed: int,
                  adapters: Sequence[Adapter] = ()) -> None:
@@ -312,9 +314,19 @@ class HFEngine:
         self.model.set_adapter(self.adapter_names[adapter])
         return nullcontext()
 
+    def loglikelihood(self, requests: Iterable[ScoringRequest]) -> Iterator[TokenScores]:
+        """One forward per length-sorted batch, the LM head at the target positions only."""
+        from inference_hf.scoring import Scorer
+
+        if self.scorer is None:
+            self.scorer = Scorer(self)
+        yield from self.scorer.score(requests)
+
     def stats(self) -> dict[str, Any]:
         last = self.last_budget.max_batch_tokens if self.last_budget else None
-        return {"batches": self.batches, "max_batch_tokens": self.max_batch_tokens or last,
+        scoring = self.scorer.stats() if self.scorer is not None else {}
+        return {**scoring, "batches": self.batches,
+                "max_batch_tokens": self.max_batch_tokens or last,
                 # auto: the budget of each samples-a-prompt group, as last sized
                 "max_batch_tokens_auto": {str(n): b.as_dict() for n, b in self.budgets.items()}
                 or None,

@@ -1,6 +1,7 @@
 """The engines agree on what a checkpoint's training loss on held-out users is: vLLM (the CPU
-build), Transformers in one process and under torchrun (2 ranks), and a plain Transformers forward
-pass computed here from the very token ids each engine scored.
+build), Transformers in one process and under torchrun (2 ranks), an OpenAI-compatible server (the
+real local one), and a plain Transformers forward pass computed here from the very token ids vLLM
+scored.
 
 Tolerance: vLLM on the CPU runs the embedded model in bfloat16 (its config's dtype), and the
 Transformers engine does too on a CPU with native bfloat16; the forward here runs float32.
@@ -22,6 +23,7 @@ from inference_core.engine import ScoringRequest, TokenScores
 from inference_core.run.job import prepare_job
 from inference_core.run.pipeline import run_job, start_job_engine
 from inference_vllm.bench.rows import BorrowedEngine
+from openai_server import KEY_ENV, SERVED_ID
 from test_vllm_pipeline import load
 
 pytestmark = pytest.mark.engine
@@ -97,6 +99,20 @@ def test_transformers_in_one_process_agrees_with_vllm(vllm_scored: Any, tmp_path
     for key, ours in figures(out).items():
         assert hf[key]["target_tokens"] == ours["target_tokens"]
         assert abs(hf[key]["nll_per_token"] - ours["nll_per_token"]) < MEAN_NLL_TOLERANCE
+
+
+def test_an_openai_compatible_server_agrees_with_vllm(vllm_scored: Any, vllm_server: str,
+                                                      with_key: None, tmp_path: Path) -> None:
+    """The real local server (`vllm serve`, bf16 too), asked through engine=openai."""
+    out, _ = vllm_scored
+    job = prepare_job(compose("engine=openai", f"engine.base_url={vllm_server}",
+                              f"engine.model={SERVED_ID}", f"engine.api_key_env={KEY_ENV}",
+                              f"output_dir={tmp_path / 'served'}", *ITEMS))
+    served = figures(run_job(job, start_job_engine))
+    assert served.keys() == figures(out).keys()
+    for key, ours in figures(out).items():
+        assert served[key]["target_tokens"] == ours["target_tokens"]
+        assert abs(served[key]["nll_per_token"] - ours["nll_per_token"]) < MEAN_NLL_TOLERANCE
 
 
 def test_torchrun_two_ranks_agree_with_vllm(vllm_scored: Any, tmp_path: Path) -> None:
