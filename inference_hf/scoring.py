@@ -205,8 +205,8 @@ class Scorer:
 
     def _budget(self) -> int:
         engine = self.engine
-        if engine.budget is None and engine.max_batch_tokens is not None:
-            return engine.max_batch_tokens  # set in the config
+        if engine.max_batch_tokens is not None:
+            return engine.max_batch_tokens  # set in the config (auto leaves it None)
         if self.max_batch_tokens is None:
             # Its own: generation's auto budget depends on num_samples. One row a prompt holds
             # no KV cache past its layer, so generation's estimate for one sample bounds it.
