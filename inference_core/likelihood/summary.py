@@ -7,8 +7,9 @@ Kept free of pandas and pyarrow: the merge imports it.
 """
 from __future__ import annotations
 
+import math
 from collections import Counter
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, Sequence
 
 from inference_core.rundir.layout import LIKELIHOOD_KEY, UserItem
 
@@ -20,6 +21,24 @@ def figures_of(item: UserItem) -> Mapping[str, Any] | None:
     """The item's likelihood figures, or None (a generation run's item)."""
     figures = item.extra.get(LIKELIHOOD_KEY)
     return figures if isinstance(figures, Mapping) else None
+
+
+def option_shares(logprobs: Sequence[float]) -> list[float]:
+    """Each option's share of the options' probability mass (what `expected` weighs by)."""
+    top = max(logprobs, default=0.0)
+    weights = [math.exp(lp - top) for lp in logprobs]
+    total = sum(weights)
+    return [w / total for w in weights]
+
+
+def worst_first(figures: Mapping[str, Any] | None) -> tuple[int, float]:
+    """An item's place when listing the worst predicted first: wrong answer-set predictions,
+    then the rest, each by the answer's NLL per token (highest first); unscored items last."""
+    if figures is None or not figures.get("scored"):
+        return 2, 0.0
+    nll = figures.get("body_nll_per_token")
+    return (0 if figures.get("correct") is False else 1,
+            -nll if isinstance(nll, (int, float)) else math.inf)
 
 
 def pooled_loss(nll: float, tokens: int) -> float | None:

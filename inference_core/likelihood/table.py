@@ -7,7 +7,6 @@ metrics).
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
@@ -19,7 +18,7 @@ import pyarrow.parquet as pq
 
 from inference_core.evaluation.item_input import KEY_COLUMNS, WEIGHT_SUFFIX
 from inference_core.likelihood.figures import LN2, OPTION_FIGURES, SPAN_FIGURES
-from inference_core.likelihood.summary import figures_of
+from inference_core.likelihood.summary import figures_of, option_shares
 from inference_core.rundir.layout import UserFile
 from inference_core.rundir.writers import write_atomic
 
@@ -70,16 +69,13 @@ LOWER_IS_BETTER = frozenset({"nll_per_token", "bits_per_byte", "body_nll_per_tok
 def option_rows(key: dict[str, Any], options: Sequence[dict[str, Any]]
                 ) -> Iterator[dict[str, Any]]:
     """One row per option: its whole target's figures and its share of the options' mass."""
-    top = max((o["logprob"] for o in options), default=0.0)
-    weights = [math.exp(o["logprob"] - top) for o in options]
-    total = sum(weights)
-    for option, weight in zip(options, weights):
+    for option, share in zip(options, option_shares([o["logprob"] for o in options])):
         logprob, tokens, size = option["logprob"], option["tokens"], option["bytes"]
         yield {**key, "option": option["option"], "scored": True, "logprob": logprob,
                "target_tokens": tokens, "target_bytes": size,
                "nll_per_token": -logprob / tokens if tokens else None,
                "bits_per_byte": -logprob / LN2 / size if size else None,
-               "option_probability": weight / total}
+               "option_probability": share}
 
 
 def likelihood_rows(user: UserFile) -> Iterator[dict[str, Any]]:
