@@ -2,8 +2,11 @@
 
 Built from samples.parquet (one row per sample) with metrics.score_item, and for rating/choice
 datasets with the run's task scorer called on one item at a time, so they agree with
-metrics.json; cached as item_scores.parquet beside it: sentence-level BLEU/chrF/ROUGE over
-every sample is the slow part and the leaderboard is rebuilt often.
+metrics.json; a run that scores likelihoods adds its per-item figures from likelihood.parquet
+(likelihood/table.py: NLL per token, bits per byte, the training loss pooled over tokens, answer
+set accuracy and MAE), an item without samples counting 0 of them. Cached as item_scores.parquet
+beside it: sentence-level BLEU/chrF/ROUGE over every sample is the slow part and the leaderboard
+is rebuilt often.
 
 Task metrics pool samples (each readable sample counts once), so each comes with a weight
 column `<metric>_weight` (the item's pooled samples); RMSE is kept per item and pooled as the
@@ -23,17 +26,16 @@ import numpy as np
 import pandas as pd
 
 from inference_core.evaluation import metrics as scorer
-from inference_core.rundir.layout import SAMPLES_FILE
+from inference_core.evaluation.item_input import KEY_COLUMNS, WEIGHT_SUFFIX
+from inference_core.likelihood import table as likelihood_table
+from inference_core.rundir.layout import LIKELIHOOD_FILE, SAMPLES_FILE
 from inference_core.rundir.writers import write_atomic
 
 log = logging.getLogger(__name__)
 
 ITEM_SCORES_FILE = "item_scores.parquet"
-# An item is its user and its location in the test file: the same in every run of a dataset.
-KEY_COLUMNS = ("user_hash", "record", "collection", "item")
 NUM_SAMPLES_COLUMN = "num_samples"
 DIVERSITY_METRICS = ("distinct_1", "distinct_2")
-WEIGHT_SUFFIX = "_weight"
 # Task metric -> the scorer's count of samples it pools, mirroring scorers.py's definitions.
 POOLED_TASK_METRICS = {
     "rating_mae": "rating_scored_samples", "rating_rmse": "rating_scored_samples",
@@ -207,20 +209,40 @@ def _metric_order(names: Iterable[str]) -> list[str]:
         n for n in DIVERSITY_METRICS if n in names]
 
 
-def _cache_is_fresh(cache: Path, samples: Path) -> bool:
+def with_likelihood(scores: ItemScores, likelihood: pd.DataFrame) -> ItemScores:
+    """The text metrics' table and the likelihood metric columns (likelihood/table.py's
+    metric_frame) as one, by item: an item only one of them has is NaN in the other's columns
+    (and has 0 samples where it has none)."""
+    names = [c for c in likelihood.columns
+             if c not in KEY_COLUMNS and not c.endswith(WEIGHT_SUFFIX)]
+    if scores.frame.empty:  # a likelihood run: no samples, no text metrics
+        frame = likelihood.copy()
+        frame.insert(len(KEY_COLUMNS), NUM_SAMPLES_COLUMN, 0)
+    else:
+        frame = scores.frame.merge(likelihood, on=list(KEY_COLUMNS), how="outer")
+        frame[NUM_SAMPLES_COLUMN] = frame[NUM_SAMPLES_COLUMN].fillna(0).astype(np.int64)
+    frame = frame.sort_values(list(KEY_COLUMNS), kind="stable", ignore_index=True)
+    return ItemScores(frame, (*scores.metrics, *names))
+
+
+def _cache_is_fresh(cache: Path, samples: Path, likelihood: Path) -> bool:
     if not cache.is_file():
         return False
-    # The scorer's own file counts too: changed scoring code must not reuse old scores.
+    # The scorers' own files count too: changed scoring code must not reuse old scores.
     sources = [samples, Path(scorer.__file__)]
+    if likelihood.is_file():
+        sources += [likelihood, Path(likelihood_table.__file__)]
     return cache.stat().st_mtime >= max(p.stat().st_mtime for p in sources)
 
 
 def load_item_scores(run_dir: Path, language: str, recompute: bool = False,
                      scorer_name: str | None = None) -> ItemScores:
-    """Per-item scores of a run that has samples.parquet, from the cache when it is fresh."""
+    """Per-item scores of a run that has samples.parquet (and likelihood.parquet where it
+    scores likelihoods), from the cache when it is fresh."""
     samples_path = run_dir / SAMPLES_FILE
+    likelihood_path = run_dir / LIKELIHOOD_FILE
     cache = run_dir / ITEM_SCORES_FILE
-    if not recompute and _cache_is_fresh(cache, samples_path):
+    if not recompute and _cache_is_fresh(cache, samples_path, likelihood_path):
         frame = pd.read_parquet(cache)
         metrics = [c for c in frame.columns if c not in (*KEY_COLUMNS, NUM_SAMPLES_COLUMN)
                    and not c.endswith(WEIGHT_SUFFIX)]
@@ -229,5 +251,7 @@ def load_item_scores(run_dir: Path, language: str, recompute: bool = False,
     samples = pd.read_parquet(samples_path, columns=[*KEY_COLUMNS, "sample_index", "reference",
                                                      "text"])
     scores = score_samples(samples, language, scorer_name)
-    write_atomic(cache, lambda tmp: scores.frame.to_parquet(tmp, index=False))
+    if likelihood_path.is_file():
+        scores = with_likelihood(scores, likelihood_table.read_metric_frame(likelihood_path))
+    write_item_scores(run_dir, scores)
     return scores

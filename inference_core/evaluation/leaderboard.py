@@ -26,12 +26,15 @@ from inference_core.evaluation.leaderboard_rows import (INCOMPLETE, Bootstrap, L
 from inference_core.evaluation.leaderboard_output import render_markdown, write_leaderboard
 from inference_core.evaluation.metrics import language_for_dataset
 from inference_core.evaluation.pairing import add_comparisons
-from inference_core.evaluation.scoring import METRICS_FILE, SAMPLES_FILE, SUMMARY_FILE, evaluate_run
+from inference_core.evaluation.scoring import (LIKELIHOOD_FILE, METRICS_FILE, SAMPLES_FILE,
+                                              SUMMARY_FILE, evaluate_run)
 from inference_core.report.leaderboard_page import refresh_reports, write_leaderboard_html
 from inference_core.rundir.resume import IDENTITY_FILE
 from inference_core.rundir.writers import iter_user_files, read_json
 
 log = logging.getLogger(__name__)
+NOT_SAMPLED = "none (likelihood)"  # a likelihood run's sampling column
+
 
 def find_run_dirs(roots: Sequence[Path]) -> list[Path]:
     """Every folder under the roots that holds inference_summary.json or a started run's run.json."""
@@ -40,12 +43,15 @@ def find_run_dirs(roots: Sequence[Path]) -> list[Path]:
     return sorted(found)
 
 
-def load_metrics(run_dir: Path, recompute: bool = False) -> dict[str, Any]:
+def load_metrics(run_dir: Path, recompute: bool = False, scores_likelihood: bool = False,
+                 ) -> dict[str, Any]:
     """metrics.json, computed first when missing, forced, older than the summary, or without
-    the samples.parquet the per-item scores come from."""
+    the samples.parquet (and, for a run that scores likelihoods, the likelihood.parquet) the
+    per-item scores come from."""
     metrics_path = run_dir / METRICS_FILE
     stale = (
         not metrics_path.is_file() or not (run_dir / SAMPLES_FILE).is_file()
+        or (scores_likelihood and not (run_dir / LIKELIHOOD_FILE).is_file())
         or metrics_path.stat().st_mtime < (run_dir / SUMMARY_FILE).stat().st_mtime
     )
     if recompute or stale:
@@ -102,13 +108,16 @@ def speed_of(doc: dict[str, Any]) -> tuple[float | None, float | None, str]:
 def _identity_row(run_dir: Path, doc: dict[str, Any], **numbers: Any) -> LeaderboardRow:
     params = doc.get("sampling_params") or {}
     samples_per_s, tokens_per_s, whose = speed_of(doc)
+    sampled = doc.get("mode") != "likelihood"  # a likelihood run scores, it samples nothing
     return LeaderboardRow(
         dataset=str(doc.get("dataset") or "unknown"), model=_model_name(doc),
         ablation=str(doc.get("ablation_config") or "unknown"),
         engine=str(doc.get("engine") or "unknown"), checkpoint=checkpoint_label(doc),
-        sampling=sampling_label(params), n=params.get("num_samples"),
+        sampling=sampling_label(params) if sampled else NOT_SAMPLED,
+        n=params.get("num_samples") if sampled else None,
         items=numbers.get("items"), users=numbers.get("users"), samples=numbers.get("samples"),
-        samples_per_s=samples_per_s, output_tokens_per_s=tokens_per_s, speed_of=whose,
+        samples_per_s=samples_per_s if sampled else None,
+        output_tokens_per_s=tokens_per_s if sampled else None, speed_of=whose,
         seeded=doc.get("per_request_seeds"),
         mean_chars=numbers.get("mean_chars"), run_dir=str(run_dir),
         checkpoint_path=str(doc.get("checkpoint") or ""),
@@ -137,16 +146,22 @@ def summary_problems(summary: dict[str, Any]) -> list[str]:
         problems.append(f"{len(skipped)} items have no generations (reasons in {SUMMARY_FILE})")
     if not summary.get("num_data_items"):
         problems.append("empty: no generated items")
+    elif summary.get("mode") == "likelihood" and not (summary.get("likelihood") or {}).get(
+            "scored_items"):
+        problems.append(f"empty: no item could be scored (reasons in {SUMMARY_FILE})")
     return problems
 
 
 def score_problems(summary: dict[str, Any], scores: ItemScores) -> list[str]:
-    """Items the summary counts but samples.parquet lacks, or that have fewer than n samples."""
+    """Items the summary counts but the per-item scores lack, or that have fewer than n samples
+    (none in a likelihood run)."""
     problems = []
     expected = summary.get("num_data_items")
     if expected is not None and scores.num_items != expected:
-        problems.append(f"{SAMPLES_FILE} has {scores.num_items} items, the summary {expected}")
-    n = (summary.get("sampling_params") or {}).get("num_samples")
+        source = LIKELIHOOD_FILE if summary.get("mode") == "likelihood" else SAMPLES_FILE
+        problems.append(f"{source} has {scores.num_items} items, the summary {expected}")
+    n = summary.get("num_samples_per_item",
+                    (summary.get("sampling_params") or {}).get("num_samples"))
     short = int((scores.frame["num_samples"] < n).sum()) if n else 0
     if short:
         problems.append(f"{short} items have fewer than n={n} samples")
@@ -173,7 +188,7 @@ def build_row(run_dir: Path, boot: Bootstrap, recompute: bool = False
     if problems:
         return incomplete_row(run_dir, "; ".join(problems)), None
     try:
-        metrics = load_metrics(run_dir, recompute)
+        metrics = load_metrics(run_dir, recompute, "likelihood" in summary)
         language = (metrics.get("language") or summary.get("language")
                     or language_for_dataset(summary.get("dataset")))
         scores = load_item_scores(run_dir, str(language), recompute,

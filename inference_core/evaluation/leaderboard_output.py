@@ -21,6 +21,7 @@ from inference_core.evaluation.leaderboard_rows import (Bootstrap, LeaderboardRo
                                                         metric_header)
 from inference_core.evaluation.metrics import REFERENCE_METRICS
 from inference_core.evaluation.stats import Interval
+from inference_core.likelihood.table import LIKELIHOOD_METRICS, LOWER_IS_BETTER
 from inference_core.rundir.writers import write_bytes_atomic
 
 # Leading columns of every table, in order; a run's folder is the last column.
@@ -34,10 +35,21 @@ STANDARD_METRICS = tuple(f"{m}_{kind}_of_n" for m in REFERENCE_METRICS
                          for kind in ("mean", "best")) + ("distinct_1", "distinct_2")
 HEADERS = {"samples_per_s": "samples/s", "output_tokens_per_s": "output tok/s",
            "speed_of": "speed of", "mean_chars": "chars", "run_dir": "run"}
-_THREE_DIGITS = ("distinct_", "rating_", "choice_")  # 0-1 ratios and 1-5 scale errors
+# 0-1 ratios, 1-5 scale errors, and the likelihood figures (NLL of about 1, bits, 0-1 shares).
+_THREE_DIGITS = ("distinct_", "rating_", "choice_", *LIKELIHOOD_METRICS)
 # Below this many users a percentile bootstrap interval is too narrow (it cannot see users it
 # never drew); the tables say so rather than let a reader trust it.
 FEW_USERS = 10
+
+
+def likelihood_note(names: Sequence[str]) -> str | None:
+    """Which of the table's likelihood columns are better lower (losses, errors)."""
+    lower = [m for m in names if m in LOWER_IS_BETTER]
+    if not lower:
+        return None
+    return (f"likelihood columns: lower is better for {', '.join(lower)} (a negative paired "
+            "difference favours the row); loss and body_loss pool NLL over tokens (the "
+            "training loss), the others are means over items")
 
 
 def table_warnings(rows: Sequence[LeaderboardRow]) -> list[str]:
@@ -122,6 +134,9 @@ def render_markdown(rows: Sequence[LeaderboardRow], boot: Bootstrap = Bootstrap(
     complete = [r for r in rows if r.complete]
     names = metric_names(complete)
     out = ["# Leaderboard", "", f"{boot.describe()}. Every row is one run folder.", ""]
+    note = likelihood_note(names)
+    if note:
+        out += [f"Note: {note}.", ""]
     for warning in table_warnings(complete):
         out += [f"Warning: {warning}.", ""]
     out += _md_table(

@@ -19,12 +19,17 @@ Series = tuple[tuple[str, ...], int]  # a setup and the index among its duplicat
 
 def quality_metric(rows: Sequence[LeaderboardRow]) -> tuple[str, str]:
     """The task's own metric (choice accuracy, rating MAE) where the dataset has one, else
-    chrF mean-of-n when it has references, else distinct-2 (always defined)."""
+    chrF mean-of-n when it has references; for runs that only score likelihoods the option
+    accuracy of an answer set, else the training loss; else distinct-2 (always defined)."""
     for name, label in (("choice_accuracy", "choice accuracy"), ("rating_mae", "rating MAE")):
         if any(r.estimate(name) is not None for r in rows):
             return name, label
     if any(r.estimate("chrf_mean_of_n") is not None for r in rows):
         return "chrf_mean_of_n", "chrF " + metric_header("chrf_mean_of_n").split(" ", 1)[1]
+    for name, label in (("option_accuracy", "option accuracy (likelihood argmax)"),
+                        ("loss", "loss: NLL per target token, lower is better")):
+        if any(r.estimate(name) is not None for r in rows):
+            return name, label
     return "distinct_2", "distinct-2"
 
 

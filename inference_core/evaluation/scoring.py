@@ -13,13 +13,18 @@ from typing import Any
 import orjson
 
 from inference_core.command import CommandParser, skipped_code
+from inference_core.evaluation import stats
 from inference_core.evaluation.background import ItemKey, KnownScores, item_key
-from inference_core.evaluation.item_scores import ItemScoreRows, location_key, write_item_scores
+from inference_core.evaluation.item_scores import (ItemScoreRows, ItemScores, location_key,
+                                                   with_likelihood, write_item_scores)
 from inference_core.evaluation import metrics as scorer
-from inference_core.evaluation.metrics import (ItemInput, ItemScores, MetricTotals,
-                                               language_for_dataset)
-from inference_core.rundir.layout import (METRICS_FILE, SAMPLES_FILE, UserFile,  # noqa: F401
-                                          read_user_files)
+from inference_core.evaluation.metrics import ItemInput, MetricTotals, language_for_dataset
+from inference_core.evaluation.metrics import ItemScores as SampleScores
+from inference_core.likelihood.summary import MODES_THAT_SCORE
+from inference_core.likelihood.table import (LIKELIHOOD_METRICS, LikelihoodTable,
+                                             write_likelihood_parquet)
+from inference_core.rundir.layout import (LIKELIHOOD_FILE, METRICS_FILE, SAMPLES_FILE,  # noqa: F401
+                                          UserFile, read_user_files)
 from inference_core.rundir.writers import (SUMMARY_FILE, for_each_run_dir, read_json, write_atomic,
                                            write_bytes_atomic)
 
@@ -28,6 +33,8 @@ log = logging.getLogger(__name__)
 # The task metrics the one-line summary shows for each scorer.
 TASK_HEADLINES = {"rating": ("rating_mae", "rating_rmse", "rating_exact"),
                   "choice": ("choice_accuracy", "choice_mean_distance")}
+LIKELIHOOD_HEADLINES = ("loss", "body_nll_per_token", "bits_per_byte", "option_accuracy",
+                        "option_mae")
 
 # Explicit column types: inferred types would be `null` for columns that happen to be all
 # None in a run (e.g. reference in a reference-free dataset), breaking concatenation later.
@@ -120,7 +127,7 @@ def run_items(users: Sequence[UserFile]) -> list[tuple[ItemKey, ItemInput]]:
 
 
 def item_scores_in_order(entries: Sequence[tuple[ItemKey, ItemInput]], language: str,
-                         known: KnownScores | None) -> Iterator[ItemScores]:
+                         known: KnownScores | None) -> Iterator[SampleScores]:
     """Each entry's scores, in order: known ones unpickled one at a time as they are reached,
     the others scored first, together (score_items spreads them over the cores)."""
     unknown = [item for key, item in entries
@@ -133,7 +140,8 @@ def item_scores_in_order(entries: Sequence[tuple[ItemKey, ItemInput]], language:
 
 def evaluate_run(run_dir: Path, users: Sequence[UserFile] | None = None,
                  known: KnownScores | None = None) -> dict[str, Any]:
-    """Recompute and write metrics.json, samples.parquet and item_scores.parquet for one run.
+    """Recompute and write metrics.json, samples.parquet, likelihood.parquet (a run that scores
+    likelihoods) and item_scores.parquet for one run.
 
     `users`: the run's user files if the caller has read them; `known`: scores computed while
     the run generated (only those whose item on disk is unchanged are used). Each item's scores
@@ -144,27 +152,56 @@ def evaluate_run(run_dir: Path, users: Sequence[UserFile] | None = None,
     users = list(iter_user_docs(run_dir)) if users is None else users
     dataset = summary.get("dataset") or next((u.dataset for u in users if u.dataset), None)
     language = summary.get("language") or language_for_dataset(dataset)
-    entries = run_items(users)
+    mode = summary.get("mode") or "generate"
+    # An item with no samples (a likelihood run's) has nothing to score.
+    entries = [(key, item) for key, item in run_items(users) if item.samples]
     totals, rows = MetricTotals(language), ItemScoreRows(summary.get("scorer"))
     for (key, item), scores in zip(entries, item_scores_in_order(entries, language, known)):
-        if item.samples:  # an item with no samples has nothing to score
-            totals.add(item, scores)
-            rows.add(location_key(*key), item, scores)
+        totals.add(item, scores)
+        rows.add(location_key(*key), item, scores)
     metrics = {
         "dataset": dataset,
         "model_name": summary.get("model_name"),
         "ablation": summary.get("ablation_config"),
+        "mode": mode,
         "num_users": len(users),
         "num_truncated_prompts": sum(it.truncated for u in users for it in u.items),
         "num_length_finishes": sum(_at(it.finish_reasons, i) == "length" for u in users
                                    for it in u.items for i in range(len(it.generated_samples))),
     }
-    metrics |= totals.result(summary.get("scorer"))
-    write_bytes_atomic(run_dir / METRICS_FILE, orjson.dumps(metrics, option=orjson.OPT_INDENT_2))
+    text = totals.result(summary.get("scorer"))
+    # A likelihood run has no text metrics: only the facts every run has.
+    metrics |= ({k: text[k] for k in ("language", "bleu_tokenize", "scorer")}
+                if mode == "likelihood" else text)
+    item_table = rows.table()
     write_samples_parquet(users, run_dir / SAMPLES_FILE, dataset)
-    # After samples.parquet, so the leaderboard finds this cache fresh and scores nothing again.
-    write_item_scores(run_dir, rows.table())
+    if mode in MODES_THAT_SCORE:
+        written = write_likelihood_parquet(users, run_dir / LIKELIHOOD_FILE)
+        item_table = with_likelihood(item_table, written.metrics)
+        metrics["likelihood"] = likelihood_block(item_table, written)
+    write_bytes_atomic(run_dir / METRICS_FILE, orjson.dumps(metrics, option=orjson.OPT_INDENT_2))
+    # After samples.parquet (and likelihood.parquet), so the leaderboard finds this cache fresh
+    # and scores nothing again.
+    write_item_scores(run_dir, item_table)
     return metrics
+
+
+def likelihood_block(scores: ItemScores, written: LikelihoodTable) -> dict[str, Any]:
+    """metrics.json's `likelihood`: the item counts, then each likelihood metric's mean with the
+    leaderboard's bootstrap interval over users (the same resamples and seed: the same numbers).
+    """
+    names = [m for m in LIKELIHOOD_METRICS if m in scores.metrics]
+    intervals = stats.mean_intervals(scores.values(names), scores.frame["user_hash"].to_numpy(),
+                                     stats.DEFAULT_RESAMPLES, stats.DEFAULT_SEED,
+                                     stats.CONFIDENCE, scores.weights(names))
+    block: dict[str, Any] = dict(written.counts)
+    block["bootstrap"] = {"resamples": stats.DEFAULT_RESAMPLES, "seed": stats.DEFAULT_SEED,
+                          "confidence": stats.CONFIDENCE, "clusters": "users"}
+    for name, interval in zip(names, intervals):
+        block[name] = None if interval is None else {
+            "mean": interval.mean, "ci_low": interval.low, "ci_high": interval.high,
+            "items": interval.num_items, "users": interval.num_clusters}
+    return block
 
 
 def _fmt(value: float | None, digits: int = 2) -> str:
@@ -172,15 +209,23 @@ def _fmt(value: float | None, digits: int = 2) -> str:
 
 
 def summary_line(run_dir: Path, m: dict[str, Any]) -> str:
-    """One-line human summary of a run's metrics."""
-    return (
-        f"{run_dir}: {m.get('dataset')} {m.get('model_name')} {m.get('ablation')} "
-        f"items={m['num_items']} scored={m['num_scored_items']} samples={m['num_samples']} "
-        f"bleu={_fmt(m['bleu_mean_of_n'])} chrf={_fmt(m['chrf_mean_of_n'])} "
-        f"rougeL={_fmt(m['rouge_l_mean_of_n'])} d1={_fmt(m['distinct_1'], 3)} "
-        f"d2={_fmt(m['distinct_2'], 3)} chars={_fmt(m['mean_chars'], 1)}"
-        + "".join(f" {k}={_fmt(m.get(k), 3)}" for k in TASK_HEADLINES.get(m.get("scorer"), ()))
-    )
+    """One-line human summary of a run's metrics (text metrics, likelihood figures, or both)."""
+    line = f"{run_dir}: {m.get('dataset')} {m.get('model_name')} {m.get('ablation')}"
+    if "num_items" in m:
+        line += (
+            f" items={m['num_items']} scored={m['num_scored_items']} samples={m['num_samples']} "
+            f"bleu={_fmt(m['bleu_mean_of_n'])} chrf={_fmt(m['chrf_mean_of_n'])} "
+            f"rougeL={_fmt(m['rouge_l_mean_of_n'])} d1={_fmt(m['distinct_1'], 3)} "
+            f"d2={_fmt(m['distinct_2'], 3)} chars={_fmt(m['mean_chars'], 1)}"
+            + "".join(f" {k}={_fmt(m.get(k), 3)}"
+                      for k in TASK_HEADLINES.get(m.get("scorer"), ())))
+    figures = m.get("likelihood")
+    if figures:
+        line += (f" likelihood: scored={figures['scored_items']} "
+                 f"unscored={figures['unscored_items']}"
+                 + "".join(f" {k}={_fmt((figures.get(k) or {}).get('mean'), 3)}"
+                           for k in LIKELIHOOD_HEADLINES if figures.get(k)))
+    return line
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -18,6 +18,7 @@ from typing import Any
 from inference_core.data.loader import TEST_FILE, TRAIN_FILE, load_dataset
 from inference_core.prompts.builder import build_prompts, render_cue
 from inference_core.data.records import Dataset, TestItem, UserRecord
+from inference_core.likelihood.summary import figures_of, option_shares, worst_first
 from inference_core.rundir.layout import IDENTITY_FILE, PROMPTS_FILE, UserFile, UserItem
 from inference_core.report.html import json_for_script
 from inference_core.report.prompt_texts import (Key, PromptStore, PromptTexts, RebuiltPrompt,
@@ -185,7 +186,19 @@ def _card(user_index: int, item: UserItem, context: ItemContext | None,
                 "nctx": context.total_turns}
     if rest is not None and rest[1] != item.prompt_tokens:
         out["pm"] = rest[1]  # the rebuilt prompt differs from what the run recorded
+    figures = figures_of(item)
+    if figures is not None:
+        out["lk"] = card_figures(figures)
     return out
+
+
+def card_figures(figures: Mapping[str, Any]) -> dict[str, Any]:
+    """An item's likelihood figures for its card, each option with its share of the mass."""
+    options = figures.get("options")
+    if not options:
+        return dict(figures)
+    shares = option_shares([o["logprob"] for o in options])
+    return {**figures, "options": [{**o, "p": p} for o, p in zip(options, shares)]}
 
 
 Packed = tuple[int | None, list[tuple[str, int] | None]]  # prefix index; (rest, tokens) per item
@@ -209,6 +222,15 @@ class Payload:
         self.prompts_omitted = 0
         self.prefixes: list[str] = []
         self.packed = [self._pack(doc) for doc in self.docs]
+        self.order = self._worst_first()
+
+    def _worst_first(self) -> list[int] | None:
+        """The cards' indices, worst predicted first, for a run that scored likelihoods."""
+        figures = [figures_of(item) for doc in self.docs
+                   for item in sorted(doc.items, key=_location_order)]
+        if all(f is None for f in figures):
+            return None
+        return sorted(range(len(figures)), key=lambda k: worst_first(figures[k]))
 
     def _pack(self, doc: UserFile) -> Packed:
         """The user's prompts as the page stores them, or none when over the budget. The store
@@ -242,5 +264,6 @@ class Payload:
         yield b',"prefixes":['
         for n, prefix in enumerate(self.prefixes):
             yield (b"," if n else b"") + json_for_script(prefix)
-        yield (b'],"promptsOmitted":' + json_for_script(self.prompts_omitted)
+        yield (b'],"order":' + json_for_script(self.order)
+               + b',"promptsOmitted":' + json_for_script(self.prompts_omitted)
                + b',"promptNote":' + json_for_script(prompt_note) + b"}")

@@ -16,7 +16,8 @@ from urllib.parse import quote
 from inference_core.evaluation.leaderboard_rows import Bootstrap, LeaderboardRow
 from inference_core.evaluation.leaderboard_output import (HEADERS, ID_COLUMNS, TEXT_COLUMNS,
                                                           format_cell, format_interval,
-                                                          table_warnings, format_paired,
+                                                          likelihood_note, table_warnings,
+                                                          format_paired,
                                                           metric_header, metric_names)
 from inference_core.report.html import esc, page
 from inference_core.rundir.writers import REPORT_FILE, SUMMARY_FILE, write_bytes_atomic
@@ -138,12 +139,14 @@ def render_leaderboard_html(rows: Sequence[LeaderboardRow], out_dir: Path,
     stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
     incomplete = sum(not r.complete for r in rows)
     warnings = table_warnings(rows)
+    note = likelihood_note(metrics)
     body = (
         f'<header class="top"><h1>Leaderboard</h1><p class="muted">{len(rows)} runs'
         f"{f' ({incomplete} incomplete: no numbers)' if incomplete else ''} · built "
         f"{esc(stamp)} · click a column to sort, again to reverse</p>"
         f'<p class="muted">{esc(boot.describe())}; each cell is the mean '
         "[low, high]</p>"
+        + (f'<p class="muted">{esc(note)}</p>' if note else "")
         + "".join(f'<p class="muted"><strong>warning:</strong> {esc(w)}</p>' for w in warnings)
         + "</header>"
         f'<div class="table-wrap"><table class="board" id="board"><thead><tr>'

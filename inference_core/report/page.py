@@ -76,6 +76,33 @@ def summary_facts(summary: dict[str, Any], metrics: dict[str, Any]) -> list[tupl
     if metrics.get("distinct_2") is not None:
         facts.append(("distinct-1 / -2", f"{_fmt(metrics.get('distinct_1'), 3)} / "
                                          f"{_fmt(metrics['distinct_2'], 3)}"))
+    return facts + likelihood_facts(summary, metrics.get("likelihood") or {})
+
+
+# metrics.json's likelihood means shown at the top of the page, with their labels.
+LIKELIHOOD_FACTS = (("loss", "loss (NLL per target token)"),
+                    ("body_nll_per_token", "answer NLL per token"),
+                    ("body_bits_per_byte", "answer bits per byte"),
+                    ("body_greedy_match", "answer greedy match"),
+                    ("option_accuracy", "option accuracy"), ("option_mae", "option MAE"),
+                    ("option_expected_mae", "expected-value MAE"),
+                    ("option_mass", "mass on the options"))
+
+
+def likelihood_facts(summary: dict[str, Any], figures: dict[str, Any]
+                     ) -> list[tuple[str, str]]:
+    """The mode, and for a run that scores likelihoods its counts and means [interval]."""
+    if (summary.get("mode") or "generate") == "generate":
+        return []
+    facts = [("mode", str(summary["mode"])),
+             ("scored / unscored items", f"{_fmt(figures.get('scored_items'))} / "
+                                         f"{_fmt(figures.get('unscored_items'))}"),
+             ("merged boundaries", _fmt(figures.get("merged_boundary_items")))]
+    for key, label in LIKELIHOOD_FACTS:
+        value = figures.get(key)
+        if isinstance(value, dict):
+            facts.append((label, f"{_fmt(value['mean'], 3)} [{_fmt(value['ci_low'], 3)}, "
+                                 f"{_fmt(value['ci_high'], 3)}]"))
     return facts
 
 
@@ -124,19 +151,31 @@ def token_histogram_svg(docs: Sequence[UserFile]) -> str:
     return "".join(parts) + "</svg>"
 
 
-def _skips_html(skipped: Sequence[dict[str, Any]]) -> str:
+def _skips_html(skipped: Sequence[dict[str, Any]], what: str = "skipped",
+                reason: str = "reason") -> str:
+    """The items the summary names (skipped, or unscored) with why, the first few hundred."""
     if not skipped:
         return ""
     rows = "".join(
         f"<li><code>{esc(s.get('user_hash'))}</code> {esc(orjson.dumps(s.get('location')).decode())}"
-        f": {esc(s.get('reason'))}</li>" for s in skipped[:MAX_LISTED_SKIPS])
+        f": {esc(s.get(reason))}</li>" for s in skipped[:MAX_LISTED_SKIPS])
     more = (f"<li>… and {len(skipped) - MAX_LISTED_SKIPS} more (inference_summary.json)</li>"
             if len(skipped) > MAX_LISTED_SKIPS else "")
-    return (f'<details class="skips"><summary>{len(skipped)} skipped items and why</summary>'
+    return (f'<details class="skips"><summary>{len(skipped)} {what} items and why</summary>'
             f"<ul>{rows}{more}</ul></details>")
 
 
-def _controls_html() -> str:
+def _order_html(ranked: bool) -> str:
+    """A run that scored likelihoods lists its worst predicted items first; the select turns
+    back to test-file order."""
+    if not ranked:
+        return ""
+    return ('<label title="wrong answer-set predictions first, then the highest answer NLL per '
+            'token">order <select id="order"><option value="worst">worst predicted first'
+            '</option><option value="file">test-file order</option></select></label>')
+
+
+def _controls_html(ranked: bool = False) -> str:
     pager = ('<div class="pager"><button type="button" class="prev">‹ previous</button>'
              '<span class="page-info"></span><button type="button" class="next">next ›</button></div>')
     return (
@@ -146,7 +185,7 @@ def _controls_html() -> str:
         'samples, id…"></label>'
         '<label><input id="only-truncated" type="checkbox"> truncated prompts</label>'
         '<label><input id="only-length" type="checkbox"> a sample hit max_tokens</label>'
-        f"</nav>{pager}"
+        f"{_order_html(ranked)}</nav>{pager}"
         '<main id="cards"><noscript>The cards need JavaScript; the summary above does not.'
         f"</noscript></main>{pager}"
     )
@@ -182,8 +221,9 @@ def render_report(run_dir: Path, prompt_budget_mb: float = DEFAULT_PROMPT_BUDGET
         f'<section class="summary"><dl class="facts">{facts}</dl>'
         f'<figure>{token_histogram_svg(docs)}</figure></section>{note_html}'
         f'{_skips_html(summary.get("skipped_items") or [])}'
+        f'{_skips_html((summary.get("likelihood") or {}).get("unscored") or [], "unscored", "why")}'
         f'<details class="settings"><summary>sampling settings</summary><pre>{esc(settings)}</pre>'
-        f"</details>{_controls_html()}"
+        f"</details>{_controls_html(payload.order is not None)}"
     )
     return page_parts(f"report: {title}", body, scripts=("report.js",), data_id="report-data",
                       data_parts=payload.json_parts("; ".join(notes) or None))

@@ -2,9 +2,9 @@
 
 A run folder holds users/<slug>-<24 hex>.json (one per finished user), shards/<i>-of-<n>.json
 (each shard's figures), run.json (the run's identity), the merged test_leaderboard.json and
-inference_summary.json, the evaluation's metrics.json and samples.parquet, report.html, a
-holdout's holdout_test.json, and the lock files of the runs writing it. Nothing else in the
-project spells these names or parses a user file by hand.
+inference_summary.json, the evaluation's metrics.json, samples.parquet and likelihood.parquet,
+report.html, a holdout's holdout_test.json, and the lock files of the runs writing it. Nothing
+else in the project spells these names or parses a user file by hand.
 """
 from __future__ import annotations
 
@@ -35,10 +35,11 @@ HYDRA_DIR = ".hydra"  # the composed config Hydra (or a many-job command) writes
 LOCK_FILE = "run.lock"  # one shard's lock is run-<i>-of-<n>.lock (shards share the folder)
 # What a run leaves besides .hydra/ (Hydra rewrites that itself): removed by overwrite=true.
 ITEM_SCORES_FILE = "item_scores.parquet"  # the leaderboard's per-item cache
+LIKELIHOOD_FILE = "likelihood.parquet"  # every item's (and option's) likelihood figures
 REPLICAS_DIR = "replicas"  # logs of data-parallel replica processes
 RUN_OUTPUTS = (USERS_DIR, SHARDS_DIR, LEADERBOARD_FILE, SUMMARY_FILE, METRICS_FILE,
-               SAMPLES_FILE, ITEM_SCORES_FILE, REPORT_FILE, HOLDOUT_FILE, PROMPTS_FILE,
-               IDENTITY_FILE, REPLICAS_DIR)
+               SAMPLES_FILE, ITEM_SCORES_FILE, LIKELIHOOD_FILE, REPORT_FILE, HOLDOUT_FILE,
+               PROMPTS_FILE, IDENTITY_FILE, REPLICAS_DIR)
 
 SLUG_CHARS = re.compile(r"[^A-Za-z0-9_-]+")
 OWN_USER_NAME = re.compile(r"[A-Za-z0-9_-]{1,48}-[0-9a-f]{24}\.json")

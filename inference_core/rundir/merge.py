@@ -16,6 +16,7 @@ from inference_core.command import CommandParser
 from inference_core.data.files import iter_json_array
 from inference_core.model.quantization import quantization_info
 from inference_core.data.records import Location
+from inference_core.likelihood.summary import MODES_THAT_SCORE, likelihood_summary
 from inference_core.rundir.facts import throughput, versions
 from inference_core.rundir.layout import (IDENTITY_FILE, LEADERBOARD_FILE, SHARD_REPORT_NAME,
                                           SHARDS_DIR, SUMMARY_FILE, UserFile, UserFiles, UserItem,
@@ -89,7 +90,8 @@ def collect_user_files(output_dir: Path, test_records: Iterable[Any],
 
 
 def fill_item(record: Any, user_hash: str, item: UserItem) -> bool:
-    """Give the test record's item its samples, if it is this user's item; False if not."""
+    """Give the test record's item its samples, if it is this user's item; False if not. An
+    item without samples (a likelihood run's) is left as the test file has it."""
     loc = item.location
     try:
         target = record["task"]["task_behavior_collections"][loc.collection]["data"][loc.item]
@@ -97,7 +99,8 @@ def fill_item(record: Any, user_hash: str, item: UserItem) -> bool:
         return False
     if str(record.get("user_hash")) != user_hash or not isinstance(target, dict):
         return False
-    target["continuations"] = list(item.generated_samples)
+    if item.generated_samples:
+        target["continuations"] = list(item.generated_samples)
     return True
 
 
@@ -127,6 +130,11 @@ def merge_run(output_dir: Path, count: int = 1, found: UserFiles | None = None) 
              summary["samples_discarded"], summary["inference_time_seconds"],
              summary["throughput_samples_per_sec"], summary["samples_from_unrecorded_sessions"],
              output_dir)
+    if "likelihood" in summary:
+        scores = summary["likelihood"]
+        log.info("likelihood: %d items scored, %d unscored (%s), training loss %s over %d "
+                 "target tokens", scores["scored_items"], scores["unscored_items"],
+                 scores["unscored_reasons"] or "none", scores["loss"], scores["target_tokens"])
     return summary
 
 
@@ -174,7 +182,9 @@ def build_summary(identity: dict[str, Any], items: list[tuple[str, UserItem]],
                   reports: dict[int, dict[str, Any]], count: int, output_dir: Path,
                   unfit: list[dict[str, Any]] = (),
                   items_by_session: dict[str | None, int] | None = None) -> dict[str, Any]:
-    n = identity["sampling_params"]["num_samples"]
+    mode = identity.get("mode") or "generate"
+    # A likelihood run samples nothing: its sampling settings are only the job's defaults.
+    n = 0 if mode == "likelihood" else identity["sampling_params"]["num_samples"]
     parts = list(reports.values())
     seconds = max((r["inference_time_seconds"] for r in parts), default=0.0)
     # What the engines produced over the recorded sessions, replaced work included: throughput
@@ -185,10 +195,12 @@ def build_summary(identity: dict[str, Any], items: list[tuple[str, UserItem]],
     new_tokens = sum(r["generated_tokens_this_run"] for r in parts)
     skipped = still_skipped([*unfit, *(s for r in parts for s in r["skipped_items"])], items)
     first = parts[0] if parts else {}
-    return {
+    summary = {
         **{k: identity[k] for k in ("checkpoint", "model_name", "dataset", "dataset_path",
                                     "ablation_config", "ablation_parts", "max_model_len",
                                     "sampling_params")},
+        # generate (samples), likelihood (every item's figures, no samples) or both.
+        "mode": mode,
         # The LoRA adapter applied over `checkpoint` (the base model), if any.
         "adapter": identity.get("adapter"),
         "language": identity.get("language"),
@@ -238,6 +250,9 @@ def build_summary(identity: dict[str, Any], items: list[tuple[str, UserItem]],
         "device": first.get("device"),
         "timestamp": first.get("finished_at"),
     }
+    if mode in MODES_THAT_SCORE:
+        summary["likelihood"] = likelihood_summary(items)
+    return summary
 
 
 def seeded_per_request(reports: list[dict[str, Any]]) -> bool | None:

@@ -4,8 +4,10 @@
   "use strict";
   var data = JSON.parse(document.getElementById("report-data").textContent);
   var users = data.users, items = data.items;
+  var ranked = data.order || null;  // worst predicted first, in a run that scored likelihoods
   var PAGE_SIZE = 50;
-  var state = { user: -1, query: "", truncated: false, length: false, page: 0 };
+  var state = { user: -1, query: "", truncated: false, length: false, page: 0,
+                order: ranked ? "worst" : "file" };
   var matches = [];
   var haystacks = [];
 
@@ -29,8 +31,9 @@
   function applyFilters() {
     var query = state.query.trim().toLowerCase();
     matches = [];
-    for (var i = 0; i < items.length; i++) {
-      var it = items[i];
+    var seq = state.order === "worst" ? ranked : null;
+    for (var k = 0; k < items.length; k++) {
+      var i = seq ? seq[k] : k, it = items[i];
       if (state.user >= 0 && it.u !== state.user) continue;
       if (state.truncated && !it.tr) continue;
       if (state.length && it.fr.indexOf("length") < 0) continue;
@@ -76,6 +79,48 @@
     return grid;
   }
 
+  function num(x, digits) {
+    return x === null || x === undefined ? "–" : Number(x).toFixed(digits === undefined ? 3 : digits);
+  }
+
+  function optionList(lk) {
+    var list = el("ol", "options");
+    lk.options.forEach(function (o) {
+      var mark = (o.option === lk.gold_option ? " · gold" : "") +
+                 (o.option === lk.predicted ? " · predicted" : "");
+      list.append(el("li", o.option === lk.predicted ? "picked" : null,
+                     o.option + ": " + (100 * o.p).toFixed(1) + "% (log-likelihood " +
+                     num(o.logprob, 2) + ")" + mark));
+    });
+    return list;
+  }
+
+  function likelihoodBlock(lk) {
+    var box = el("div", "likelihood");
+    box.append(el("span", "label", "likelihood"));
+    if (!lk.scored) { box.append(el("p", "muted", "unscored: " + lk.why)); return box; }
+    var facts = [];
+    if (lk.body_nll_per_token !== undefined) {
+      facts.push("answer NLL/token " + num(lk.body_nll_per_token),
+                 "answer bits/byte " + num(lk.body_bits_per_byte),
+                 "target NLL/token " + num(lk.nll_per_token) + " over " + lk.target_tokens + " tokens",
+                 lk.body_greedy_match ? "greedy: every answer token" : "greedy: not every answer token");
+    }
+    facts.push("context " + lk.context_tokens + " tokens");
+    if (lk.merged_boundary) facts.push("merged boundary");
+    box.append(el("p", "figures", facts.join(" · ")));
+    if (lk.options) {
+      var verdict = lk.correct === true ? "right" : lk.correct === false ? "wrong" : "no gold option";
+      var line = "predicted " + lk.predicted + " · gold " + (lk.gold_option === null ? "–" : lk.gold_option) +
+                 " · " + verdict + " · mass on the options " + num(lk.option_mass);
+      if (lk.expected !== null && lk.expected !== undefined) {
+        line += " · expected " + num(lk.expected, 2) + " (|error| " + num(lk.expected_abs_error, 2) + ")";
+      }
+      box.append(el("p", "figures", line), optionList(lk));
+    }
+    return box;
+  }
+
   function promptFold(it) {
     var fold = el("details", "prompt");
     if (it.pp === null || it.pp === undefined) {
@@ -99,11 +144,14 @@
                 el("span", "loc", "item " + it.loc), el("span", "tok", it.pt + " prompt tokens"));
     if (it.tr) head.append(el("span", "badge", "truncated"));
     if (it.pm !== undefined) head.append(el("span", "badge", "rebuilt prompt has " + it.pm + " tokens"));
+    if (it.lk && it.lk.correct === false) head.append(el("span", "badge", "wrong option"));
     node.append(head);
     if (it.ctx) node.append(contextBlock(it));
     if (it.cue !== undefined && it.cue !== null) node.append(labelled("cue", "cue", it.cue));
     if (it.ref !== undefined && it.ref !== null) node.append(labelled("reference", "reference", it.ref));
-    node.append(samplesBlock(it), promptFold(it));
+    if (it.lk) node.append(likelihoodBlock(it.lk));
+    if (it.s.length) node.append(samplesBlock(it));
+    node.append(promptFold(it));
     return node;
   }
 
@@ -135,6 +183,7 @@
     if (state.truncated) params.set("truncated", "1");
     if (state.length) params.set("length", "1");
     if (state.page) params.set("page", String(state.page + 1));
+    if (ranked && state.order === "file") params.set("order", "file");
     try { history.replaceState(null, "", "#" + params.toString()); } catch (e) { /* file: quirks */ }
   }
 
@@ -146,6 +195,7 @@
     state.truncated = params.get("truncated") === "1";
     state.length = params.get("length") === "1";
     state.page = Math.max(0, (parseInt(params.get("page"), 10) || 1) - 1);
+    state.order = ranked && params.get("order") !== "file" ? "worst" : "file";
   }
 
   function setUpControls() {
@@ -175,6 +225,11 @@
     });
     truncated.addEventListener("change", function () { state.truncated = truncated.checked; refilter(); });
     length.addEventListener("change", function () { state.length = length.checked; refilter(); });
+    var order = document.getElementById("order");
+    if (order) {
+      order.value = state.order;
+      order.addEventListener("change", function () { state.order = order.value; refilter(); });
+    }
     function turn(step) { state.page += step; render(); document.getElementById("cards").scrollIntoView(); }
     document.querySelectorAll(".prev").forEach(function (b) { b.addEventListener("click", function () { turn(-1); }); });
     document.querySelectorAll(".next").forEach(function (b) { b.addEventListener("click", function () { turn(1); }); });
