@@ -174,7 +174,7 @@ def test_finish_writes_the_report_unless_turned_off(tmp_path: Path, model_path: 
 
     written: list[Path] = []
     monkeypatch.setattr(run_finish, "merge_run", lambda out, count, found: {"skipped_items": []})
-    monkeypatch.setattr(report, "write_report_safely", lambda out, *given: written.append(out))
+    monkeypatch.setattr(report, "write_report", lambda out, **given: written.append(out))
     job = replace(prepare_job(compose(f"output_dir={tmp_path}")), evaluate=False)
     assert job.report is True
     run_finish.finish(job)

@@ -133,6 +133,7 @@ class ScoreCollector:
             self.plan(item, user, test, prompt)
             if item.why is not None:
                 item.finish()
+                item.context_ids = prompt.token_ids  # the report page shows its prompt
                 continue
             self.open_items[user.user_hash] = self.open_items.get(user.user_hash, 0) + 1
             requests += [ScoringRequest(f"{index}.{k}", s.token_ids, s.target_start,

@@ -171,7 +171,7 @@ def start_scoring(run: JobRun, merge: bool, held: ExitStack) -> None:
     from inference_core.evaluation.background import start_background_scorer
 
     job = run.job
-    if job.evaluate and merge and job.shard_count == 1:
+    if job.evaluate and merge and job.shard_count == 1 and job.generates:
         items = sum(len(u.items) for u in run.users)
         run.scorer = start_background_scorer(job.language, items)
         if run.scorer is not None:
