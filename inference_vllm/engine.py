@@ -10,7 +10,9 @@ from inference_core.model.adapters import Adapter
 from inference_core.config import ConfigError
 from inference_core.engine import (Completion, GenerationRequest, Request, Result,
                                    SamplingSettings, ScoringRequest, TokenScores)
-from inference_vllm.device_defaults import cuda_present, resolve_device_defaults, seeds_break
+from inference_vllm.device_defaults import (cuda_present, resolve_device_defaults, scoring_step,
+                                             seeds_break)
+from inference_vllm.scoring import ScoringPlan, Submission
 
 log = logging.getLogger(__name__)
 
@@ -141,6 +143,8 @@ class VLLMEngine:
         if unsafe:
             log.warning("%s", unsafe)
         self.per_request_seeds = unsafe is None
+        # Scoring reads a context another request prefilled (inference_vllm/scoring.py).
+        self.scoring = ScoringPlan(bool(self.args.get("enable_prefix_caching", True)))
 
     def generate(self, requests: Iterable[GenerationRequest],
                  sampling: SamplingSettings) -> Iterator[Completion]:
@@ -158,7 +162,7 @@ class VLLMEngine:
         finished ones are yielded at once."""
         engine = self.llm.llm_engine
         shared_params: dict[tuple[SamplingSettings, int], Any] = {}
-        pending: dict[str, Request] = {}
+        pending: dict[str, Submission] = {}
         self.round += 1
         take = ready_batches(requests)
         try:
@@ -168,37 +172,55 @@ class VLLMEngine:
                 if new is None and not engine.has_unfinished_requests():
                     break
                 if new:
-                    self._add(engine, new, sampling, shared_params, pending)
+                    self._add(engine, [s for r in new for s in self._submissions(
+                        r, sampling, shared_params)], pending)
                 for out in engine.step() if engine.has_unfinished_requests() else ():
                     if out.finished:
-                        request = pending.pop(out.request_id)
-                        yield (to_scores(request, out) if isinstance(request, ScoringRequest)
-                               else to_completion(request, out))
+                        yield from self._finished(engine, pending.pop(out.request_id), out,
+                                                  pending)
         finally:
             if pending:  # the consumer stopped early (a signal): drop what is left
                 engine.abort_request(list(pending))
 
-    def _add(self, engine: Any, requests: list[Request], sampling: SamplingSettings | None,
-             shared_params: dict[tuple[SamplingSettings, int], Any],
-             pending: dict[str, Request]) -> None:
+    def _submissions(self, r: Request, sampling: SamplingSettings | None,
+                     shared_params: dict[tuple[SamplingSettings, int], Any]) -> list[Submission]:
+        if isinstance(r, ScoringRequest):
+            return self.scoring.submit(r)
+        if self.per_request_seeds and r.seed is not None:
+            params = sampling_params(r.sampling_or(sampling), r.num_samples, r.seed)
+        else:
+            key = (r.sampling_or(sampling), r.num_samples)
+            params = shared_params.get(key)
+            if params is None:
+                params = shared_params[key] = sampling_params(*key)
+        return [Submission(r.request_id, list(r.token_ids), params, r.adapter, r)]
+
+    def _finished(self, engine: Any, done: Submission, out: Any,
+                  pending: dict[str, Submission]) -> Iterator[Result]:
+        if done.request is None:  # a context is cached: the scoring requests that wait for it
+            self._add(engine, self.scoring.warmed(done.key), pending)
+        elif isinstance(done.request, ScoringRequest):
+            result = self.scoring.result(done, out)
+            if isinstance(result, Submission):
+                self._add(engine, [result], pending)
+            else:
+                yield result
+        else:
+            yield to_completion(done.request, out)
+
+    def _add(self, engine: Any, submissions: list[Submission],
+             pending: dict[str, Submission]) -> None:
         # Token ids through vLLM's renderer (what LLM.generate does), then straight to the engine
         # under our own ids, so that finished outputs map back to our requests.
+        if not submissions:
+            return
         inputs = engine.renderer.render_cmpl(
-            [{"prompt_token_ids": list(r.token_ids)} for r in requests])
-        for r, prompt in zip(requests, inputs):
-            if isinstance(r, ScoringRequest):
-                params = scoring_params(r)
-            elif self.per_request_seeds and r.seed is not None:
-                params = sampling_params(r.sampling_or(sampling), r.num_samples, r.seed)
-            else:
-                key = (r.sampling_or(sampling), r.num_samples)
-                params = shared_params.get(key)
-                if params is None:
-                    params = shared_params[key] = sampling_params(*key)
-            request_id = f"{self.round}-{r.request_id}"
-            engine.add_request(request_id, prompt, params,
-                               lora_request=self.lora_request(r.adapter))
-            pending[request_id] = r
+            [{"prompt_token_ids": s.token_ids} for s in submissions])
+        for s, prompt in zip(submissions, inputs):
+            request_id = f"{self.round}-{s.key}"
+            engine.add_request(request_id, prompt, s.params,
+                               lora_request=self.lora_request(s.adapter))
+            pending[request_id] = s
 
     def lora_request(self, adapter: str | None) -> Any:
         if adapter is None:
@@ -211,44 +233,13 @@ class VLLMEngine:
         from inference_vllm.engine_metrics import engine_metrics
 
         return {"engine_args": self.args, "per_request_seeds": self.per_request_seeds,
-                "scoring_step": self.scoring_step,
+                "scoring_step": self.scoring_step, "scoring_rescored": self.scoring.rescored,
                 "worker_multiproc_method": os.environ.get("VLLM_WORKER_MULTIPROC_METHOD"),
                 **engine_metrics(self.llm.get_metrics())}
 
     def close(self) -> None:
         # Stop the engine process now rather than from an exit hook that logs into closed streams.
         self.llm.llm_engine.engine_core.shutdown()
-
-
-def scoring_params(request: ScoringRequest) -> Any:
-    """The prompt's own log-probabilities (the actual token's, with its rank: 1 is the top
-    choice) and one throwaway greedy token, or the asked next-token ids' there. Raw logits
-    (vLLM's default logprobs_mode): no temperature or penalty touches them; nothing decoded.
-    Such a request recomputes its prefill (vLLM skips reading the prefix cache for prompt
-    log-probabilities: cached positions would have none)."""
-    from vllm import SamplingParams
-    from vllm.sampling_params import RequestOutputKind
-
-    return SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=0, detokenize=False,
-                          logprob_token_ids=list(request.next_token_ids) or None,
-                          output_kind=RequestOutputKind.FINAL_ONLY)
-
-
-def to_scores(request: ScoringRequest, out: Any) -> TokenScores:
-    """The target rows of the prompt log-probabilities: row p holds token p given the ones
-    before it."""
-    rows = out.prompt_logprobs or []
-    ids = list(request.token_ids)
-    logprobs, greedy = [], []
-    for position in range(request.target_start, len(ids)):
-        entry = rows[position][ids[position]]
-        logprobs.append(float(entry.logprob))
-        greedy.append(entry.rank == 1)
-    following: tuple[float, ...] = ()
-    if request.next_token_ids:
-        step = out.outputs[0].logprobs[0]
-        following = tuple(float(step[t].logprob) for t in request.next_token_ids)
-    return TokenScores(request.request_id, tuple(logprobs), tuple(greedy), following)
 
 
 def to_completion(request: GenerationRequest, out: Any) -> Completion:
