@@ -4,9 +4,11 @@ references vs the same job generated, through one engine start, on the same prom
   likelihood   mode=likelihood: one prefill per item (the reference's trained target after the
                prompt), no decoding
   generate     mode=generate: num_samples continuations per item (the default sampling)
+  both         mode=both: both verbs in one running batch (the scores' extra cost)
 
-Both are the real pipeline in this process, one after the other, served by the one engine
-(started for both verbs); each row's time is its job's own inference span. Also, on an answer-set
+Each is the real pipeline in this process, one after the other, served by the one engine
+(started for both verbs, its prefix cache emptied before each: every mode prefills its own
+prompts); each row's time is its job's own inference span. Also, on an answer-set
 dataset whose options are one token each, the two ways to score them side by side through the
 same engine: one request per option (each its whole trained target), and one request per item
 reading the options' next-token log-probabilities at the answer slot.
@@ -22,14 +24,14 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from inference_core.compose import compose_config
-from inference_core.engine import ScoringRequest
+from inference_core.engine import GenerationRequest, ScoringRequest
 from inference_core.rundir.facts import describe_device, throughput, versions
 from inference_core.rundir.writers import read_json, write_json_atomic
 from inference_core.run.job import Job, prepare_job
 from inference_core.run.job_list import session_engine_cfg
 from inference_core.run.pipeline import run_job, start_job_engine
 
-from inference_vllm.bench.rows import BorrowedEngine
+from inference_vllm.bench.rows import WARM_UP_TOKENS, BorrowedEngine
 
 log = logging.getLogger(__name__)
 
@@ -106,26 +108,41 @@ def option_rows(engine: Any, job_: Job) -> list[dict[str, Any]]:
     return rows
 
 
+def warm_up(engine: Any, job_: Job) -> None:
+    """One untimed request of each verb: a fresh engine's first steps pay one-time costs (its
+    kernels' set-up) that neither row should carry."""
+    ids = list(range(1000, 1000 + WARM_UP_TOKENS))
+    list(engine.loglikelihood([ScoringRequest("warm", ids, WARM_UP_TOKENS // 2)]))
+    list(engine.generate([GenerationRequest("warm", ids, 2)], job_.sampling))
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     out = Path(args.out).resolve()
     root = out / "likelihood_runs"
-    scoring, generating = (job(args, args.dataset, m, root) for m in ("likelihood", "generate"))
-    shared = session_engine_cfg([scoring, generating])
+    modes = {m: job(args, args.dataset, m, root) for m in ("likelihood", "generate", "both")}
+    scoring = modes["likelihood"]
+    shared = session_engine_cfg(list(modes.values()))
     start = time.perf_counter()
     engine = start_job_engine(dataclasses.replace(scoring, engine_cfg=shared))
     load = time.perf_counter() - start
     try:
+        warm_up(engine, scoring)
         lend = BorrowedEngine(engine)
-        rows = [mode_row("likelihood", run_job(scoring, lambda j, a: lend)),
-                mode_row("generate", run_job(generating, lambda j, a: lend))]
+        rows = []
+        for name, one in modes.items():
+            engine.llm.reset_prefix_cache()  # each mode prefills its own prompts
+            rows.append(mode_row(name, run_job(one, lambda j, a: lend)))
         options = (option_rows(engine, job(args, args.options_dataset, "likelihood", root))
                    if args.options_dataset else [])
         stats = engine.stats()
     finally:
         engine.close()
     ratio = rows[0]["items_per_sec"] / rows[1]["items_per_sec"] if rows[1]["items_per_sec"] else None
+    extra = rows[2]["inference_seconds"] / rows[1]["inference_seconds"] - 1 if rows[1][
+        "inference_seconds"] else None
     result = {"dataset": args.dataset, "engine_load_seconds": round(load, 3), "rows": rows,
               "likelihood_vs_generate_items_per_sec": round(ratio, 2) if ratio else None,
+              "both_extra_seconds_over_generate": round(extra, 3) if extra is not None else None,
               "options": options, "scoring_step": stats.get("scoring_step"),
               "workload": vars(args), "device": describe_device(), "versions": versions()}
     write_json_atomic(out / "likelihood.json", result)
@@ -140,7 +157,9 @@ def render(result: dict[str, Any]) -> str:
                      f"{r['items_per_sec']:>10.3f}{r['prompt_tokens_per_sec']:>14.1f}"
                      f"{r['samples']:>9}")
     lines.append(f"\n{result['dataset']} (dataset.holdout=last), one engine start: scoring is "
-                 f"{result['likelihood_vs_generate_items_per_sec']}x generation's items/s")
+                 f"{result['likelihood_vs_generate_items_per_sec']}x generation's items/s; "
+                 f"scoring beside generation (both) took "
+                 f"{result['both_extra_seconds_over_generate']:+.0%} of generation's time")
     for o in result["options"]:
         lines.append(f"options, {o['way']}: {o['requests']} requests, {o['seconds']:.2f} s, "
                      f"{o['prompt_tokens']} prompt tokens, {o['items_per_sec']} items/s")
