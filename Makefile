@@ -66,8 +66,9 @@ run: install
 test: install browser install-quant
 	$(BIN)/python -m pytest -q $(ARGS)
 
+# The unit tests alone, on every core: no engine starts, no subprocess-heavy (`slow`) tests.
 test-fast: install browser
-	$(BIN)/python -m pytest -q -m "not engine" $(ARGS)
+	$(BIN)/python -m pytest -q -n auto -m "not engine and not slow" $(ARGS)
 
 # All seven ablations through ONE engine start (`ablations=all`: each into its usual folder, so
 # a re-run resumes), once per checkpoint of MODEL_PATHS (the default model when empty), then the

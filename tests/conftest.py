@@ -31,6 +31,25 @@ if GPUS:
     os.environ.setdefault(GPU_SHARE_ENV, "0.2")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def tokenizers_loaded_once() -> Iterator[None]:
+    """The session's runs read the same few tokenizer folders and never change a tokenizer:
+    each folder is loaded once (a load is ~0.3 s, and the fast suite makes hundreds of runs)."""
+    from inference_core.run import prompting
+
+    loaded: dict[str, Any] = {}
+    load = prompting.load_tokenizer
+
+    def load_once(model_path: Path) -> Any:
+        if str(model_path) not in loaded:
+            loaded[str(model_path)] = load(model_path)
+        return loaded[str(model_path)]
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(prompting, "load_tokenizer", load_once)
+        yield
+
+
 @pytest.fixture(scope="session")
 def model_path() -> Path:
     return ensure_default_model(REPO / ".cache")

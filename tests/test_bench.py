@@ -167,6 +167,7 @@ def test_tiny_bench_writes_every_row_and_ratio(vllm_engine, tmp_path):
     assert (out / "data" / "DMSC" / "train.json").is_file()
 
 
+@pytest.mark.slow
 def test_overhead_bench_times_every_stage_of_a_real_run(tmp_path):
     """bench-overhead's row on a tiny workload: the run goes through the product's pipeline
     (metrics and report included) with the benchmark-only instant engine."""

@@ -42,6 +42,7 @@ def test_every_dataset_is_a_group_choice_with_data():
         assert (DATA / name / "train.json").is_file() and (DATA / name / "test_leaderboard.json").is_file()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", NEW)
 def test_new_yaml_settings(name):
     d = compose(f"dataset={name}").dataset
@@ -61,6 +62,7 @@ def test_sample_data_has_5_to_10_users_with_references(name):
     assert items and all(isinstance(i.get("continuation"), str) for i in items)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ALL)
 def test_loads_and_builds_prompts_for_every_ablation(name, tokenizer):
     dataset = load_dataset(name, DATA / name)
@@ -117,6 +119,7 @@ def test_experiment_file(name):
     assert cfg.dataset.name == name and cfg.model.max_model_len == max_len
 
 
+@pytest.mark.slow
 def test_repetition_penalty_reaches_both_engines(tokenizer):
     settings = SamplingSettings(2, 0.7, 0.9, 50, 16, 42, repetition_penalty=1.15)
     from inference_hf.engine import generate_kwargs

@@ -44,6 +44,7 @@ def finished(job: Job) -> bool:
     return looks_finished(job.output_dir, job.identity(), job.shard_count, job.overwrite)
 
 
+@pytest.mark.slow
 def test_prompts_that_never_fit_leave_a_finished_folder_that_starts_no_engine(tmp_path):
     first = Starts()
     run_job(job_for(tmp_path, NARROW), first)
@@ -77,6 +78,7 @@ def test_items_the_input_cannot_give_leave_a_finished_folder_too(tmp_path):
     assert rerun.engines == []
 
 
+@pytest.mark.slow
 def test_blank_samples_are_asked_again_so_their_folder_starts_the_engine_at_once(tmp_path):
     """A rerun draws blank items again (README: users whose file is complete are kept): its
     engine starts beside the data load, as for any unfinished folder."""

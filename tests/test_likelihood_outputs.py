@@ -184,6 +184,7 @@ def card_order(dom: str) -> list[tuple[str, str]]:
     return re.findall(r'<code class="uid">(.*?)</code><span class="loc">item (.*?)</span>', dom)
 
 
+@pytest.mark.slow
 def test_report_lists_the_worst_predicted_first(chameleons: Path, movielens: Path) -> None:
     for run_dir in (chameleons, movielens):
         data = page_data((run_dir / "report.html").read_text())
@@ -211,6 +212,7 @@ def test_report_lists_the_worst_predicted_first(chameleons: Path, movielens: Pat
     assert "unscored: " + NO_REFERENCE in dom.split('<article class="card">')[-1]
 
 
+@pytest.mark.slow
 def test_seven_ablations_scored_in_one_start_are_seven_leaderboard_rows(tmp_path: Path,
                                                                         ) -> None:
     engine, starts = FakeEngine(), []

@@ -82,6 +82,7 @@ def test_both_share_one_engine_call_and_every_item_has_samples_and_figures(
         assert len(item["generated_samples"]) == 2 and item["likelihood"]["scored"]
 
 
+@pytest.mark.slow
 def test_a_killed_likelihood_run_resumes_to_what_an_uninterrupted_one_wrote(
         tmp_path: Path) -> None:
     whole, _ = run(tmp_path / "whole", *DMSC_TAGGED, "mode=likelihood")

@@ -50,6 +50,7 @@ def folder_contents(folder: Path) -> dict[str, Any]:
     return {str(p.relative_to(folder)): without_run_facts(load(p)) for p in folder.rglob("*.json")}
 
 
+@pytest.mark.slow
 def test_seven_ablations_in_one_run_write_what_seven_runs_write(tmp_path: Path) -> None:
     shared = FakeEngine()
     starts: list[Any] = []
@@ -120,6 +121,7 @@ def test_datasets_with_their_own_sampling_share_one_stream(tmp_path: Path) -> No
     assert by_run == {"0": jobs[0].sampling, "1": jobs[1].sampling}
 
 
+@pytest.mark.slow
 def test_a_killed_run_resumes_only_the_missing_users_of_each_folder(tmp_path: Path) -> None:
     with pytest.raises(Interrupted):
         run_jobs(jobs_of(tmp_path, "ablations=[profile_only,history_only]"),
@@ -138,6 +140,7 @@ def test_a_killed_run_resumes_only_the_missing_users_of_each_folder(tmp_path: Pa
         len(load(next((tmp_path / a / "users").glob(n)))["items"]) for a in kept for n in kept[a])
 
 
+@pytest.mark.slow
 def test_one_job_with_broken_data_is_named_and_the_others_complete(tmp_path: Path, caplog) -> None:
     from conftest import write_dataset
 
@@ -223,6 +226,7 @@ def test_a_failed_engine_start_claims_no_folder(tmp_path: Path) -> None:
     assert not (job.output_dir / "users").exists()
 
 
+@pytest.mark.slow
 def test_finished_folders_start_no_engine_and_are_left_as_they_are(tmp_path: Path,
                                                                     monkeypatch) -> None:
     run_jobs(jobs_of(tmp_path, "ablations=[profile_only,history_only]"), lend(FakeEngine()))
@@ -237,6 +241,7 @@ def test_finished_folders_start_no_engine_and_are_left_as_they_are(tmp_path: Pat
     assert after == before
 
 
+@pytest.mark.slow
 def test_the_command_line_logs_into_its_own_folder_not_a_jobs(tmp_path: Path) -> None:
     """Hydra's .hydra/ and run.log of a many-job command go under multirun/, not into the folder
     of the default ablation (no such job); a dry run writes each job's prompts."""

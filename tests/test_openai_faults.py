@@ -46,6 +46,7 @@ def request(kind: int, i: int, n: int = 2) -> GenerationRequest:
     return GenerationRequest(str(i), (kind, 100 + i, 200), n)
 
 
+@pytest.mark.slow
 def test_faults_are_retried_and_a_400_is_reported(tmp_path: Path) -> None:
     kinds = [OK, RATE_LIMITED, SERVER_ERROR, SLOW, BAD_REQUEST, OK]
     requests = [request(kind, i) for i, kind in enumerate(kinds)]
@@ -157,6 +158,7 @@ def test_a_refused_connection_is_one_config_error(tmp_path: Path) -> None:
     ({"api_key": "sk-in-the-config"}, "never put the key in the config"),
     ({"max_model_len": 4096}, None),
 ])
+@pytest.mark.slow
 def test_bad_settings_are_one_line(tmp_path: Path, overrides: dict[str, Any],
                                    message: str | None) -> None:
     with FaultServer() as server:
@@ -186,6 +188,7 @@ def test_backoff_doubles_with_jitter_and_honours_retry_after() -> None:
     assert retry_after_seconds({}) is None
 
 
+@pytest.mark.slow
 def test_a_server_that_is_down_is_exit_2_before_any_generation(tmp_path: Path) -> None:
     with FaultServer() as server:
         url = server.base_url  # closed again: nothing listens there now
@@ -268,6 +271,7 @@ def test_a_consumer_that_stops_early_cancels_what_is_in_flight(tmp_path: Path) -
     assert first.request_id == "0"
 
 
+@pytest.mark.slow
 def test_a_429_with_retry_after_pauses_every_request(tmp_path: Path) -> None:
     with FaultServer(retry_after="1") as server:
         engine = start(server, tmp_path, max_concurrency=2)

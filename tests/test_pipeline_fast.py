@@ -140,6 +140,7 @@ def test_resumed_samples_equal_an_uninterrupted_run(tmp_path: Path) -> None:
     assert load(whole / "test_leaderboard.json") == load(job.output_dir / "test_leaderboard.json")
 
 
+@pytest.mark.slow
 def test_prompts_built_by_worker_processes_make_the_same_run(tmp_path: Path) -> None:
     here = run_job(job_for(tmp_path, "prompt_workers=1", name="here"), lend(FakeEngine()))
     pool = run_job(job_for(tmp_path, "prompt_workers=2", name="pool"), lend(FakeEngine()))

@@ -23,6 +23,7 @@ def builders(tokenizer) -> list[PromptBuilder]:
                           keep_text=True, keep_messages=True)]
 
 
+@pytest.mark.slow
 def test_workers_build_what_the_run_process_builds_in_input_order(tokenizer):
     users = load_dataset("DMSC", REPO / "data" / "DMSC").users
     # Both builders, users interleaved: the order out is the order in, whichever worker finishes.
@@ -40,6 +41,7 @@ def test_workers_build_what_the_run_process_builds_in_input_order(tokenizer):
     assert not any(b.error for b in got)
 
 
+@pytest.mark.slow
 def test_a_users_build_error_comes_back_from_a_worker_for_that_user_alone(tokenizer):
     users = load_dataset("DMSC", REPO / "data" / "DMSC").users
     broken = builders(tokenizer)

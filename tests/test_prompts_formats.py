@@ -39,6 +39,7 @@ def builder(tokenizer, dataset: str, ablation: str, fmt: str, budget: int = 1536
     return PromptBuilder(tokenizer, prompt_settings(cfg), ablation_of(cfg), budget, keep_text=True)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dataset", DATASETS)
 @pytest.mark.parametrize("ablation", sorted(ABLATIONS))
 @pytest.mark.parametrize("budget", BUDGETS, ids=lambda b: f"{b[0]}-{b[1]}")
@@ -58,6 +59,7 @@ def test_native_truncation_cases_keep_their_ids(tokenizer, case):
     assert describe(b.build_user(user)) == FROZEN["synthetic"][case]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fmt", sorted(FORMATS))
 @pytest.mark.parametrize("dataset", sorted(p.name for p in (REPO / "data").iterdir()))
 def test_every_dataset_format_and_ablation_keeps_its_prompts(tokenizer, dataset, fmt):

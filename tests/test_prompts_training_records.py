@@ -82,6 +82,7 @@ def test_tagged_writes_training_dims_and_roles(tokenizer, tmp_path, dataset, use
 @pytest.mark.parametrize("fmt", ["tagged_era_a", "tagged_era_b"])
 @pytest.mark.parametrize("dataset", ["LovinkDialogue", "RealPersonaChat", "Chameleons",
                                      "PERSONA_Bench", "REALTALK"])
+@pytest.mark.slow
 def test_every_tagged_era_and_dialogue_dataset_uses_the_same_rules(tokenizer, tmp_path,
                                                                    dataset, fmt):
     users = users_from_files(tmp_path, RECORDS)

@@ -76,6 +76,7 @@ def test_degenerate_and_chrf() -> None:
     assert chrf_between(["completely other"], ["same text"]) < 30
 
 
+@pytest.mark.slow
 def test_calibration_uses_the_jobs_own_prompts(model_path: Path) -> None:
     job = prepare_job(compose_cfg("dataset=DMSC", "ablation=profile_and_history"))
     calib = calibration_prompts(job, count=4, max_len=96)
@@ -87,6 +88,7 @@ def test_calibration_uses_the_jobs_own_prompts(model_path: Path) -> None:
     assert len(calibration_prompts(job, count=10_000, max_len=96)) < 10_000  # all there are
 
 
+@pytest.mark.slow
 def test_missing_tool_venv_is_one_line(tmp_path: Path) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "inference_core.quantize", f"quant.python={tmp_path}/none",

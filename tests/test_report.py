@@ -236,6 +236,7 @@ def cards(dom: str) -> int:
     return dom.count('<article class="card">')
 
 
+@pytest.mark.slow
 def test_report_renders_in_chromium(run_dir: Path, tmp_path: Path) -> None:
     page = report.write_report(run_dir)
     dom = browse(page, "--dump-dom")
@@ -256,6 +257,7 @@ def test_report_renders_in_chromium(run_dir: Path, tmp_path: Path) -> None:
         assert img.size == (1200, 900) and len(img.convert("RGB").getcolors(1 << 20) or []) > 20
 
 
+@pytest.mark.slow
 def test_report_pages_through_many_items(tmp_path: Path) -> None:
     """No run.json, no dataset: 120 items, 50 cards a page, the page number from the address."""
     run_dir = tmp_path / "big"
@@ -273,6 +275,7 @@ def test_report_pages_through_many_items(tmp_path: Path) -> None:
     assert cards(browse(page, "--dump-dom", fragment="truncated=1&page=2")) == 10
 
 
+@pytest.mark.slow
 def test_leaderboard_renders_and_sorts_in_chromium(board: Path) -> None:
     dom = browse(board, "--dump-dom", fragment="sort=samples_per_s:asc")
     rows = re.findall(r"<tr>(.*?)</tr>", dom.split("<tbody>")[1], re.S)

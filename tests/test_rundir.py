@@ -136,6 +136,7 @@ def test_a_second_run_on_a_held_folder_exits_2_naming_the_holder(tmp_path, caplo
         pass
 
 
+@pytest.mark.slow
 def test_two_processes_started_together_one_holds_the_other_is_refused(tmp_path):
     script = HOLD.replace('print("held", flush=True)', 'print("held", flush=True)')
     procs = [subprocess.Popen([sys.executable, "-c", script, str(tmp_path), "3"], cwd=REPO,
@@ -283,6 +284,7 @@ def descendants_of(pid: int) -> list[psutil.Process]:
     return psutil.Process(pid).children(recursive=True)
 
 
+@pytest.mark.slow
 def test_reaper_kills_the_grandchildren_of_a_sigkilled_parent(tmp_path):
     parent = subprocess.Popen([sys.executable, "-c", PARENT], cwd=REPO, stdout=subprocess.PIPE,
                               text=True)

@@ -138,7 +138,7 @@ def generate(engine: Engine, runs: Sequence[JobRun], feed: RequestFeed) -> float
 
     Each job's inference time is its own span, from the engine taking its first request to its
     last completion (in a shared start the other jobs' work overlaps it); returns the
-    session's, from the first request to the last completion of any job.
+    session's, from the start of generation to the last completion of any job.
     """
     start = time.perf_counter()
     total = sum(len(r.tests) * r.job.sampling.num_samples for r in runs if r.job.generates)

@@ -110,8 +110,9 @@ def as_run_stopped(err: BaseException, run_dir: Path | None = None) -> RunStoppe
         return err
     if isinstance(err, OSError):
         return stopped_by_os_error(err, run_dir)
-    if isinstance(err.__cause__, OSError):
-        return stopped_by_os_error(err.__cause__, run_dir)
+    if isinstance(err.__cause__, OSError) and (
+            stopped := stopped_by_os_error(err.__cause__, run_dir)) is not None:
+        return stopped
     if is_engine_failure(err) or any(is_engine_failure(e) for e in _causes(err)):
         return stopped_by_engine(err, run_dir)
     return None
