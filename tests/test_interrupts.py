@@ -80,4 +80,6 @@ def test_sigterm_and_sigkill_then_resume_matches_an_uninterrupted_run(vllm_engin
     _, err = proc.communicate(timeout=600)
     assert proc.returncode == 0, err[-3000:]
     assert_complete_run(out, TEST_FILE, 3)
-    assert finished(out).keys() == finished(reference).keys()
+    # Every request carries its own seed (the CPU build too): the users written before each
+    # stop, by three other engine starts, hold what the uninterrupted run drew.
+    assert finished(out) == finished(reference)

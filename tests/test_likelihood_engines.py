@@ -129,3 +129,22 @@ def test_torchrun_two_ranks_agree_with_vllm(vllm_scored: Any, tmp_path: Path) ->
         assert abs(ranks[key]["nll_per_token"] - ours["nll_per_token"]) < MEAN_NLL_TOLERANCE
     summary = load(tmp_path / "ranks" / "inference_summary.json")
     assert summary["world_size"] == 2 and [s["shard_index"] for s in summary["shards"]] == [0, 1]
+
+
+@pytest.mark.parametrize("dataset", ["MovieLens", "LovinkQuestionnaire"])
+def test_answer_sets_on_the_embedded_model_predict_an_option_per_item(
+        vllm_engine: Any, tmp_path: Path, dataset: str) -> None:
+    """Every item whose options are known gets the model's option, and metrics.json the
+    accuracy and, for ratings, the MAE."""
+    out = run_job(prepare_job(compose(
+        f"dataset={dataset}", "prompt=tagged", "dataset.holdout=last", "mode=likelihood",
+        f"output_dir={tmp_path / dataset}", "report=false")), lambda job, adapters: vllm_engine)
+    with_options = [f for f in figures(out).values() if "options" in f]
+    assert with_options and all(f["predicted"] in {o["option"] for o in f["options"]}
+                                for f in with_options)
+    assert all(0 < f["option_mass"] <= 1 for f in with_options)
+    block = load(out / "metrics.json")["likelihood"]
+    assert 0 <= block["option_accuracy"]["mean"] <= 1
+    if dataset == "MovieLens":
+        assert len(with_options) == len(figures(out))  # every rating item
+        assert block["option_mae"]["mean"] >= 0

@@ -13,6 +13,8 @@ import pytest
 from conftest import DATA, GPUS, REPO, compose
 from inference_core import config as conf
 from inference_core.config import ConfigError
+from inference_core.run.job import prepare_job
+from inference_core.run.pipeline import run_job
 from inference_core.rundir.writers import read_json
 from inference_vllm.device_defaults import resolve_device_defaults
 from inference_vllm.replicas import (REPLICA_ENV, check_replica_settings, device_slices,
@@ -96,6 +98,12 @@ def replica_pids(parent: int) -> dict[int, int]:
     return found
 
 
+def leaderboard_texts(out: Path) -> list:
+    """Every item's continuations in the filled leaderboard file, in file order."""
+    return [item.get("continuations") for record in read_json(out / "test_leaderboard.json")
+            for col in record["task"]["task_behavior_collections"] for item in col["data"]]
+
+
 def assert_every_item_once(out: Path, n: int) -> dict:
     """The first 4 users' items each filled with n samples, each in exactly one user file."""
     source = read_json(TEST_FILE)
@@ -124,7 +132,7 @@ def assert_every_item_once(out: Path, n: int) -> dict:
 
 @pytest.mark.engine
 @pytest.mark.skipif(GPUS == 1, reason="two replicas need two GPUs on a GPU node")
-def test_two_replicas_then_kill_one_and_resume(tmp_path):
+def test_two_replicas_then_kill_one_and_resume(tmp_path, vllm_engine):
     env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1"}
     # Two ablations through the same two replicas: each replica serves its share of both jobs,
     # and each folder is merged once.
@@ -143,6 +151,12 @@ def test_two_replicas_then_kill_one_and_resume(tmp_path):
         sessions.add(tuple(s["engine_session"]["id"] for s in summary["shards"]))
     assert len(sessions) == 1  # one start per replica, each serving both folders
     assert "[replica 1]" in done.stderr
+    # Per-request seeds: two replicas draw what one engine draws for the same users.
+    for ablation in ("profile_only", "context_only"):
+        one = run_job(prepare_job(compose(f"output_dir={tmp_path / 'one' / ablation}", *TINY,
+                                          f"ablation={ablation}")),
+                      lambda job, adapters: vllm_engine)
+        assert leaderboard_texts(one) == leaderboard_texts(whole / ablation)
 
     # Again, and SIGKILL one replica as soon as the first user file is on disk.
     out = tmp_path / "killed"
@@ -171,4 +185,7 @@ def test_two_replicas_then_kill_one_and_resume(tmp_path):
     assert again.returncode == 0, again.stderr[-3000:]
     summary = assert_every_item_once(out, 2)
     assert summary["resumed_users"] == kept  # only the missing users were generated again
+    one = run_job(prepare_job(compose(f"output_dir={tmp_path / 'one_default'}", *TINY)),
+                  lambda job, adapters: vllm_engine)
+    assert leaderboard_texts(out) == leaderboard_texts(one)
     assert read_json(out / "run.json")["max_users"] == 4
