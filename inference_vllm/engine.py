@@ -10,8 +10,8 @@ from inference_core.model.adapters import Adapter
 from inference_core.config import ConfigError
 from inference_core.engine import (Completion, GenerationRequest, Request, Result,
                                    SamplingSettings, ScoringRequest, TokenScores)
-from inference_vllm.device_defaults import (cuda_present, resolve_device_defaults, scoring_step,
-                                             seeds_break)
+from inference_vllm.device_defaults import (cpu_kernel_missing, cuda_present,
+                                             resolve_device_defaults, scoring_step, seeds_break)
 from inference_vllm.scoring import ScoringPlan, Submission
 
 log = logging.getLogger(__name__)
@@ -127,6 +127,9 @@ class VLLMEngine:
         from vllm import LLM
         from vllm.lora.request import LoRARequest
 
+        missing = cpu_kernel_missing(model_path, cuda_present())
+        if missing:
+            raise ConfigError(missing)
         self.args = {**lora_args(adapters), **engine_args(engine_cfg)}
         self.scoring_step = scoring_step(engine_cfg, self.args, model_path, cuda_present())
         self.args.update(self.scoring_step.get("engine_args", {}))

