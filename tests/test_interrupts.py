@@ -12,14 +12,14 @@ from pathlib import Path
 import orjson
 import pytest
 
-from conftest import DATA, REPO, compose
+from conftest import REPO, compose
 from inference_core.run.job import prepare_job
 from inference_core.run.pipeline import run_job
-from test_vllm_pipeline import assert_complete_run, load
+from test_vllm_pipeline import load
 
 pytestmark = pytest.mark.engine
-ARGS = ["sampling.max_tokens=48", "sampling.num_samples=3"]
-TEST_FILE = DATA / "Chameleons" / "test_leaderboard.json"
+# 4 of the 8 users: each start prefills every prompt before the first user file is written.
+ARGS = ["max_users=4", "sampling.max_tokens=16", "sampling.num_samples=2"]
 
 
 def start(out: Path) -> subprocess.Popen:
@@ -29,10 +29,20 @@ def start(out: Path) -> subprocess.Popen:
 
 
 def wait_for_user_file(proc: subprocess.Popen, out: Path, timeout: float = 300) -> None:
+    """Until this run writes a user file (or ends)."""
+    before = len(list((out / "users").glob("*.json")))
     deadline = time.monotonic() + timeout
-    while not any((out / "users").glob("*.json")) and proc.poll() is None:
+    while len(list((out / "users").glob("*.json"))) <= before and proc.poll() is None:
         assert time.monotonic() < deadline, "no user finished in time"
         time.sleep(0.2)
+
+
+def signal_group(proc: subprocess.Popen, sig: int) -> None:
+    """`sig` to the run's process group, unless the run has already ended (a tiny run can)."""
+    try:
+        os.killpg(proc.pid, sig)
+    except ProcessLookupError:
+        pass
 
 
 def assert_no_torn_json(out: Path) -> None:
@@ -61,25 +71,31 @@ def test_sigterm_and_sigkill_then_resume_matches_an_uninterrupted_run(vllm_engin
     proc = start(out)  # 1) SIGTERM to the whole job, as Slurm preempts
     wait_for_user_file(proc, out)
     time.sleep(rng.uniform(0, 1.0))
-    os.killpg(proc.pid, signal.SIGTERM)
+    signal_group(proc, signal.SIGTERM)
     log, err = proc.communicate(timeout=120)
-    assert proc.returncode in (128 + signal.SIGTERM, 0), err[-2000:]
-    if proc.returncode:  # Hydra's console log goes to stdout
+    # 143: stopped between engine steps, with its line; -15: the signal came after generation
+    # (merge, metrics: nothing to keep) and ended it the default way (a shell sees 143 too).
+    assert proc.returncode in (128 + signal.SIGTERM, -signal.SIGTERM, 0), err[-2000:]
+    if proc.returncode == 128 + signal.SIGTERM:  # Hydra's console log goes to stdout
         assert "stopped by SIGTERM" in log and "run the same command again to resume" in log
     assert_no_torn_json(out)
 
-    for _ in range(2):  # 2) SIGKILL at a random moment: start-up, generation or writing
-        proc = start(out)
-        wait_for_user_file(proc, out)
-        time.sleep(rng.uniform(0, 4.0))
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=60)
-        assert_no_torn_json(out)
+    proc = start(out)  # 2) SIGKILL of the resumed run once it wrote a user: generation or writing
+    wait_for_user_file(proc, out)
+    time.sleep(rng.uniform(0, 4.0))
+    signal_group(proc, signal.SIGKILL)
+    proc.wait(timeout=60)
+    assert_no_torn_json(out)
 
     proc = start(out)  # 3) resume to the end
     _, err = proc.communicate(timeout=600)
     assert proc.returncode == 0, err[-3000:]
-    assert_complete_run(out, TEST_FILE, 3)
+    # The resumed run's files are the uninterrupted run's: the filled leaderboard file, and below,
+    # every user file's samples.
+    assert load(out / "test_leaderboard.json") == load(reference / "test_leaderboard.json")
+    summary = load(out / "inference_summary.json")
+    assert summary["num_users"] == 4 and summary["total_samples"] == \
+        load(reference / "inference_summary.json")["total_samples"] > 0
     # Every request carries its own seed (the CPU build too): the users written before each
-    # stop, by three other engine starts, hold what the uninterrupted run drew.
+    # stop, by two other engine starts, hold what the uninterrupted run drew.
     assert finished(out) == finished(reference)
