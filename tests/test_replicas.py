@@ -19,6 +19,7 @@ from inference_core.rundir.writers import read_json
 from inference_vllm.device_defaults import resolve_device_defaults
 from inference_vllm.replicas import (REPLICA_ENV, check_replica_settings, device_slices,
                                      exit_status, plan_replicas, replica_env, replica_overrides)
+from test_vllm_pipeline import assert_complete_run, test_items
 
 TINY = ["max_users=4", "sampling.max_tokens=8", "sampling.num_samples=2"]
 TEST_FILE = DATA / "Chameleons" / "test_leaderboard.json"
@@ -106,24 +107,12 @@ def leaderboard_texts(out: Path) -> list:
 
 def assert_every_item_once(out: Path, n: int) -> dict:
     """The first 4 users' items each filled with n samples, each in exactly one user file."""
-    source = read_json(TEST_FILE)
-    filled = read_json(out / "test_leaderboard.json")
-    wanted = set()
-    for r_i, (record, done) in enumerate(zip(source, filled)):
-        for c_i, col in enumerate(done["task"]["task_behavior_collections"]):
-            for d_i, item in enumerate(col["data"]):
-                if r_i < 4:
-                    wanted.add(f"{r_i}/{c_i}/{d_i}")
-                    assert len(item["continuations"]) == n
-                    assert all(t.strip() for t in item["continuations"])
-                else:
-                    assert "continuations" not in item
+    summary = assert_complete_run(out, TEST_FILE, n, max_users=4)
     written = [f"{i['location']['record']}/{i['location']['collection']}/{i['location']['item']}"
                for path in (out / "users").glob("*.json") for i in read_json(path)["items"]]
+    wanted = [f"{r}/{c}/{d}" for (r, c, d), _, _ in test_items(TEST_FILE) if r < 4]
     assert sorted(written) == sorted(wanted)  # every item once across the replicas' files
-    summary = read_json(out / "inference_summary.json")
     assert summary["num_users"] == 4 and summary["data_parallel_size"] == 2
-    assert summary["num_data_items"] == len(wanted) and summary["total_samples"] == len(wanted) * n
     assert [r["replica"] for r in summary["replicas"]] == [0, 1]
     assert [s["shard_index"] for s in summary["shards"]] == [0, 1]
     assert summary["engine"] == "vllm"

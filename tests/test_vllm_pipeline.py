@@ -37,18 +37,22 @@ def test_items(test_file: Path):
 test_items.__test__ = False
 
 
-def assert_complete_run(out: Path, test_file: Path, n: int) -> dict:
-    """The output contract: every item filled with n non-blank samples, one file per user."""
+def assert_complete_run(out: Path, test_file: Path, n: int, max_users: int | None = None) -> dict:
+    """The output contract: every item (of the first `max_users` records) filled with n non-blank
+    samples, the others untouched, one file per user."""
     source = {loc: item for loc, _, item in test_items(test_file)}
     filled = {loc: item for loc, _, item in test_items(out / "test_leaderboard.json")}
     assert filled.keys() == source.keys()
+    wanted = {loc for loc in source if max_users is None or loc[0] < max_users}
     for loc, item in filled.items():
-        conts = item.pop("continuations")
-        assert len(conts) == n and all(isinstance(t, str) and t.strip() for t in conts), loc
+        if loc in wanted:
+            conts = item.pop("continuations")
+            assert len(conts) == n and all(isinstance(t, str) and t.strip() for t in conts), loc
         assert item == source[loc]  # everything else unchanged
     users = [load(p) for p in sorted((out / "users").iterdir())]
     hashes = [u["user_hash"] for u in users]
-    assert len(hashes) == len(set(hashes)) == len({h for _, h, _ in test_items(test_file)})
+    assert len(hashes) == len(set(hashes)) == len({h for loc, h, _ in test_items(test_file)
+                                                   if loc in wanted})
     for user, path in zip(users, sorted((out / "users").iterdir())):
         assert user["file"] == path.name
         for item in user["items"]:
@@ -57,8 +61,8 @@ def assert_complete_run(out: Path, test_file: Path, n: int) -> dict:
             assert item["prompt_tokens"] > 0
     summary = load(out / "inference_summary.json")
     assert SUMMARY_KEYS <= summary.keys()
-    assert summary["num_data_items"] == len(source)
-    assert summary["total_samples"] == len(source) * n
+    assert summary["num_data_items"] == len(wanted)
+    assert summary["total_samples"] == len(wanted) * n
     assert summary["num_users"] == len(users)
     assert summary["generated_tokens"] >= summary["total_samples"]
     return summary
